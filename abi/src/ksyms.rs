@@ -1,0 +1,164 @@
+//! The guest's embedded symbol table ("kallsyms"), written by the runner,
+//! read by the guest's oops printer.
+//!
+//! Like Linux's kallsyms, the table cannot come from the link that produces
+//! the addresses it lists, so it is filled in afterwards: the guest reserves
+//! a zeroed `.ksyms` section, and after building, the runner writes the
+//! sorted function symbols into it in place. The guest then names `RIP` and
+//! every backtrace frame itself, even when nobody symbolizes its log.
+//!
+//! Layout (little endian): magic `KSYMTAB1`, `count: u32`, `strings: u32`,
+//! then `count` entries of `(addr: u64, name_offset: u32, name_len: u32)`
+//! sorted by address, then the names.
+
+pub const MAGIC: &[u8; 8] = b"KSYMTAB1";
+/// Bytes the guest reserves for the table.
+pub const SECTION_SIZE: usize = 384 * 1024;
+/// The section the runner fills.
+pub const SECTION_NAME: &str = ".ksyms";
+
+const HEADER: usize = 16;
+const ENTRY: usize = 16;
+
+fn u32_at(b: &[u8], at: usize) -> Option<u32> {
+    Some(u32::from_le_bytes(b.get(at..at + 4)?.try_into().ok()?))
+}
+
+fn u64_at(b: &[u8], at: usize) -> Option<u64> {
+    Some(u64::from_le_bytes(b.get(at..at + 8)?.try_into().ok()?))
+}
+
+/// A table view over the section's bytes. Never panics on a corrupt or
+/// empty (never-filled) section: it just finds nothing.
+#[derive(Clone, Copy)]
+pub struct Table<'a> {
+    bytes: &'a [u8],
+    count: usize,
+}
+
+impl<'a> Table<'a> {
+    pub fn new(bytes: &'a [u8]) -> Option<Table<'a>> {
+        if bytes.get(..8)? != MAGIC {
+            return None;
+        }
+        let count = u32_at(bytes, 8)? as usize;
+        if HEADER.checked_add(count.checked_mul(ENTRY)?)? > bytes.len() {
+            return None;
+        }
+        Some(Table { bytes, count })
+    }
+
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    fn entry(&self, i: usize) -> Option<(u64, &'a str)> {
+        let at = HEADER + i * ENTRY;
+        let addr = u64_at(self.bytes, at)?;
+        let strings = HEADER + self.count * ENTRY;
+        let off = strings + u32_at(self.bytes, at + 8)? as usize;
+        let len = u32_at(self.bytes, at + 12)? as usize;
+        let name = core::str::from_utf8(self.bytes.get(off..off.checked_add(len)?)?).ok()?;
+        Some((addr, name))
+    }
+
+    /// The function containing `addr`: its name and `addr`'s offset into it.
+    /// (The nearest symbol at or below; like kallsyms, sizes are not kept.)
+    pub fn lookup(&self, addr: u64) -> Option<(&'a str, u64)> {
+        // Binary search for the last entry with entry.addr <= addr.
+        let (mut lo, mut hi) = (0usize, self.count);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if self.entry(mid)?.0 <= addr {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        let (base, name) = self.entry(lo.checked_sub(1)?)?;
+        Some((name, addr - base))
+    }
+}
+
+/// Encode `symbols` (any order) into a table of at most `capacity` bytes,
+/// dropping symbols from the high end of the sorted list if they do not
+/// all fit. Returns the bytes and how many symbols made it.
+#[cfg(feature = "alloc")]
+pub fn encode(symbols: &[(u64, &str)], capacity: usize) -> (alloc::vec::Vec<u8>, usize) {
+    let mut sorted: alloc::vec::Vec<(u64, &str)> = symbols.to_vec();
+    sorted.sort_by_key(|s| s.0);
+    sorted.dedup_by_key(|s| s.0);
+    let mut n = sorted.len();
+    loop {
+        let names: usize = sorted[..n].iter().map(|s| s.1.len()).sum();
+        if HEADER + n * ENTRY + names <= capacity || n == 0 {
+            break;
+        }
+        n -= 1;
+    }
+    let mut out = alloc::vec::Vec::with_capacity(capacity);
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&(n as u32).to_le_bytes());
+    let names: usize = sorted[..n].iter().map(|s| s.1.len()).sum();
+    out.extend_from_slice(&(names as u32).to_le_bytes());
+    let mut off = 0u32;
+    for (addr, name) in &sorted[..n] {
+        out.extend_from_slice(&addr.to_le_bytes());
+        out.extend_from_slice(&off.to_le_bytes());
+        out.extend_from_slice(&(name.len() as u32).to_le_bytes());
+        off += name.len() as u32;
+    }
+    for (_, name) in &sorted[..n] {
+        out.extend_from_slice(name.as_bytes());
+    }
+    (out, n)
+}
+
+#[cfg(all(test, feature = "alloc"))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_nearest_below() {
+        let syms = [(0x3000u64, "c"), (0x1000, "a"), (0x2000, "b")];
+        let (bytes, n) = encode(&syms, 4096);
+        assert_eq!(n, 3);
+        let t = Table::new(&bytes).unwrap();
+        assert_eq!(t.lookup(0x0fff), None);
+        assert_eq!(t.lookup(0x1000), Some(("a", 0)));
+        assert_eq!(t.lookup(0x2abc), Some(("b", 0xabc)));
+        assert_eq!(t.lookup(0xffff_ffff), Some(("c", 0xffff_ffff - 0x3000)));
+    }
+
+    #[test]
+    fn unfilled_or_corrupt_sections_find_nothing() {
+        assert!(Table::new(&[0u8; 64]).is_none());
+        let (mut bytes, _) = encode(&[(1, "x")], 4096);
+        bytes[8] = 0xff; // count far beyond the data
+        assert!(Table::new(&bytes).is_none());
+        let (bytes, _) = encode(&[(1, "x")], 4096);
+        for cut in 0..bytes.len() {
+            if let Some(t) = Table::new(&bytes[..cut]) {
+                let _ = t.lookup(5);
+            }
+        }
+    }
+
+    #[test]
+    fn too_many_symbols_are_dropped_to_fit() {
+        let names: alloc::vec::Vec<alloc::string::String> =
+            (0..100).map(|i| alloc::format!("sym{i:04}")).collect();
+        let syms: alloc::vec::Vec<(u64, &str)> = names
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (i as u64 * 16, s.as_str()))
+            .collect();
+        let (bytes, n) = encode(&syms, 600);
+        assert!(bytes.len() <= 600 && n < 100 && n > 0);
+        assert_eq!(Table::new(&bytes).unwrap().len(), n);
+    }
+}

@@ -1,0 +1,20 @@
+//! The guest's memory bookkeeping, with no hardware in it.
+//!
+//! Everything here decides *which* addresses and frames to use; nothing here
+//! touches a page table, a CPU register or memory it was not handed. That is
+//! what lets `cargo test` run the same allocators on the host, with property
+//! tests, that the guest runs in ring 0.
+//!
+//! - [`frames`]: physical frames, the first allocator up, so it needs no heap.
+//! - [`vmalloc`]: the virtual area kernel stacks come from, guard pages and all.
+//! - [`stack_cache`]: Linux's per-CPU cache of two free stacks.
+//! - [`memmap`]: the boot memory map's promises, checked rather than trusted.
+#![cfg_attr(not(test), no_std)]
+#![forbid(unsafe_code)]
+
+extern crate alloc;
+
+pub mod frames;
+pub mod memmap;
+pub mod stack_cache;
+pub mod vmalloc;
