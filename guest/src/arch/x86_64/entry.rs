@@ -1,0 +1,25 @@
+//! The kernel entry point the boot loader jumps to.
+//!
+//! Limine enters us in long mode with interrupts off, on a 16-byte aligned
+//! stack in bootloader-reclaimable memory with a zero return address pushed
+//! (PROTOCOL.md, "Machine state at entry"). The frame-pointer chain must end
+//! here, so the backtracer knows where to stop: `rbp` is zeroed before Rust
+//! runs. The stack's top (rsp + 8, above the pushed zero) is passed along:
+//! the boot flow becomes the init task and needs to know its stack.
+
+core::arch::global_asm!(
+    ".section .text.kernel_entry, \"ax\"",
+    ".global kernel_entry",
+    "kernel_entry:",
+    "    xor ebp, ebp",
+    "    lea rdi, [rsp + 8]",
+    // Entered like a called function (rsp = 8 mod 16); realign for our call.
+    "    and rsp, -16",
+    "    call {main}",
+    "    ud2",
+    main = sym rust_entry,
+);
+
+extern "C" fn rust_entry(stack_top: u64) -> ! {
+    crate::kernel_main(x86_64::VirtAddr::new(stack_top))
+}

@@ -1,0 +1,61 @@
+//! The interrupt descriptor table, shared by all CPUs (as Linux's
+//! `idt_table` is): every vector points at its stub in `trap.rs`; #DF, NMI
+//! and #MC switch to their own IST stacks, because the stack they interrupt
+//! may be the one that just overflowed.
+use super::percpu::{IST_DOUBLE_FAULT, IST_MACHINE_CHECK, IST_NMI};
+use super::trap::stub_address;
+use spin::Once;
+use x86_64::structures::idt::InterruptDescriptorTable;
+use x86_64::VirtAddr;
+
+static IDT: Once<InterruptDescriptorTable> = Once::new();
+
+fn build() -> InterruptDescriptorTable {
+    let mut idt = InterruptDescriptorTable::new();
+    let a = |v: u8| VirtAddr::new(stub_address(v));
+    // SAFETY (all set_handler_addr calls): each address is the entry stub for
+    // exactly that vector, which saves the full frame and ends in iretq, so
+    // it is a valid handler for the vector's frame shape (with or without an
+    // error code). The IST indices name stacks every CPU installs in its TSS
+    // before loading this IDT.
+    unsafe {
+        idt.divide_error.set_handler_addr(a(0));
+        idt.debug.set_handler_addr(a(1));
+        idt.non_maskable_interrupt
+            .set_handler_addr(a(2))
+            .set_stack_index(IST_NMI);
+        idt.breakpoint.set_handler_addr(a(3));
+        idt.overflow.set_handler_addr(a(4));
+        idt.bound_range_exceeded.set_handler_addr(a(5));
+        idt.invalid_opcode.set_handler_addr(a(6));
+        idt.device_not_available.set_handler_addr(a(7));
+        idt.double_fault
+            .set_handler_addr(a(8))
+            .set_stack_index(IST_DOUBLE_FAULT);
+        idt.invalid_tss.set_handler_addr(a(10));
+        idt.segment_not_present.set_handler_addr(a(11));
+        idt.stack_segment_fault.set_handler_addr(a(12));
+        idt.general_protection_fault.set_handler_addr(a(13));
+        idt.page_fault.set_handler_addr(a(14));
+        idt.x87_floating_point.set_handler_addr(a(16));
+        idt.alignment_check.set_handler_addr(a(17));
+        idt.machine_check
+            .set_handler_addr(a(18))
+            .set_stack_index(IST_MACHINE_CHECK);
+        idt.simd_floating_point.set_handler_addr(a(19));
+        idt.virtualization.set_handler_addr(a(20));
+        idt.cp_protection_exception.set_handler_addr(a(21));
+        idt.hv_injection_exception.set_handler_addr(a(28));
+        idt.vmm_communication_exception.set_handler_addr(a(29));
+        idt.security_exception.set_handler_addr(a(30));
+        for v in 32..=255u8 {
+            idt[v].set_handler_addr(a(v));
+        }
+    }
+    idt
+}
+
+/// Load the IDT on this CPU (building it on first use).
+pub fn load() {
+    IDT.call_once(build).load();
+}

@@ -1,0 +1,16 @@
+//! x86_64: entry, CPU tables (GDT/TSS/IDT), trap entry, the local APIC and
+//! clocks, context switching, serial port, ACPI table access.
+pub mod acpi;
+pub mod bringup;
+pub mod context;
+pub mod cpu;
+pub mod entry;
+pub mod exceptions;
+pub mod idt;
+pub mod interrupts;
+pub mod lapic;
+pub mod percpu;
+pub mod probe;
+pub mod serial;
+pub mod time;
+pub mod trap;

@@ -1,0 +1,282 @@
+//! Per-CPU data, reached through the GS base.
+//!
+//! Each CPU gets one `PerCpu` block, and GS points at it: `gs:[0]` holds the
+//! block's own address, so `this()` is a single load and needs no CPU id.
+//! This is what frees the kernel from finding its task by masking the stack
+//! pointer (the pre-4.8 `current_thread_info()` trick): `current` lives here,
+//! not at the bottom of the stack. The TSS lives here too, and its `rsp0` is
+//! the one place that says where the running task's stack ends (luto's
+//! seed): the context switch updates it, the fault handlers read it.
+use crate::task::Task;
+use alloc::sync::Arc;
+use core::cell::UnsafeCell;
+use core::mem::offset_of;
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, Ordering};
+use x86_64::instructions::segmentation::{Segment, CS, DS, ES, SS};
+use x86_64::instructions::tables::load_tss;
+use x86_64::registers::model_specific::GsBase;
+use x86_64::structures::gdt::{Descriptor, GlobalDescriptorTable, SegmentSelector};
+use x86_64::structures::tss::TaskStateSegment;
+use x86_64::VirtAddr;
+
+/// More than QEMU's `-smp` limits on microvm; a compile-time bound keeps the
+/// CPU table a plain array.
+pub const MAX_CPUS: usize = 64;
+
+/// IST slots (1-based in the IDT, 0-based in the TSS array).
+pub const IST_DOUBLE_FAULT: u16 = 0;
+pub const IST_NMI: u16 = 1;
+pub const IST_MACHINE_CHECK: u16 = 2;
+
+#[repr(C)]
+pub struct PerCpu {
+    // The first three fields are read by assembly at fixed offsets.
+    self_ptr: *const PerCpu,
+    irq_depth: AtomicU64,
+    irq_stack_top: AtomicU64,
+    /// Dense index 0..n, in the order the bootloader listed the CPUs.
+    pub id: usize,
+    pub lapic_id: u32,
+    preempt_count: AtomicU32,
+    need_resched: AtomicBool,
+    /// The task running on this CPU (an `Arc<Task>` leaked by the scheduler,
+    /// which owns the reference): see `crate::task::current`.
+    current: AtomicPtr<Task>,
+    /// The task this CPU just switched away from, until the incoming task's
+    /// `finish_switch` takes it (it owns that reference meanwhile).
+    prev: AtomicPtr<Task>,
+    tss: UnsafeCell<TaskStateSegment>,
+    gdt: GlobalDescriptorTable,
+    selectors: Selectors,
+    /// Kernel state that is per CPU but not arch-specific.
+    pub local: crate::task::CpuLocal,
+}
+
+// SAFETY: the raw pointer and the TSS cell are only written by the owning CPU
+// (the TSS through `set_stack_top`, which runs with interrupts off at context
+// switch); other CPUs only read atomics and `local`, which is Sync.
+unsafe impl Sync for PerCpu {}
+
+pub const IRQ_DEPTH_OFFSET: usize = offset_of!(PerCpu, irq_depth);
+pub const IRQ_STACK_TOP_OFFSET: usize = offset_of!(PerCpu, irq_stack_top);
+
+#[derive(Clone, Copy)]
+struct Selectors {
+    code: SegmentSelector,
+    data: SegmentSelector,
+    tss: SegmentSelector,
+}
+
+/// The stacks a CPU needs before it can take any interrupt, as top addresses
+/// (the stack grows down from there). They come from the vmalloc area, with
+/// guard pages, like every other kernel stack.
+#[derive(Clone, Copy, Debug)]
+pub struct CpuStacks {
+    pub irq: VirtAddr,
+    pub double_fault: VirtAddr,
+    pub nmi: VirtAddr,
+    pub machine_check: VirtAddr,
+}
+
+static CPUS: [AtomicPtr<PerCpu>; MAX_CPUS] =
+    [const { AtomicPtr::new(core::ptr::null_mut()) }; MAX_CPUS];
+static ONLINE: AtomicU32 = AtomicU32::new(0);
+
+impl PerCpu {
+    pub fn preempt_count(&self) -> u32 {
+        self.preempt_count.load(Ordering::Relaxed)
+    }
+    pub fn preempt_disable(&self) {
+        self.preempt_count.fetch_add(1, Ordering::Relaxed);
+    }
+    pub fn preempt_enable(&self) {
+        self.preempt_count.fetch_sub(1, Ordering::Relaxed);
+    }
+    pub fn set_need_resched(&self, v: bool) {
+        self.need_resched.store(v, Ordering::Relaxed);
+    }
+    pub fn need_resched(&self) -> bool {
+        self.need_resched.load(Ordering::Relaxed)
+    }
+    /// Whether this CPU is inside a device interrupt handler.
+    pub fn in_irq(&self) -> bool {
+        self.irq_depth.load(Ordering::Relaxed) > 0
+    }
+
+    /// A new reference to the task running on this CPU.
+    pub fn current(&self) -> Option<Arc<Task>> {
+        let p = self.current.load(Ordering::Acquire);
+        if p.is_null() {
+            return None;
+        }
+        // SAFETY: a non-null `current` was made by `Arc::into_raw` in
+        // `replace_current` and still owns that strong reference, so the task
+        // is alive; taking another reference keeps it alive for the caller.
+        unsafe {
+            Arc::increment_strong_count(p);
+            Some(Arc::from_raw(p))
+        }
+    }
+
+    /// Borrow the running task without touching its reference count (the
+    /// hot path). The task cannot go away while it runs the closure: it is
+    /// running, so the scheduler holds its reference.
+    pub fn with_current<R>(&self, f: impl FnOnce(&Task) -> R) -> Option<R> {
+        let p = self.current.load(Ordering::Acquire);
+        // SAFETY: see `current`; the reference `current` owns outlives `f`,
+        // because only this CPU's scheduler replaces it, and the task running
+        // `f` is the task it points at.
+        (!p.is_null()).then(|| f(unsafe { &*p }))
+    }
+
+    /// Install `next` as this CPU's current task and hand back the previous
+    /// one's reference. Only the scheduler of this CPU calls this.
+    pub fn replace_current(&self, next: Arc<Task>) -> Option<Arc<Task>> {
+        let old = self
+            .current
+            .swap(Arc::into_raw(next).cast_mut(), Ordering::AcqRel);
+        // SAFETY: `old` came from `Arc::into_raw` above (in an earlier call)
+        // and its reference moves to the caller exactly once.
+        (!old.is_null()).then(|| unsafe { Arc::from_raw(old) })
+    }
+
+    /// Make `next` this CPU's current task and switch to it. The outgoing
+    /// task's reference moves to the `prev` slot, for `take_prev` on the
+    /// other side. Returns when the outgoing task is resumed, possibly on
+    /// another CPU: callers must not use `self` afterwards.
+    pub fn switch_to(&self, next: Arc<Task>) {
+        let next = Arc::into_raw(next);
+        let prev = self.current.swap(next.cast_mut(), Ordering::AcqRel);
+        assert!(!prev.is_null(), "switch_to without a current task");
+        let stale = self.prev.swap(prev, Ordering::AcqRel);
+        assert!(stale.is_null(), "previous switch was never finished");
+        // SAFETY: `prev` stays alive through the `prev` slot's reference
+        // until the incoming side's `take_prev`, which runs only after
+        // `context_switch` has stored prev's rsp; `next` is alive through the
+        // `current` slot. The scheduler guarantees `next` is not running
+        // anywhere (its `on_cpu` was clear) and interrupts are off.
+        unsafe { super::context::switch((*prev).context(), (*next).context()) }
+    }
+
+    /// The reference to the task switched away from, if a switch is
+    /// unfinished on this CPU.
+    pub fn take_prev(&self) -> Option<Arc<Task>> {
+        let p = self.prev.swap(core::ptr::null_mut(), Ordering::AcqRel);
+        // SAFETY: a non-null `prev` holds the reference `switch_to` moved
+        // there from `current` (an `Arc::into_raw`), taken back exactly once.
+        (!p.is_null()).then(|| unsafe { Arc::from_raw(p) })
+    }
+
+    /// The top of the running task's stack: `TSS.rsp0`.
+    pub fn stack_top(&self) -> VirtAddr {
+        // SAFETY: a plain read of a field only this CPU writes.
+        unsafe { (*self.tss.get()).privilege_stack_table[0] }
+    }
+
+    /// Record the top of the stack of the task about to run.
+    pub fn set_stack_top(&self, top: VirtAddr) {
+        // SAFETY: only the owning CPU calls this, from the context switch;
+        // the hardware reads rsp0 only on a privilege change, which a
+        // ring-0-only kernel never has, so there is no concurrent reader.
+        unsafe { (*self.tss.get()).privilege_stack_table[0] = top }
+    }
+
+    /// The IST stack tops, for the fault handlers' reports.
+    pub fn ist_top(&self, slot: u16) -> VirtAddr {
+        // SAFETY: written once before the TSS was loaded, read-only since.
+        unsafe { (*self.tss.get()).interrupt_stack_table[slot as usize] }
+    }
+
+    pub fn irq_stack_top(&self) -> VirtAddr {
+        VirtAddr::new(self.irq_stack_top.load(Ordering::Relaxed))
+    }
+}
+
+/// Set up this CPU's per-CPU block, GDT and TSS, point GS at it and load
+/// them. Runs once per CPU, on that CPU, with interrupts off.
+pub fn init_this_cpu(id: usize, lapic_id: u32, stacks: CpuStacks) -> &'static PerCpu {
+    assert!(id < MAX_CPUS, "CPU index {id} beyond MAX_CPUS");
+    let mut tss = TaskStateSegment::new();
+    tss.interrupt_stack_table[IST_DOUBLE_FAULT as usize] = stacks.double_fault;
+    tss.interrupt_stack_table[IST_NMI as usize] = stacks.nmi;
+    tss.interrupt_stack_table[IST_MACHINE_CHECK as usize] = stacks.machine_check;
+
+    let block = alloc::boxed::Box::leak(alloc::boxed::Box::new(PerCpu {
+        self_ptr: core::ptr::null(),
+        irq_depth: AtomicU64::new(0),
+        irq_stack_top: AtomicU64::new(stacks.irq.as_u64()),
+        id,
+        lapic_id,
+        preempt_count: AtomicU32::new(0),
+        need_resched: AtomicBool::new(false),
+        current: AtomicPtr::new(core::ptr::null_mut()),
+        prev: AtomicPtr::new(core::ptr::null_mut()),
+        tss: UnsafeCell::new(tss),
+        gdt: GlobalDescriptorTable::new(),
+        selectors: Selectors {
+            code: SegmentSelector(0),
+            data: SegmentSelector(0),
+            tss: SegmentSelector(0),
+        },
+        local: crate::task::CpuLocal::new(),
+    }));
+    block.self_ptr = block;
+    let code = block.gdt.append(Descriptor::kernel_code_segment());
+    let data = block.gdt.append(Descriptor::kernel_data_segment());
+    // SAFETY: the TSS lives in this leaked (never freed, never moved) block.
+    let tss_desc = unsafe { Descriptor::tss_segment_unchecked(block.tss.get()) };
+    let tss = block.gdt.append(tss_desc);
+    block.selectors = Selectors { code, data, tss };
+
+    let block: &'static PerCpu = block;
+    block.gdt.load();
+    // SAFETY: the selectors index the GDT just loaded; the code segment is a
+    // 64-bit kernel code segment, the data segment a writable data segment,
+    // and the TSS descriptor points at a TSS that lives forever.
+    unsafe {
+        CS::set_reg(block.selectors.code);
+        SS::set_reg(block.selectors.data);
+        DS::set_reg(block.selectors.data);
+        ES::set_reg(block.selectors.data);
+        load_tss(block.selectors.tss);
+    }
+    GsBase::write(VirtAddr::from_ptr(block as *const PerCpu));
+    CPUS[id].store((block as *const PerCpu).cast_mut(), Ordering::Release);
+    ONLINE.fetch_add(1, Ordering::AcqRel);
+    block
+}
+
+/// This CPU's block. Panics if called before `init_this_cpu` on this CPU.
+pub fn this() -> &'static PerCpu {
+    let ptr: *const PerCpu;
+    // SAFETY: reads gs:[0], which `init_this_cpu` made the block's own
+    // address before anything could call this.
+    unsafe {
+        core::arch::asm!("mov {}, gs:[0]", out(reg) ptr, options(nostack, readonly, preserves_flags))
+    };
+    assert!(!ptr.is_null(), "per-CPU data used before init_this_cpu");
+    // SAFETY: the block is leaked at init and never freed or moved.
+    unsafe { &*ptr }
+}
+
+/// Whether this CPU has its per-CPU block yet (early boot and panic paths).
+pub fn ready() -> bool {
+    GsBase::read().as_u64() != 0
+}
+
+/// Another CPU's block, by dense index.
+pub fn get(id: usize) -> Option<&'static PerCpu> {
+    let p = CPUS.get(id)?.load(Ordering::Acquire);
+    // SAFETY: non-null entries point at leaked, never-freed blocks.
+    (!p.is_null()).then(|| unsafe { &*p })
+}
+
+/// How many CPUs have run `init_this_cpu`.
+pub fn online() -> usize {
+    ONLINE.load(Ordering::Acquire) as usize
+}
+
+/// Every online CPU's block.
+pub fn all() -> impl Iterator<Item = &'static PerCpu> {
+    (0..MAX_CPUS).map_while(get)
+}

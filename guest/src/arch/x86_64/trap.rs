@@ -1,0 +1,192 @@
+//! Interrupt and exception entry.
+//!
+//! Every vector has a tiny stub that makes the stack look the same (a dummy
+//! error code where the CPU pushes none, then the vector number) and jumps to
+//! a common path that saves every general-purpose register, like Linux's
+//! `pt_regs`, and calls Rust with `&mut TrapFrame`. Exceptions run on the
+//! stack they interrupted (or their IST stack: #DF, NMI, #MC); device
+//! interrupts move to the per-CPU IRQ stack first, as Linux does, so a deep
+//! task stack never has to absorb an interrupt's frames on top of its own.
+use core::fmt;
+
+/// The saved machine state of an interrupted context, lowest address first.
+/// The layout is fixed by `trap_common`/`irq_common` below.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct TrapFrame {
+    pub r15: u64,
+    pub r14: u64,
+    pub r13: u64,
+    pub r12: u64,
+    pub r11: u64,
+    pub r10: u64,
+    pub r9: u64,
+    pub r8: u64,
+    pub rbp: u64,
+    pub rdi: u64,
+    pub rsi: u64,
+    pub rdx: u64,
+    pub rcx: u64,
+    pub rbx: u64,
+    pub rax: u64,
+    pub vector: u64,
+    pub error_code: u64,
+    // Pushed by the CPU.
+    pub rip: u64,
+    pub cs: u64,
+    pub rflags: u64,
+    pub rsp: u64,
+    pub ss: u64,
+}
+
+impl fmt::Display for TrapFrame {
+    /// The register dump, in the shape of a Linux oops.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "RIP: {:04x}:{:016x} RSP: {:016x} EFLAGS: {:08x}",
+            self.cs, self.rip, self.rsp, self.rflags
+        )?;
+        writeln!(
+            f,
+            "RAX: {:016x} RBX: {:016x} RCX: {:016x}",
+            self.rax, self.rbx, self.rcx
+        )?;
+        writeln!(
+            f,
+            "RDX: {:016x} RSI: {:016x} RDI: {:016x}",
+            self.rdx, self.rsi, self.rdi
+        )?;
+        writeln!(
+            f,
+            "RBP: {:016x} R08: {:016x} R09: {:016x}",
+            self.rbp, self.r8, self.r9
+        )?;
+        writeln!(
+            f,
+            "R10: {:016x} R11: {:016x} R12: {:016x}",
+            self.r10, self.r11, self.r12
+        )?;
+        write!(
+            f,
+            "R13: {:016x} R14: {:016x} R15: {:016x}",
+            self.r13, self.r14, self.r15
+        )
+    }
+}
+
+// One stub per vector. Vectors 8, 10-14, 17, 21, 29 and 30 come with a
+// CPU-pushed error code; the others get a 0 so every frame has the same shape.
+macro_rules! stubs {
+    ($($v:literal)*) => {
+        core::arch::global_asm!(
+            $(
+                concat!(".section .text.trap_stubs, \"ax\"\n",
+                        ".global trap_stub_", $v, "\n",
+                        ".p2align 4\n",
+                        "trap_stub_", $v, ":\n"),
+                concat!("    .if ", $v, " != 8 && ", $v, " != 10 && ", $v, " != 11 && ", $v, " != 12 && ",
+                        $v, " != 13 && ", $v, " != 14 && ", $v, " != 17 && ", $v, " != 21 && ",
+                        $v, " != 29 && ", $v, " != 30\n",
+                        "    push 0\n",
+                        "    .endif\n"),
+                concat!("    push ", $v, "\n"),
+                concat!("    .if ", $v, " < 32\n",
+                        "    jmp trap_common\n",
+                        "    .else\n",
+                        "    jmp irq_common\n",
+                        "    .endif\n"),
+            )*
+            ".section .rodata.trap_stubs, \"a\"",
+            ".p2align 3",
+            ".global trap_stub_table",
+            "trap_stub_table:",
+            $( concat!("    .quad trap_stub_", $v), )*
+        );
+    };
+}
+
+stubs!(
+    0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23 24 25 26 27 28 29 30 31
+    32 33 34 35 36 37 38 39 40 41 42 43 44 45 46 47 48 49 50 51 52 53 54 55 56 57 58 59 60 61 62 63
+    64 65 66 67 68 69 70 71 72 73 74 75 76 77 78 79 80 81 82 83 84 85 86 87 88 89 90 91 92 93 94 95
+    96 97 98 99 100 101 102 103 104 105 106 107 108 109 110 111 112 113 114 115 116 117 118 119 120
+    121 122 123 124 125 126 127 128 129 130 131 132 133 134 135 136 137 138 139 140 141 142 143 144
+    145 146 147 148 149 150 151 152 153 154 155 156 157 158 159 160 161 162 163 164 165 166 167 168
+    169 170 171 172 173 174 175 176 177 178 179 180 181 182 183 184 185 186 187 188 189 190 191 192
+    193 194 195 196 197 198 199 200 201 202 203 204 205 206 207 208 209 210 211 212 213 214 215 216
+    217 218 219 220 221 222 223 224 225 226 227 228 229 230 231 232 233 234 235 236 237 238 239 240
+    241 242 243 244 245 246 247 248 249 250 251 252 253 254 255
+);
+
+// The common paths. The CPU aligned RSP to 16 before pushing its 5 words;
+// with the error code, the vector and 15 registers the frame is 22 words,
+// so RSP is 16-byte aligned again at the `call`, as the ABI wants.
+core::arch::global_asm!(
+    ".section .text.trap_stubs, \"ax\"",
+    ".macro SAVE_REGS",
+    "    push rax; push rbx; push rcx; push rdx; push rsi; push rdi; push rbp",
+    "    push r8; push r9; push r10; push r11; push r12; push r13; push r14; push r15",
+    ".endm",
+    ".macro RESTORE_REGS",
+    "    pop r15; pop r14; pop r13; pop r12; pop r11; pop r10; pop r9; pop r8",
+    "    pop rbp; pop rdi; pop rsi; pop rdx; pop rcx; pop rbx; pop rax",
+    ".endm",
+    "trap_common:",
+    "    SAVE_REGS",
+    "    cld",
+    "    mov rdi, rsp",
+    "    call {exception}",
+    "    RESTORE_REGS",
+    "    add rsp, 16",
+    "    iretq",
+    // Device interrupts: switch to this CPU's IRQ stack unless already on it
+    // (nesting), keeping the task-stack frame pointer in callee-saved rbx.
+    // After the handler, back on the interrupted stack, the preemption point
+    // runs: a context switch from here is what makes the timer preempt.
+    "irq_common:",
+    "    SAVE_REGS",
+    "    cld",
+    "    mov rdi, rsp",
+    "    mov rbx, rsp",
+    "    add qword ptr gs:[{irq_depth}], 1",
+    "    cmp qword ptr gs:[{irq_depth}], 1",
+    "    jne 2f",
+    "    mov rsp, gs:[{irq_stack_top}]",
+    "2:",
+    "    call {irq}",
+    "    mov rsp, rbx",
+    "    sub qword ptr gs:[{irq_depth}], 1",
+    "    mov rdi, rsp",
+    "    call {irq_exit}",
+    "    RESTORE_REGS",
+    "    add rsp, 16",
+    "    iretq",
+    exception = sym exception_entry,
+    irq = sym irq_entry,
+    irq_exit = sym irq_exit_entry,
+    irq_depth = const super::percpu::IRQ_DEPTH_OFFSET,
+    irq_stack_top = const super::percpu::IRQ_STACK_TOP_OFFSET,
+);
+
+extern "C" {
+    static trap_stub_table: [u64; 256];
+}
+
+/// The entry address of the stub for `vector`.
+pub fn stub_address(vector: u8) -> u64 {
+    // SAFETY: the table is 256 initialised, immutable quads emitted above.
+    unsafe { trap_stub_table[vector as usize] }
+}
+
+extern "C" fn exception_entry(frame: &mut TrapFrame) {
+    super::exceptions::dispatch(frame);
+}
+
+extern "C" fn irq_entry(frame: &mut TrapFrame) {
+    super::interrupts::dispatch(frame);
+}
+
+extern "C" fn irq_exit_entry(frame: &mut TrapFrame) {
+    super::interrupts::exit(frame);
+}

@@ -1,0 +1,95 @@
+//! The testbed guest: a small Limine-protocol kernel.
+//!
+//! Boot path: `boot` reads what the boot loader handed over (Limine
+//! requests), `arch::x86_64` owns the CPU and its devices, `mm` owns memory
+//! (frames, page tables, heap, the vmalloc area and kernel stacks), `task`
+//! runs kernel threads, `scenarios` runs what the command line asked for and
+//! reports it as KTAP on COM1, and the verdict leaves through isa-debug-exit.
+//! `unsafe` lives in `arch` and `mm` only; everything above them is safe Rust.
+#![no_std]
+#![no_main]
+#![deny(unsafe_op_in_unsafe_fn)]
+
+extern crate alloc;
+
+// First, so its macros are visible in every module below.
+#[macro_use]
+mod console;
+mod arch;
+mod boot;
+mod ktap;
+mod mm;
+mod panic;
+mod scenarios;
+mod sync;
+mod task;
+
+use abi::GuestExit;
+use arch::x86_64::{bringup, interrupts, time};
+use x86_64::VirtAddr;
+
+/// Called by `arch::x86_64::entry` on the boot CPU, on the stack the boot
+/// loader gave us (ending at `stack_top`), with interrupts off.
+fn kernel_main(stack_top: VirtAddr) -> ! {
+    console::init();
+    let boot = boot::BootInfo::collect();
+    mm::init(&boot);
+    configure(boot.cmdline);
+
+    bringup::init_cpu(0, arch::x86_64::cpu::apic_id());
+    // One PIT window calibrates both the TSC and the LAPIC timer.
+    time::calibrate(2000);
+    task::adopt_boot_flow("init", false, stack_top);
+    task::create_idle().expect("no memory for the boot CPU's idle task");
+    bringup::start_tick();
+    if let Some(mp) = boot.mp {
+        boot::mp::start_aps(mp);
+    }
+    interrupts::enable();
+
+    let exit = scenarios::run_requested(&boot);
+    arch::x86_64::cpu::exit(exit)
+}
+
+/// Apply the stack settings the runner passed on the command line. A value
+/// that does not parse is reported and ignored, never half-applied.
+fn configure(cmdline: &str) {
+    use abi::cmdline::{value, GUARD_PAGES, STACK_SIZE, STACK_STRATEGY};
+    use mm::stack;
+    if let Some(v) = value(cmdline, STACK_STRATEGY) {
+        match stack::Strategy::from_name(v) {
+            Some(s) => stack::set_strategy(s),
+            None => kprintln!(
+                "config: unknown {STACK_STRATEGY}={v}, keeping {}",
+                stack::strategy().name()
+            ),
+        }
+    }
+    if let Some(v) = value(cmdline, STACK_SIZE) {
+        match v.parse::<usize>() {
+            Ok(n) if (4096..=1 << 20).contains(&n) => stack::set_task_stack_size(n),
+            _ => kprintln!(
+                "config: {STACK_SIZE}={v} is not 4096..=1048576, keeping {}",
+                stack::task_stack_size()
+            ),
+        }
+    }
+    if let Some(v) = value(cmdline, GUARD_PAGES) {
+        match v.parse::<usize>() {
+            Ok(n) if n <= 64 => stack::set_guard_pages(n),
+            _ => kprintln!(
+                "config: {GUARD_PAGES}={v} is not 0..=64, keeping {}",
+                stack::guard_pages()
+            ),
+        }
+    }
+}
+
+/// The verdict for a KTAP report: `Pass` only if every result was `ok`.
+const fn verdict(all_ok: bool) -> GuestExit {
+    if all_ok {
+        GuestExit::Pass
+    } else {
+        GuestExit::Fail
+    }
+}

@@ -1,0 +1,51 @@
+//! Memory: physical frames, the kernel page tables, the heap, the vmalloc
+//! area with its guard pages, kernel stacks, and TLB shootdown.
+//!
+//! Bring-up order matters: the HHDM offset first (everything reaches memory
+//! through it), then frames (they need nothing), then the heap (it needs
+//! frames and page tables), then the vmalloc area (its registry lives on the
+//! heap).
+pub mod frames;
+pub mod heap;
+pub mod hhdm;
+pub mod layout;
+pub mod paging;
+pub mod stack;
+pub mod tlb;
+pub mod vmalloc;
+
+pub fn init(boot: &crate::boot::BootInfo) {
+    let offset = boot
+        .hhdm_offset
+        .expect("the bootloader gave no HHDM response");
+    hhdm::set_offset(offset);
+    let map = boot.memory_map.expect("the bootloader gave no memory map");
+    frames::init(map);
+    heap::init();
+    vmalloc::init();
+}
+
+/// Every allocator's counters at one instant: what leak checks compare.
+///
+/// Two things that grow and stay are left out on purpose, because they are
+/// not leaks: page-table pages (the kernel keeps them once created, as
+/// Linux keeps vmalloc-area page tables) and heap bytes held by containers
+/// that have grown (a run queue's capacity); the heap is compared by its
+/// number of live allocations instead.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Snapshot {
+    /// Frames in use, page-table pages excluded.
+    pub frames_used: usize,
+    pub vmalloc: vmalloc::Counters,
+    pub heap_allocations: u64,
+}
+
+pub fn snapshot() -> Snapshot {
+    // Lazily freed vmalloc ranges still hold frames: settle them first.
+    vmalloc::purge();
+    Snapshot {
+        frames_used: frames::counters().used_frames - paging::table_frames(),
+        vmalloc: vmalloc::counters(),
+        heap_allocations: heap::counters().live_allocations,
+    }
+}

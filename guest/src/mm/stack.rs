@@ -1,0 +1,325 @@
+//! Kernel stacks: every kind, three strategies for task stacks, and the
+//! per-CPU cache of two free stacks.
+//!
+//! `Vmap` is CONFIG_VMAP_STACK: a vmalloc allocation with guard pages, so an
+//! overflow faults. `Direct` is what Linux did before 4.8: physically
+//! contiguous pages reached through the direct map, no guard, and a
+//! `thread_info`-like block at the lowest address, exactly where an overflow
+//! lands first. `VmapCached` adds Linux's NR_CACHED_STACKS = 2 per-CPU cache,
+//! which only pays off because a dead task's stack comes back right away
+//! (see kernel/fork.c, `free_vm_stack_cache`/`alloc_vmap_stack`).
+use super::vmalloc::{self, Owner};
+use super::{frames, hhdm};
+use crate::arch::x86_64::percpu::{self, MAX_CPUS};
+use crate::sync::IrqLock;
+use core::fmt;
+use core::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use kcore::stack_cache::StackCache;
+use kcore::vmalloc::Guards;
+use x86_64::VirtAddr;
+
+const PAGE: usize = 4096;
+
+/// Linux x86_64 THREAD_SIZE.
+pub const DEFAULT_TASK_STACK: usize = 16 * 1024;
+/// Per-CPU IRQ and exception stacks (Linux: IRQ_STACK_SIZE 16 KiB,
+/// EXCEPTION_STKSZ 4 KiB; ours are a little roomier for the oops printer).
+pub const IRQ_STACK: usize = 16 * 1024;
+pub const EXCEPTION_STACK: usize = 16 * 1024;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StackKind {
+    Task,
+    Irq,
+    DoubleFault,
+    Nmi,
+    MachineCheck,
+}
+
+impl StackKind {
+    /// The names Linux's oops uses (`BUG: TASK stack guard page was hit`).
+    pub const fn linux_name(self) -> &'static str {
+        match self {
+            StackKind::Task => "TASK",
+            StackKind::Irq => "IRQ",
+            StackKind::DoubleFault => "#DF",
+            StackKind::Nmi => "NMI",
+            StackKind::MachineCheck => "#MC",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Strategy {
+    Direct = 0,
+    Vmap = 1,
+    VmapCached = 2,
+}
+
+impl Strategy {
+    pub const ALL: [Strategy; 3] = [Strategy::Direct, Strategy::Vmap, Strategy::VmapCached];
+    pub const fn name(self) -> &'static str {
+        match self {
+            Strategy::Direct => "direct",
+            Strategy::Vmap => "vmap",
+            Strategy::VmapCached => "vmap-cached",
+        }
+    }
+    pub fn from_name(s: &str) -> Option<Strategy> {
+        Strategy::ALL.into_iter().find(|x| x.name() == s)
+    }
+}
+
+static STRATEGY: AtomicU8 = AtomicU8::new(Strategy::VmapCached as u8);
+static TASK_STACK_SIZE: AtomicUsize = AtomicUsize::new(DEFAULT_TASK_STACK);
+static GUARD_PAGES: AtomicUsize = AtomicUsize::new(1);
+
+pub fn strategy() -> Strategy {
+    match STRATEGY.load(Ordering::Relaxed) {
+        0 => Strategy::Direct,
+        1 => Strategy::Vmap,
+        _ => Strategy::VmapCached,
+    }
+}
+
+/// Switch the strategy for stacks allocated from now on. Stacks already
+/// handed out keep theirs; cached stacks are dropped so each strategy is
+/// measured from a cold start.
+pub fn set_strategy(s: Strategy) {
+    STRATEGY.store(s as u8, Ordering::Relaxed);
+    drain_caches();
+}
+
+pub fn task_stack_size() -> usize {
+    TASK_STACK_SIZE.load(Ordering::Relaxed)
+}
+
+pub fn set_task_stack_size(bytes: usize) {
+    TASK_STACK_SIZE.store(bytes.next_multiple_of(PAGE).max(PAGE), Ordering::Relaxed);
+    drain_caches();
+}
+
+pub fn guard_pages() -> usize {
+    GUARD_PAGES.load(Ordering::Relaxed)
+}
+
+/// Guard pages on each side of every stack allocated from now on (0 turns
+/// the protection off, to prove the testbed notices).
+pub fn set_guard_pages(n: usize) {
+    GUARD_PAGES.store(n, Ordering::Relaxed);
+    drain_caches();
+}
+
+/// The legacy `thread_info` stand-in at the bottom of a `Direct` stack.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LegacyThreadInfo {
+    pub flags: u64,
+    pub task: u64,
+}
+
+enum Backing {
+    Vmap,
+    Direct { frames: usize },
+}
+
+/// One kernel stack, owned. Dropping it unmaps and frees it.
+pub struct Stack {
+    kind: StackKind,
+    bottom: VirtAddr,
+    top: VirtAddr,
+    backing: Backing,
+}
+
+impl fmt::Debug for Stack {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} stack {:#x}..{:#x}",
+            self.kind.linux_name(),
+            self.bottom.as_u64(),
+            self.top.as_u64()
+        )
+    }
+}
+
+#[derive(Debug)]
+pub enum StackError {
+    NoMemory,
+}
+
+impl Stack {
+    /// A stack from the vmalloc area, with the current guard setting.
+    pub fn vmap(kind: StackKind, bytes: usize, owner_id: u64) -> Result<Stack, StackError> {
+        let g = guard_pages();
+        let pages = bytes.div_ceil(PAGE);
+        let a = vmalloc::vmalloc(
+            pages,
+            Guards { below: g, above: g },
+            Owner::Stack { kind, id: owner_id },
+        )
+        .map_err(|_| StackError::NoMemory)?;
+        Ok(Stack {
+            kind,
+            bottom: VirtAddr::new(a.base),
+            top: VirtAddr::new(a.top()),
+            backing: Backing::Vmap,
+        })
+    }
+
+    /// A pre-4.8 style stack: contiguous frames, aligned to their size,
+    /// through the HHDM, with the legacy block at the bottom.
+    pub fn direct(bytes: usize, task_id: u64) -> Result<Stack, StackError> {
+        let n = bytes.div_ceil(PAGE);
+        let phys =
+            frames::alloc_contiguous(n, n.next_power_of_two()).ok_or(StackError::NoMemory)?;
+        let bottom = hhdm::phys_to_virt(phys).ok_or(StackError::NoMemory)?;
+        let stack = Stack {
+            kind: StackKind::Task,
+            bottom,
+            top: bottom + (n * PAGE) as u64,
+            backing: Backing::Direct { frames: n },
+        };
+        stack.set_legacy(LegacyThreadInfo {
+            flags: 0,
+            task: task_id,
+        });
+        Ok(stack)
+    }
+
+    pub fn kind(&self) -> StackKind {
+        self.kind
+    }
+    pub fn bottom(&self) -> VirtAddr {
+        self.bottom
+    }
+    pub fn top(&self) -> VirtAddr {
+        self.top
+    }
+    pub fn size(&self) -> usize {
+        (self.top - self.bottom) as usize
+    }
+    pub fn is_vmapped(&self) -> bool {
+        matches!(self.backing, Backing::Vmap)
+    }
+
+    fn legacy_ptr(&self) -> Option<*mut LegacyThreadInfo> {
+        matches!(self.backing, Backing::Direct { .. }).then(|| self.bottom.as_mut_ptr())
+    }
+
+    /// The legacy block of a `Direct` stack, as it is now (an overflow may
+    /// have scribbled on it: that is what `stack.direct_legacy` looks for).
+    pub fn legacy(&self) -> Option<LegacyThreadInfo> {
+        // SAFETY: a Direct stack's lowest bytes are the block, inside frames
+        // this Stack owns; a volatile read because an overflow writes it
+        // behind the compiler's back.
+        self.legacy_ptr().map(|p| unsafe { p.read_volatile() })
+    }
+
+    pub fn set_legacy(&self, info: LegacyThreadInfo) {
+        if let Some(p) = self.legacy_ptr() {
+            // SAFETY: as in `legacy`.
+            unsafe { p.write_volatile(info) }
+        }
+    }
+
+    /// Zero the whole stack: a reused stack must not leak the old task's
+    /// data or stale pointers into the new one (Linux: "Clear stale pointers
+    /// from reused stack").
+    fn clear(&self) {
+        // SAFETY: [bottom, top) is mapped writable and owned by this Stack,
+        // which is not in use by any task while cached.
+        unsafe { core::ptr::write_bytes(self.bottom.as_mut_ptr::<u8>(), 0, self.size()) }
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        match self.backing {
+            Backing::Vmap => {
+                vmalloc::vfree(self.bottom).expect("a vmapped stack's allocation vanished");
+            }
+            Backing::Direct { frames: n } => {
+                let phys =
+                    x86_64::PhysAddr::new(self.bottom.as_u64() - hhdm::offset().expect("HHDM"));
+                frames::free_contiguous(phys, n);
+            }
+        }
+    }
+}
+
+/// Linux's NR_CACHED_STACKS.
+pub const CACHED_STACKS: usize = 2;
+
+static CACHES: [IrqLock<StackCache<Stack, CACHED_STACKS>>; MAX_CPUS] =
+    [const { IrqLock::new(StackCache::new()) }; MAX_CPUS];
+
+fn this_cache() -> &'static IrqLock<StackCache<Stack, CACHED_STACKS>> {
+    &CACHES[percpu::this().id]
+}
+
+/// A stack for a new task, per the current strategy.
+pub fn alloc_task_stack(task_id: u64) -> Result<Stack, StackError> {
+    let bytes = task_stack_size();
+    match strategy() {
+        Strategy::Direct => Stack::direct(bytes, task_id),
+        Strategy::Vmap => Stack::vmap(StackKind::Task, bytes, task_id),
+        Strategy::VmapCached => {
+            let cached = this_cache().lock().take();
+            match cached {
+                Some(stack) => {
+                    stack.clear();
+                    let _ = vmalloc::set_owner(
+                        stack.bottom,
+                        Owner::Stack {
+                            kind: StackKind::Task,
+                            id: task_id,
+                        },
+                    );
+                    Ok(stack)
+                }
+                None => Stack::vmap(StackKind::Task, bytes, task_id),
+            }
+        }
+    }
+}
+
+/// A dead task's stack comes back: into this CPU's cache if the strategy
+/// caches and there is room, otherwise freed now.
+pub fn release_task_stack(stack: Stack) {
+    if strategy() == Strategy::VmapCached && stack.is_vmapped() && stack.size() == task_stack_size()
+    {
+        // Decide under the lock, free outside it: freeing shoots TLBs down.
+        let overflow = this_cache().lock().put(stack);
+        drop(overflow);
+    } else {
+        drop(stack);
+    }
+}
+
+/// Cache statistics summed over all CPUs: (hits, lookups).
+pub fn cache_stats() -> (u64, u64) {
+    CACHES.iter().fold((0, 0), |(h, l), c| {
+        let s = c.lock().stats();
+        (h + s.hits, l + s.lookups())
+    })
+}
+
+pub fn reset_cache_stats() {
+    CACHES.iter().for_each(|c| c.lock().reset_stats());
+}
+
+/// Empty every CPU's cache (strategy or size change; leak checks).
+pub fn drain_caches() {
+    for cache in &CACHES {
+        // Take under the lock, free outside it: freeing shoots TLBs down.
+        loop {
+            let stack = cache.lock().evict();
+            match stack {
+                Some(stack) => drop(stack),
+                None => break,
+            }
+        }
+    }
+}

@@ -1,0 +1,185 @@
+//! The vmalloc area: virtually contiguous, page-backed allocations with
+//! unmapped guard pages around each, in a range of their own (Linux's
+//! VMALLOC_START..VMALLOC_END).
+//!
+//! The range bookkeeping and the "whose guard page is this address in?"
+//! lookup are `kcore::vmalloc` (host-tested); this module backs ranges with
+//! frames and page-table entries. Guard pages are simply never mapped: a
+//! stack that runs off its end faults there instead of corrupting the
+//! neighbour, which is the whole point of CONFIG_VMAP_STACK.
+use super::{frames, paging, tlb};
+use crate::sync::IrqLock;
+use alloc::vec::Vec;
+use kcore::vmalloc::{Allocation, Guards, Lookup, VmArea};
+use x86_64::structures::paging::{PageTableFlags, PhysFrame};
+use x86_64::VirtAddr;
+
+/// Linux x86_64's VMALLOC_START, so addresses in our oopses read familiar.
+pub const VMALLOC_START: u64 = 0xffff_c900_0000_0000;
+pub const VMALLOC_END: u64 = VMALLOC_START + (64 << 30);
+const PAGE: u64 = 4096;
+
+/// Who an allocation belongs to, for the ownership lookup.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Owner {
+    /// A kernel stack; `id` is the task id for task stacks, the CPU index
+    /// for per-CPU stacks.
+    Stack {
+        kind: super::stack::StackKind,
+        id: u64,
+    },
+    /// Anything else, named by its user.
+    Named(&'static str),
+    /// Freed, waiting for the batched TLB shootdown (see `vfree`).
+    LazyFree,
+}
+
+pub type VmAllocation = Allocation<Owner>;
+pub use kcore::vmalloc::Counters;
+
+static AREA: IrqLock<Option<VmArea<Owner>>> = IrqLock::new(None);
+
+#[derive(Debug)]
+pub enum VmallocError {
+    NoAddressSpace,
+    OutOfFrames,
+    NotAllocated,
+}
+
+pub fn init() {
+    *AREA.lock() = Some(VmArea::new(VMALLOC_START, VMALLOC_END));
+}
+
+fn with<R>(f: impl FnOnce(&mut VmArea<Owner>) -> R) -> R {
+    f(AREA.lock().as_mut().expect("vmalloc used before mm::init"))
+}
+
+/// Reserve `pages` pages plus guards and map the pages writable, no-execute.
+pub fn vmalloc(pages: usize, guards: Guards, owner: Owner) -> Result<VmAllocation, VmallocError> {
+    match try_vmalloc(pages, guards, owner) {
+        // Lazily freed ranges hold address space and frames: give them back
+        // and try once more before failing.
+        Err(_) if purge() > 0 => try_vmalloc(pages, guards, owner),
+        r => r,
+    }
+}
+
+fn try_vmalloc(pages: usize, guards: Guards, owner: Owner) -> Result<VmAllocation, VmallocError> {
+    let a =
+        with(|area| area.alloc(pages, guards, owner)).map_err(|_| VmallocError::NoAddressSpace)?;
+    let flags = PageTableFlags::WRITABLE | PageTableFlags::NO_EXECUTE | PageTableFlags::GLOBAL;
+    for i in 0..pages as u64 {
+        let page = VirtAddr::new(a.base + i * PAGE);
+        let mapped = frames::alloc()
+            .ok_or(VmallocError::OutOfFrames)
+            .and_then(|frame| {
+                paging::map(page, frame, flags).map_err(|_| {
+                    frames::free(frame);
+                    VmallocError::OutOfFrames
+                })
+            });
+        if let Err(e) = mapped {
+            let frames = unmap(a.base, i as usize);
+            tlb::shootdown(VirtAddr::new(a.base), VirtAddr::new(a.base + i * PAGE));
+            frames.into_iter().for_each(frames::free);
+            let _ = with(|area| area.free(a.base));
+            return Err(e);
+        }
+    }
+    Ok(a)
+}
+
+fn unmap(base: u64, pages: usize) -> Vec<PhysFrame> {
+    (0..pages as u64)
+        .filter_map(|i| paging::unmap(VirtAddr::new(base + i * PAGE)))
+        .collect()
+}
+
+/// Freed ranges whose TLB entries may still live on other CPUs: unmapped,
+/// but their frames and addresses are not reusable until a shootdown.
+struct Lazy {
+    bases: Vec<u64>,
+    frames: Vec<PhysFrame>,
+}
+
+static LAZY: IrqLock<Lazy> = IrqLock::new(Lazy {
+    bases: Vec::new(),
+    frames: Vec::new(),
+});
+
+/// Like Linux's `lazy_max_pages()`: how much may wait for one batched
+/// shootdown. Each shootdown interrupts every CPU, so paying for one per
+/// freed stack would make task exit cost scale with the CPU count.
+const LAZY_MAX_PAGES: usize = (8 << 20) / PAGE as usize;
+
+/// Free the allocation whose first mapped page is `base`. The pages are
+/// unmapped now (so this CPU faults on them at once), but the frames and
+/// the address range are released in batches, after one TLB shootdown for
+/// the lot (Linux's lazy vunmap).
+pub fn vfree(base: VirtAddr) -> Result<(), VmallocError> {
+    let a = match with(|area| area.lookup(base.as_u64())) {
+        Lookup::Mapped { alloc, offset: 0 } if alloc.owner != Owner::LazyFree => alloc,
+        _ => return Err(VmallocError::NotAllocated),
+    };
+    let frames = unmap(a.base, a.pages);
+    for i in 0..a.pages as u64 {
+        x86_64::instructions::tlb::flush(VirtAddr::new(a.base + i * PAGE));
+    }
+    let _ = with(|area| area.set_owner(a.base, Owner::LazyFree));
+    let backlog = {
+        let mut lazy = LAZY.lock();
+        lazy.bases.push(a.base);
+        lazy.frames.extend(frames);
+        lazy.frames.len()
+    };
+    if backlog >= LAZY_MAX_PAGES {
+        purge();
+    }
+    Ok(())
+}
+
+/// Flush every CPU's TLB of all lazily freed ranges, then release their
+/// frames and addresses. Returns how many ranges were released. Called
+/// when the backlog is full, when memory runs out, and before anyone
+/// compares counters (`vm_unmap_aliases()` in Linux).
+pub fn purge() -> usize {
+    let (bases, frames) = {
+        let mut lazy = LAZY.lock();
+        (
+            core::mem::take(&mut lazy.bases),
+            core::mem::take(&mut lazy.frames),
+        )
+    };
+    if bases.is_empty() {
+        return 0;
+    }
+    tlb::shootdown(VirtAddr::new(VMALLOC_START), VirtAddr::new(VMALLOC_END));
+    frames.into_iter().for_each(frames::free);
+    for &b in &bases {
+        let _ = with(|area| area.free(b));
+    }
+    bases.len()
+}
+
+/// Hand an allocation to a new owner (a cached stack reused by a new task).
+pub fn set_owner(base: VirtAddr, owner: Owner) -> Result<(), VmallocError> {
+    with(|area| area.set_owner(base.as_u64(), owner)).map_err(|_| VmallocError::NotAllocated)
+}
+
+/// Which allocation, or whose guard page, `addr` is in. For fault reports:
+/// returns `None` rather than waiting if the area is locked (the fault may
+/// have hit while this CPU held the lock).
+pub fn lookup(addr: VirtAddr) -> Option<Lookup<Owner>> {
+    AREA.try_lock()
+        .and_then(|g| g.as_ref().map(|area| area.lookup(addr.as_u64())))
+}
+
+/// The area's counters. Lazily freed ranges still count until `purge`.
+pub fn counters() -> Counters {
+    with(|area| area.counters())
+}
+
+/// Visit every live allocation (page-table audits).
+pub fn for_each(mut f: impl FnMut(&VmAllocation)) {
+    with(|area| area.iter().for_each(&mut f))
+}

@@ -1,0 +1,386 @@
+//! `core.*`: the kernel core under load — tasks, scheduling, SMP, memory.
+//!
+//! Each scenario checks an invariant the testbed's overflow scenarios rely
+//! on: that tasks really run everywhere, that `current` is right, that
+//! nothing leaks, and that every stack has its guard pages.
+use super::Checks;
+use crate::arch::x86_64::{percpu, probe, time};
+use crate::boot::BootInfo;
+use crate::mm::stack::{self, StackKind, Strategy};
+use crate::mm::vmalloc::{self, Owner};
+use crate::mm::{self, paging};
+use crate::task::{self, ExitStatus, JoinHandle};
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use kcore::vmalloc::Guards;
+use x86_64::VirtAddr;
+
+/// How many tasks may be alive at once in the bulk scenarios: bounded so
+/// that 10 000 tasks fit in a small guest (each has a 16 KiB stack).
+const IN_FLIGHT: usize = 256;
+
+/// Spawn `n` tasks (at most `IN_FLIGHT` alive), each running `work(i)`, and
+/// collect their exit statuses in order.
+fn spawn_many(
+    n: u64,
+    name: &str,
+    work: fn(u64) -> u64,
+) -> Result<Vec<ExitStatus>, task::SpawnError> {
+    let mut results = Vec::with_capacity(n as usize);
+    let mut flight: alloc::collections::VecDeque<JoinHandle> = alloc::collections::VecDeque::new();
+    for i in 0..n {
+        if flight.len() >= IN_FLIGHT {
+            results.push(flight.pop_front().expect("non-empty").join());
+        }
+        flight.push_back(task::spawn(name, move || work(i))?);
+    }
+    results.extend(flight.into_iter().map(JoinHandle::join));
+    Ok(results)
+}
+
+fn square_plus_cpu_check(i: u64) -> u64 {
+    // The value proves the task ran its own closure; the CPU check proves
+    // `current` and the per-CPU block agree.
+    let on = percpu::this().id;
+    let ok = task::current().cpu() == on;
+    i * i + if ok { 0 } else { 1 << 63 }
+}
+
+pub fn spawn_join(_: &BootInfo, c: &mut Checks) {
+    const N: u64 = 10_000;
+    let before: Vec<u64> = percpu::all()
+        .map(|p| p.local.switches.load(Ordering::Relaxed))
+        .collect();
+    let results = match spawn_many(N, "spawn-join", square_plus_cpu_check) {
+        Ok(r) => r,
+        Err(e) => {
+            c.check(false, format_args!("spawning {N} tasks: {e:?}"));
+            return;
+        }
+    };
+    let wrong = results
+        .iter()
+        .enumerate()
+        .filter(|(i, r)| **r != ExitStatus::Exited((*i as u64) * (*i as u64)))
+        .count();
+    c.check(
+        wrong == 0,
+        format_args!("{N} tasks joined, {wrong} wrong results"),
+    );
+    for (cpu, b) in percpu::all().zip(before) {
+        let ran = cpu.local.switches.load(Ordering::Relaxed) - b;
+        c.check(ran > 0, format_args!("CPU {} switched {ran} times", cpu.id));
+    }
+}
+
+pub fn preempt(_: &BootInfo, c: &mut Checks) {
+    // Two never-yielding spinners per CPU: only the timer can share the CPUs.
+    let n = percpu::online() * 2 + 1;
+    static STOP: AtomicBool = AtomicBool::new(false);
+    static PROGRESS: [AtomicU64; 2 * percpu::MAX_CPUS + 1] =
+        [const { AtomicU64::new(0) }; 2 * percpu::MAX_CPUS + 1];
+    STOP.store(false, Ordering::Relaxed);
+    let mut handles = Vec::new();
+    for (i, progress) in PROGRESS.iter().enumerate().take(n) {
+        progress.store(0, Ordering::Relaxed);
+        let h = task::spawn("spinner", move || {
+            while !STOP.load(Ordering::Relaxed) {
+                PROGRESS[i].fetch_add(1, Ordering::Relaxed);
+            }
+            0
+        });
+        match h {
+            Ok(h) => handles.push(h),
+            Err(e) => {
+                c.check(false, format_args!("spawn spinner: {e:?}"));
+                return;
+            }
+        }
+    }
+    // This task is one more CPU-bound contender: it gets the CPU back only
+    // through preemption too.
+    let deadline = time::now_ns() + 200_000_000;
+    while time::now_ns() < deadline {
+        core::hint::spin_loop();
+    }
+    let snapshot: Vec<u64> = (0..n)
+        .map(|i| PROGRESS[i].load(Ordering::Relaxed))
+        .collect();
+    STOP.store(true, Ordering::Relaxed);
+    for h in handles {
+        h.join();
+    }
+    let stalled = snapshot.iter().filter(|&&p| p == 0).count();
+    c.check(
+        stalled == 0,
+        format_args!(
+            "{n} spinners on {} CPUs, {stalled} never ran",
+            percpu::online()
+        ),
+    );
+    let ticks: u64 = percpu::all()
+        .map(|p| p.local.ticks.load(Ordering::Relaxed))
+        .sum();
+    c.info(format_args!("timer ticks so far: {ticks}"));
+}
+
+pub fn leak(_: &BootInfo, c: &mut Checks) {
+    const CYCLES: u64 = 100_000;
+    let original = stack::strategy();
+    for s in Strategy::ALL {
+        stack::set_strategy(s);
+        // One round first, so that buffers which grow to a steady size (run
+        // queues, the lazy-free list) are not mistaken for leaks.
+        if spawn_many(2 * IN_FLIGHT as u64, "leak-warmup", |i| i).is_err() {
+            c.check(false, format_args!("{}: warm-up spawn failed", s.name()));
+            continue;
+        }
+        let settled = task::settle(100_000);
+        stack::drain_caches();
+        let before = mm::snapshot();
+        let t0 = time::now_ns();
+        if let Err(e) = spawn_many(CYCLES, "leak", |i| i) {
+            c.check(false, format_args!("{}: spawn: {e:?}", s.name()));
+            continue;
+        }
+        let settled = settled && task::settle(100_000);
+        // Cached stacks are not leaks, but they are not baseline either.
+        stack::drain_caches();
+        let after = mm::snapshot();
+        let ms = (time::now_ns() - t0) / 1_000_000;
+        c.check(
+            settled,
+            format_args!(
+                "{}: every task reaped ({} live)",
+                s.name(),
+                task::live_tasks()
+            ),
+        );
+        c.check(
+            after == before,
+            format_args!(
+                "{}: {CYCLES} spawn/exit cycles in {ms} ms, counters back to baseline",
+                s.name()
+            ),
+        );
+        if after != before {
+            c.info(format_args!("before {before:?}"));
+            c.info(format_args!("after  {after:?}"));
+        }
+    }
+    stack::set_strategy(original);
+}
+
+pub fn shootdown(_: &BootInfo, c: &mut Checks) {
+    let a = match vmalloc::vmalloc(1, Guards::default(), Owner::Named("shootdown")) {
+        Ok(a) => a,
+        Err(e) => {
+            c.check(false, format_args!("vmalloc: {e:?}"));
+            return;
+        }
+    };
+    let addr = a.base;
+    c.check(
+        probe::write_u8(addr, 0x5a),
+        format_args!("page {addr:#x} writable here"),
+    );
+    // Every other CPU reads it, so its TLB caches the translation.
+    let others: Vec<usize> = (0..percpu::online())
+        .filter(|&i| i != percpu::this().id)
+        .collect();
+    let readers: Vec<_> = others
+        .iter()
+        .filter_map(|&cpu| {
+            task::spawn_on(cpu, "tlb-warm", move || {
+                u64::from(probe::read_u8(addr) == Some(0x5a))
+            })
+            .ok()
+        })
+        .collect();
+    let warmed = readers
+        .into_iter()
+        .map(JoinHandle::join)
+        .filter(|s| *s == ExitStatus::Exited(1))
+        .count();
+    c.check(
+        warmed == others.len(),
+        format_args!("{warmed} of {} other CPUs read the page", others.len()),
+    );
+    let _ = vmalloc::vfree(VirtAddr::new(addr));
+    c.check(
+        probe::read_u8(addr).is_none(),
+        format_args!("after vfree, this CPU faults on it"),
+    );
+    // vfree defers the cross-CPU flush (lazy vunmap); the purge is the
+    // shootdown this scenario is about.
+    vmalloc::purge();
+    let faulted = others
+        .iter()
+        .filter_map(|&cpu| {
+            task::spawn_on(cpu, "tlb-check", move || {
+                u64::from(probe::read_u8(addr).is_none())
+            })
+            .ok()
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(JoinHandle::join)
+        .filter(|s| *s == ExitStatus::Exited(1))
+        .count();
+    c.check(
+        faulted == others.len(),
+        format_args!(
+            "after the purge, {faulted} of {} other CPUs fault on it (TLB shot down)",
+            others.len()
+        ),
+    );
+}
+
+pub fn current(_: &BootInfo, c: &mut Checks) {
+    const HOPS: u64 = 2_000;
+    let n = percpu::online();
+    let workers: Vec<_> = (0..n)
+        .filter_map(|w| {
+            task::spawn("migrant", move || {
+                let me = task::current_id();
+                let mut wrong = 0;
+                for hop in 0..HOPS {
+                    let target = ((w as u64 + hop) % n as u64) as usize;
+                    task::migrate_to(target);
+                    let here = percpu::this().id;
+                    if task::current_id() != me || here != target || task::current().cpu() != here {
+                        wrong += 1;
+                    }
+                }
+                wrong
+            })
+            .ok()
+        })
+        .collect();
+    c.check(
+        workers.len() == n,
+        format_args!("{n} migrating tasks spawned"),
+    );
+    let wrong: u64 = workers
+        .into_iter()
+        .map(|h| match h.join() {
+            ExitStatus::Exited(w) => w,
+            ExitStatus::Killed(_) => HOPS,
+        })
+        .sum();
+    c.check(
+        wrong == 0,
+        format_args!(
+            "{} migrations over {n} CPUs, current() wrong {wrong} times",
+            HOPS * n as u64
+        ),
+    );
+}
+
+pub fn guard_layout(_: &BootInfo, c: &mut Checks) {
+    // A few live task stacks, so task stacks are audited too.
+    static HOLD: AtomicBool = AtomicBool::new(true);
+    HOLD.store(true, Ordering::Relaxed);
+    let sleepers: Vec<_> = (0..percpu::online())
+        .filter_map(|_| {
+            task::spawn("sleeper", || {
+                while HOLD.load(Ordering::Relaxed) {
+                    task::yield_now();
+                }
+                0
+            })
+            .ok()
+        })
+        .collect();
+    let mut per_kind = [0usize; 5];
+    let mut bad_guard = 0;
+    let mut bad_body = 0;
+    vmalloc::for_each(|a| {
+        let Owner::Stack { kind, .. } = a.owner else {
+            return;
+        };
+        per_kind[kind as usize] += 1;
+        for g in a
+            .guard_below_range()
+            .chain(a.guard_above_range())
+            .step_by(4096)
+        {
+            if paging::translate(VirtAddr::new(g)).is_some() {
+                bad_guard += 1;
+            }
+        }
+        for p in (a.base..a.top()).step_by(4096) {
+            if paging::translate(VirtAddr::new(p)).is_none() {
+                bad_body += 1;
+            }
+        }
+    });
+    HOLD.store(false, Ordering::Relaxed);
+    sleepers.into_iter().for_each(|h| {
+        h.join();
+    });
+    let cpus = percpu::online();
+    for (kind, min) in [
+        (StackKind::Task, cpus),
+        (StackKind::Irq, cpus),
+        (StackKind::DoubleFault, cpus),
+        (StackKind::Nmi, cpus),
+        (StackKind::MachineCheck, cpus),
+    ] {
+        let n = per_kind[kind as usize];
+        c.check(
+            n >= min,
+            format_args!("{} stacks: {n} (at least {min})", kind.linux_name()),
+        );
+    }
+    c.check(
+        bad_guard == 0,
+        format_args!("guard pages mapped: {bad_guard}"),
+    );
+    c.check(
+        bad_body == 0,
+        format_args!("stack pages unmapped: {bad_body}"),
+    );
+    c.info(format_args!(
+        "guard pages per side: {}",
+        stack::guard_pages()
+    ));
+}
+
+/// `bench.spawn` (issue-4 part): spawn + run-empty + exit + join cost per
+/// stack strategy, on this CPU (so the task switch is part of the cost).
+pub fn bench_spawn(_: &BootInfo, c: &mut Checks) {
+    const ITERS: usize = 10_000;
+    let original = stack::strategy();
+    let here = percpu::this().id;
+    for s in Strategy::ALL {
+        stack::set_strategy(s);
+        stack::reset_cache_stats();
+        let mut samples = Vec::with_capacity(ITERS);
+        for _ in 0..ITERS {
+            let t0 = time::tsc();
+            match task::spawn_on(here, "bench", || 0) {
+                Ok(h) => {
+                    h.join();
+                }
+                Err(e) => {
+                    c.check(false, format_args!("{}: spawn: {e:?}", s.name()));
+                    break;
+                }
+            }
+            samples.push(time::tsc() - t0);
+        }
+        samples.sort_unstable();
+        let median = samples[samples.len() / 2];
+        let p90 = samples[samples.len() * 9 / 10];
+        let (hits, lookups) = stack::cache_stats();
+        c.info(format_args!(
+            "bench spawn strategy={} iterations={} median_cycles={median} p90_cycles={p90} median_ns={} p90_ns={} cache_hits={hits} cache_lookups={lookups}",
+            s.name(),
+            samples.len(),
+            time::cycles_to_ns(median),
+            time::cycles_to_ns(p90),
+        ));
+    }
+    stack::set_strategy(original);
+}

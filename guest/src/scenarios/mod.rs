@@ -1,0 +1,89 @@
+//! Running the scenarios the command line names, and reporting them as KTAP.
+//!
+//! Each scenario is a function that records checks; a scenario passes when
+//! none of its checks failed. Names and expectations come from `abi`, which
+//! the runner reads too.
+mod boot;
+mod kernel;
+mod selftest;
+
+use crate::boot::BootInfo;
+use crate::ktap;
+use abi::GuestExit;
+use core::fmt;
+
+type ScenarioFn = fn(&BootInfo, &mut Checks);
+
+/// Implementations by name. A name in `abi::SCENARIOS` missing here is
+/// reported as `not ok` with the reason, never silently skipped.
+const IMPLEMENTED: &[(&str, ScenarioFn)] = &[
+    ("boot.smoke", boot::smoke),
+    ("core.spawn_join", kernel::spawn_join),
+    ("core.preempt", kernel::preempt),
+    ("core.leak", kernel::leak),
+    ("core.shootdown", kernel::shootdown),
+    ("core.current", kernel::current),
+    ("core.guard_layout", kernel::guard_layout),
+    ("bench.spawn", kernel::bench_spawn),
+    ("selftest.hang", selftest::hang),
+    ("selftest.triple_fault", selftest::triple_fault),
+    ("selftest.panic", selftest::panic),
+    ("selftest.bad_ktap", selftest::bad_ktap),
+    ("selftest.fail", selftest::fail),
+];
+
+/// The checks of one scenario, printed as KTAP diagnostics as they happen.
+pub struct Checks {
+    failed: usize,
+}
+
+impl Checks {
+    /// Record one check; prints `# ok: ...` or `# FAIL: ...`.
+    pub fn check(&mut self, ok: bool, what: fmt::Arguments) -> bool {
+        ktap::diag(format_args!("{} {what}", if ok { "ok:" } else { "FAIL:" }));
+        if !ok {
+            self.failed += 1;
+        }
+        ok
+    }
+
+    /// A fact worth seeing in the report, not a check.
+    pub fn info(&self, what: fmt::Arguments) {
+        ktap::diag(what);
+    }
+}
+
+/// Run the scenarios named on the command line, in order, and return the
+/// exit code for the whole report.
+pub fn run_requested(boot: &BootInfo) -> GuestExit {
+    let names = || abi::cmdline::scenarios(boot.cmdline);
+    ktap::header(names().count());
+    if names().count() == 0 {
+        ktap::diag(format_args!(
+            "no scenarios requested: pass `{}=name,...` on the command line (got {:?})",
+            abi::cmdline::SCENARIOS,
+            boot.cmdline
+        ));
+    }
+    let mut all_ok = true;
+    for (i, name) in names().enumerate() {
+        let number = i + 1;
+        let Some(&(_, run)) = IMPLEMENTED.iter().find(|(n, _)| *n == name) else {
+            let why = if abi::scenario::find(name).is_some() {
+                "listed in the catalog but not implemented by this guest"
+            } else {
+                "unknown scenario"
+            };
+            ktap::diag(format_args!("FAIL: {name}: {why}"));
+            ktap::result(number, name, false);
+            all_ok = false;
+            continue;
+        };
+        let mut checks = Checks { failed: 0 };
+        run(boot, &mut checks);
+        let ok = checks.failed == 0;
+        ktap::result(number, name, ok);
+        all_ok &= ok;
+    }
+    crate::verdict(all_ok)
+}

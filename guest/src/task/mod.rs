@@ -1,0 +1,390 @@
+//! Tasks: kernel threads with their own stacks, and the scheduler that
+//! runs them.
+//!
+//! A task is a heap object separate from its stack: its id, name, state and
+//! flags live here, never at the bottom of the stack (no `thread_info`), so
+//! the running task is found through the per-CPU `current` pointer and a
+//! dead task's stack can be released the moment the CPU has switched away
+//! from it, while the task struct lives on for whoever still holds it.
+mod sched;
+
+pub use sched::{idle_loop, preempt_from_irq, timer_tick, yield_now, CpuLocal};
+
+use crate::arch::x86_64::context::Context;
+use crate::arch::x86_64::{interrupts, percpu};
+use crate::mm::stack::{self, Stack, StackError};
+use crate::sync::IrqLock;
+use alloc::boxed::Box;
+use alloc::sync::Arc;
+use core::fmt;
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use x86_64::VirtAddr;
+
+/// Linux's TASK_COMM_LEN.
+const COMM_LEN: usize = 16;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum State {
+    /// In some CPU's run queue.
+    Runnable = 0,
+    /// On a CPU right now.
+    Running = 1,
+    /// Waiting to be woken (join).
+    Blocked = 2,
+    /// Exited; its stack is released once the CPU has switched away.
+    Dead = 3,
+}
+
+/// How a task ended, as its joiner learns it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExitStatus {
+    Exited(u64),
+    /// Killed by the kernel, with the reason ("stack overflow").
+    Killed(&'static str),
+}
+
+impl fmt::Display for ExitStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ExitStatus::Exited(code) => write!(f, "exited: {code}"),
+            ExitStatus::Killed(why) => write!(f, "killed: {why}"),
+        }
+    }
+}
+
+/// Task flags (Linux keeps these in `task_struct`, since 4.9 no longer in
+/// `thread_info` on the stack).
+pub mod flags {
+    /// A per-CPU idle task: never queued, runs when nothing else can.
+    pub const IDLE: u32 = 1 << 0;
+    /// Runs on a stack the boot loader gave the CPU, not one we allocated.
+    pub const BOOT_STACK: u32 = 1 << 1;
+}
+
+type Entry = Box<dyn FnOnce() -> u64 + Send>;
+
+struct JoinState {
+    status: Option<ExitStatus>,
+    waiter: Option<Arc<Task>>,
+}
+
+pub struct Task {
+    pub id: u64,
+    comm: [u8; COMM_LEN],
+    state: AtomicU8,
+    flags: AtomicU32,
+    /// Still executing on some CPU (between being picked and the next
+    /// CPU's `finish_switch`): nobody else may resume it until this clears.
+    on_cpu: AtomicBool,
+    /// The CPU whose run queue it belongs to.
+    cpu: AtomicUsize,
+    context: Context,
+    stack_bottom: VirtAddr,
+    stack_top: VirtAddr,
+    stack: IrqLock<Option<Stack>>,
+    entry: IrqLock<Option<Entry>>,
+    join: IrqLock<JoinState>,
+    /// Context switches into this task.
+    pub switches: AtomicU64,
+}
+
+impl fmt::Debug for Task {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "task {} '{}'", self.id, self.name())
+    }
+}
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+static LIVE_TASKS: AtomicU64 = AtomicU64::new(0);
+
+fn next_id() -> u64 {
+    NEXT_ID.fetch_add(1, Ordering::Relaxed)
+}
+
+fn comm(name: &str) -> [u8; COMM_LEN] {
+    let mut c = [0u8; COMM_LEN];
+    let n = name.len().min(COMM_LEN - 1);
+    c[..n].copy_from_slice(&name.as_bytes()[..n]);
+    c
+}
+
+impl Task {
+    fn new(
+        id: u64,
+        name: &str,
+        flags: u32,
+        context: Context,
+        stack: Option<Stack>,
+        entry: Option<Entry>,
+    ) -> Task {
+        LIVE_TASKS.fetch_add(1, Ordering::Relaxed);
+        let bounds = stack
+            .as_ref()
+            .map_or((VirtAddr::zero(), VirtAddr::zero()), |s| {
+                (s.bottom(), s.top())
+            });
+        Task {
+            id,
+            comm: comm(name),
+            state: AtomicU8::new(State::Runnable as u8),
+            flags: AtomicU32::new(flags),
+            on_cpu: AtomicBool::new(false),
+            cpu: AtomicUsize::new(0),
+            context,
+            stack_bottom: bounds.0,
+            stack_top: bounds.1,
+            stack: IrqLock::new(stack),
+            entry: IrqLock::new(entry),
+            join: IrqLock::new(JoinState {
+                status: None,
+                waiter: None,
+            }),
+            switches: AtomicU64::new(0),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        let n = self.comm.iter().position(|&b| b == 0).unwrap_or(COMM_LEN);
+        core::str::from_utf8(&self.comm[..n]).unwrap_or("?")
+    }
+    pub fn state(&self) -> State {
+        match self.state.load(Ordering::Acquire) {
+            0 => State::Runnable,
+            1 => State::Running,
+            2 => State::Blocked,
+            _ => State::Dead,
+        }
+    }
+    fn set_state(&self, s: State) {
+        self.state.store(s as u8, Ordering::Release);
+    }
+    fn cas_state(&self, from: State, to: State) -> bool {
+        self.state
+            .compare_exchange(from as u8, to as u8, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
+    pub fn flags(&self) -> u32 {
+        self.flags.load(Ordering::Relaxed)
+    }
+    pub fn has_flag(&self, f: u32) -> bool {
+        self.flags() & f != 0
+    }
+    /// The CPU this task last ran on (or is queued on).
+    pub fn cpu(&self) -> usize {
+        self.cpu.load(Ordering::Relaxed)
+    }
+    pub fn context(&self) -> &Context {
+        &self.context
+    }
+    /// [bottom, top) of the task's stack (kept after the stack is freed, for
+    /// reports about it).
+    pub fn stack_bounds(&self) -> (VirtAddr, VirtAddr) {
+        (self.stack_bottom, self.stack_top)
+    }
+    /// Run `f` on the task's stack handle, if it still has one.
+    pub fn with_stack<R>(&self, f: impl FnOnce(&Stack) -> R) -> Option<R> {
+        self.stack.lock().as_ref().map(f)
+    }
+}
+
+impl Drop for Task {
+    fn drop(&mut self) {
+        LIVE_TASKS.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Tasks whose struct has not been freed yet (leak checks).
+pub fn live_tasks() -> u64 {
+    LIVE_TASKS.load(Ordering::Relaxed)
+}
+
+/// Tasks that live as long as the machine: init and one idle per CPU.
+static PERMANENT: AtomicU64 = AtomicU64::new(0);
+
+/// Wait until every task but the permanent ones has been reaped: a joined
+/// task is already dead, but its CPU may not have switched away from it yet,
+/// and its stack and struct go only then. Returns false if that did not
+/// happen within `max_yields` yields.
+pub fn settle(max_yields: usize) -> bool {
+    for _ in 0..max_yields {
+        if live_tasks() <= PERMANENT.load(Ordering::Relaxed) {
+            return true;
+        }
+        yield_now();
+    }
+    false
+}
+
+/// The running task. Found through GS (`percpu`), never through the stack.
+pub fn current() -> Arc<Task> {
+    percpu::this()
+        .current()
+        .expect("current() before the scheduler started")
+}
+
+/// The running task's id, without touching its reference count.
+pub fn current_id() -> u64 {
+    percpu::this().with_current(|t| t.id).unwrap_or(0)
+}
+
+/// A handle to wait for a spawned task.
+pub struct JoinHandle {
+    task: Arc<Task>,
+}
+
+impl JoinHandle {
+    /// Block until the task has ended and return how.
+    pub fn join(self) -> ExitStatus {
+        loop {
+            let status = interrupts::without(|| {
+                let mut j = self.task.join.lock();
+                if let Some(s) = j.status {
+                    return Some(s);
+                }
+                let me = current();
+                me.set_state(State::Blocked);
+                j.waiter = Some(me);
+                None
+            });
+            if let Some(s) = status {
+                return s;
+            }
+            // Blocked: the exiting task wakes us. If it already did, the
+            // scheduler finds us runnable and we come straight back.
+            sched::block();
+        }
+    }
+}
+
+#[derive(Debug)]
+pub enum SpawnError {
+    NoMemory,
+}
+
+impl From<StackError> for SpawnError {
+    fn from(_: StackError) -> Self {
+        SpawnError::NoMemory
+    }
+}
+
+/// Start a kernel thread running `f` on some CPU (round-robin over the
+/// online CPUs: simple load spreading).
+pub fn spawn<F: FnOnce() -> u64 + Send + 'static>(
+    name: &str,
+    f: F,
+) -> Result<JoinHandle, SpawnError> {
+    spawn_on(sched::pick_cpu(), name, f)
+}
+
+/// Start a kernel thread on CPU `cpu`.
+pub fn spawn_on<F: FnOnce() -> u64 + Send + 'static>(
+    cpu: usize,
+    name: &str,
+    f: F,
+) -> Result<JoinHandle, SpawnError> {
+    let id = next_id();
+    let stack = stack::alloc_task_stack(id)?;
+    let context = Context::new_task(&stack);
+    let task = Arc::new(Task::new(
+        id,
+        name,
+        0,
+        context,
+        Some(stack),
+        Some(Box::new(f)),
+    ));
+    task.cpu.store(cpu, Ordering::Relaxed);
+    sched::enqueue(task.clone());
+    Ok(JoinHandle { task })
+}
+
+/// First code of every new task, on its own stack (from `context.rs`).
+pub fn start_current() -> ! {
+    sched::finish_switch();
+    interrupts::enable();
+    let entry = percpu::this()
+        .with_current(|t| t.entry.lock().take())
+        .flatten();
+    let code = entry.map_or(0, |f| f());
+    exit(ExitStatus::Exited(code))
+}
+
+/// End the running task with `status`.
+pub fn exit(status: ExitStatus) -> ! {
+    x86_64::instructions::interrupts::disable();
+    // Nothing that owns a reference may stay on this stack: it is freed as
+    // soon as the next task runs.
+    {
+        let me = current();
+        me.set_state(State::Dead);
+        let waiter = {
+            let mut j = me.join.lock();
+            j.status = Some(status);
+            j.waiter.take()
+        };
+        if let Some(w) = waiter {
+            sched::wake(w);
+        }
+    }
+    sched::schedule();
+    unreachable!("a dead task was scheduled again");
+}
+
+/// Make the code running on this CPU's boot stack a task (the BSP's init
+/// flow, or an AP's idle loop), so that it can be switched away from.
+/// `stack_top` is where the boot loader's stack ends, as best known.
+pub fn adopt_boot_flow(name: &str, idle: bool, stack_top: VirtAddr) {
+    let bottom = stack_top - crate::boot::BOOT_STACK_SIZE;
+    let flags = flags::BOOT_STACK | if idle { flags::IDLE } else { 0 };
+    let mut task = Task::new(next_id(), name, flags, Context::running(), None, None);
+    (task.stack_bottom, task.stack_top) = (bottom, stack_top);
+    let task = Arc::new(task);
+    let cpu = percpu::this();
+    PERMANENT.fetch_add(1, Ordering::Relaxed);
+    task.cpu.store(cpu.id, Ordering::Relaxed);
+    task.set_state(State::Running);
+    task.on_cpu.store(true, Ordering::Relaxed);
+    cpu.set_stack_top(stack_top);
+    if idle {
+        cpu.local.set_idle(task.clone());
+    }
+    cpu.replace_current(task);
+}
+
+/// Give this CPU an idle task on a fresh stack (the BSP, whose boot flow is
+/// the init task and so cannot idle).
+pub fn create_idle() -> Result<(), SpawnError> {
+    let cpu = percpu::this();
+    let id = next_id();
+    let stack = Stack::vmap(stack::StackKind::Task, stack::DEFAULT_TASK_STACK, id)?;
+    let context = Context::new_task(&stack);
+    let entry: Entry = Box::new(|| sched::idle_loop());
+    let task = Arc::new(Task::new(
+        id,
+        "swapper",
+        flags::IDLE,
+        context,
+        Some(stack),
+        Some(entry),
+    ));
+    task.cpu.store(cpu.id, Ordering::Relaxed);
+    PERMANENT.fetch_add(1, Ordering::Relaxed);
+    cpu.local.set_idle(task);
+    Ok(())
+}
+
+/// Move the running task to CPU `target` and return there.
+pub fn migrate_to(target: usize) {
+    if target == percpu::this().id {
+        return;
+    }
+    interrupts::without(|| {
+        let me = current();
+        me.cpu.store(target, Ordering::Relaxed);
+        // Runnable, not Running: the local scheduler will not requeue it here.
+        me.set_state(State::Runnable);
+        sched::enqueue(me);
+        sched::schedule();
+    });
+}

@@ -1,0 +1,199 @@
+//! The scheduler: per-CPU run queues, round robin, preemption by the LAPIC
+//! timer, an idle task per CPU, and cross-CPU wakeups by IPI.
+//!
+//! Every entry here runs with interrupts off. A switch is two halves:
+//! `schedule` on the outgoing task's stack picks the next task and switches;
+//! `finish_switch`, run by whatever runs next on that CPU, completes the
+//! outgoing task's side: it may now be resumed elsewhere (`on_cpu` clears),
+//! and if it is dead its stack goes back right away (to the per-CPU cache or
+//! the vmalloc area), before anyone could still be using it.
+use super::{flags, State, Task};
+use crate::arch::x86_64::{interrupts, lapic, percpu};
+use crate::mm::stack;
+use crate::sync::IrqLock;
+use alloc::collections::VecDeque;
+use alloc::sync::Arc;
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use spin::Once;
+
+/// Scheduler state of one CPU (lives in its `percpu` block).
+pub struct CpuLocal {
+    runqueue: IrqLock<VecDeque<Arc<Task>>>,
+    idle: Once<Arc<Task>>,
+    /// Timer ticks taken.
+    pub ticks: AtomicU64,
+    /// Context switches performed.
+    pub switches: AtomicU64,
+}
+
+impl CpuLocal {
+    pub const fn new() -> CpuLocal {
+        CpuLocal {
+            runqueue: IrqLock::new(VecDeque::new()),
+            idle: Once::new(),
+            ticks: AtomicU64::new(0),
+            switches: AtomicU64::new(0),
+        }
+    }
+
+    pub(super) fn set_idle(&self, task: Arc<Task>) {
+        self.idle.call_once(|| task);
+    }
+
+    pub fn queued(&self) -> usize {
+        self.runqueue.lock().len()
+    }
+}
+
+static NEXT_CPU: AtomicUsize = AtomicUsize::new(0);
+
+/// Round-robin over the online CPUs.
+pub(super) fn pick_cpu() -> usize {
+    NEXT_CPU.fetch_add(1, Ordering::Relaxed) % percpu::online().max(1)
+}
+
+/// Put a runnable task on the run queue of its CPU, and kick that CPU if it
+/// is not this one (it may be idle in `hlt`).
+pub(super) fn enqueue(task: Arc<Task>) {
+    let target = task.cpu();
+    task.set_state(State::Runnable);
+    let cpu = percpu::get(target).expect("enqueue on an offline CPU");
+    cpu.local.runqueue.lock().push_back(task);
+    if target != percpu::this().id {
+        lapic::send_ipi(
+            cpu.lapic_id,
+            lapic::Delivery::Fixed(interrupts::RESCHEDULE_VECTOR),
+        );
+    } else {
+        percpu::this().set_need_resched(true);
+    }
+}
+
+/// Wake a blocked task; a task already woken is left alone.
+pub(super) fn wake(task: Arc<Task>) {
+    if task.cas_state(State::Blocked, State::Runnable) {
+        enqueue(task);
+    }
+}
+
+/// Switch away from the running task, which has already said what it wants:
+/// still `Running` means "requeue me" (a yield or preemption); anything else
+/// (blocked, dead, or already queued elsewhere) means "don't".
+pub(super) fn schedule() {
+    debug_assert!(!x86_64::instructions::interrupts::are_enabled());
+    let cpu = percpu::this();
+    let next = {
+        let mut rq = cpu.local.runqueue.lock();
+        let requeue = cpu
+            .with_current(|t| {
+                !t.has_flag(flags::IDLE) && t.cas_state(State::Running, State::Runnable)
+            })
+            .unwrap_or(false);
+        if requeue {
+            rq.push_back(cpu.current().expect("a requeued task is current"));
+        }
+        pick_next(&mut rq, cpu)
+    };
+    let next = next.unwrap_or_else(|| {
+        cpu.local
+            .idle
+            .get()
+            .expect("no idle task on this CPU")
+            .clone()
+    });
+    cpu.set_need_resched(false);
+    if cpu
+        .with_current(|t| core::ptr::eq(t, &*next))
+        .unwrap_or(false)
+    {
+        next.set_state(State::Running);
+        return;
+    }
+    next.set_state(State::Running);
+    next.on_cpu.store(true, Ordering::Relaxed);
+    next.cpu.store(cpu.id, Ordering::Relaxed);
+    next.switches.fetch_add(1, Ordering::Relaxed);
+    cpu.local.switches.fetch_add(1, Ordering::Relaxed);
+    // One per-CPU fact says where the running task's stack ends: TSS.rsp0.
+    cpu.set_stack_top(next.stack_top);
+    cpu.switch_to(next);
+    finish_switch();
+}
+
+/// The first queued task that may run here. A task still leaving another
+/// CPU (woken or migrated right after it switched out there) is skipped,
+/// not waited for: its registers are saved only by that CPU's
+/// `finish_switch`, and that CPU may at this moment be waiting for one of
+/// ours. Skipping keeps both sides moving; the task is picked up on the next
+/// pass (the idle loop comes straight back while anything is queued).
+fn pick_next(rq: &mut VecDeque<Arc<Task>>, cpu: &percpu::PerCpu) -> Option<Arc<Task>> {
+    for _ in 0..rq.len() {
+        let t = rq.pop_front()?;
+        let is_current = cpu.with_current(|c| core::ptr::eq(c, &*t)).unwrap_or(false);
+        if is_current || !t.on_cpu.load(Ordering::Acquire) {
+            return Some(t);
+        }
+        rq.push_back(t);
+    }
+    None
+}
+
+/// The second half of a switch, on the incoming task, on whatever CPU it
+/// now runs on.
+pub(super) fn finish_switch() {
+    let Some(prev) = percpu::this().take_prev() else {
+        return;
+    };
+    prev.on_cpu.store(false, Ordering::Release);
+    if prev.state() == State::Dead {
+        // Nothing of the task lives on its stack, so the stack can go now,
+        // long before the task struct does.
+        let stack = prev.stack.lock().take();
+        if let Some(stack) = stack {
+            stack::release_task_stack(stack);
+        }
+    }
+}
+
+/// Block the running task (its state already says Blocked) until woken.
+pub(super) fn block() {
+    interrupts::without(schedule);
+}
+
+/// Give up the CPU to the next runnable task, if any.
+pub fn yield_now() {
+    interrupts::without(schedule);
+}
+
+/// The LAPIC timer fired on this CPU: time slice over if anyone is waiting.
+pub fn timer_tick() {
+    let cpu = percpu::this();
+    cpu.local.ticks.fetch_add(1, Ordering::Relaxed);
+    if !cpu.local.runqueue.lock().is_empty() {
+        cpu.set_need_resched(true);
+    }
+}
+
+/// Called on the way out of an interrupt that asked for a reschedule.
+pub fn preempt_from_irq() {
+    schedule();
+}
+
+/// What a CPU does when nothing is runnable.
+pub fn idle_loop() -> ! {
+    loop {
+        x86_64::instructions::interrupts::disable();
+        if percpu::this().local.queued() > 0 {
+            schedule();
+            // Still here: what is queued is leaving another CPU. Open a
+            // window for interrupts (that CPU may be waiting on a TLB
+            // shootdown IPI from us) before looking again.
+            interrupts::enable();
+            core::hint::spin_loop();
+        } else {
+            // sti; hlt — a wakeup IPI between the check and the halt still
+            // ends the halt.
+            interrupts::enable_and_halt();
+        }
+    }
+}
