@@ -1,0 +1,146 @@
+//! `bench`: what a boot of the testbed costs next to the cheapest boot QEMU
+//! can do on the same path, so a regression in either shows as a ratio.
+
+use crate::cli::Options;
+use crate::fatal::Fatal;
+use crate::qemu;
+use crate::session::{self, Setup};
+use crate::status;
+use abi::Outcome;
+use std::time::Duration;
+
+const SCENARIO: &str = "boot.smoke";
+
+pub fn execute(runs: u32, options: &Options) -> Result<i32, Fatal> {
+    let setup = session::setup(options)?;
+    let smp = options.smp.unwrap_or(1);
+    let guest = measure(&setup, options, runs, smp, true)?;
+    let baseline = measure(&setup, options, runs, smp, false)?;
+    let what = format!("{}, {:?}, smp={smp}", options.boot.as_str(), options.accel).to_lowercase();
+    println!("{SCENARIO} ({what}): {guest}");
+    println!("trivial PVH guest (the loader alone): {baseline}");
+    println!(
+        "ratio (median): {:.1}x",
+        guest.median.as_secs_f64() / baseline.median.as_secs_f64().max(1e-9)
+    );
+    Ok(status::OK)
+}
+
+#[derive(Debug, PartialEq)]
+pub struct Stats {
+    pub median: Duration,
+    pub p90: Duration,
+    pub runs: usize,
+}
+
+impl std::fmt::Display for Stats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        write!(
+            f,
+            "median {:.1} ms, p90 {:.1} ms over {} runs",
+            ms(self.median),
+            ms(self.p90),
+            self.runs
+        )
+    }
+}
+
+fn measure(
+    setup: &Setup,
+    options: &Options,
+    runs: u32,
+    smp: u32,
+    with_guest: bool,
+) -> Result<Stats, Fatal> {
+    let (expected, label) = if with_guest {
+        (Outcome::Pass, "bench-guest")
+    } else {
+        (Outcome::LoaderError, "bench-baseline")
+    };
+    let scenarios = [SCENARIO];
+    let invocation = qemu::invocation(
+        &setup.qemu,
+        &qemu::Boot {
+            path: options.boot,
+            loader: &setup.artifacts.loader,
+            guest: with_guest.then_some(setup.artifacts.guest.as_path()),
+            scenarios: &scenarios,
+            smp,
+            accel: options.accel,
+        },
+    );
+    let timeout = Duration::from_secs(options.timeout);
+    let mut times = Vec::with_capacity(runs as usize);
+    for run in 0..runs {
+        let name = format!("{label}-{run:03}");
+        let log = setup.run_dir.join(format!("{name}.serial"));
+        let (capture, verdict) =
+            session::launch(&invocation, &name, &log, &scenarios, timeout, options);
+        if verdict.outcome != expected {
+            return Err(Fatal {
+                status: status::for_outcome(verdict.outcome).max(status::TEST_FAILURE),
+                message: format!(
+                    "{label} run {run} ended in {} instead of {}: {} (serial log: {})",
+                    verdict.outcome.as_str(),
+                    expected.as_str(),
+                    verdict.reason,
+                    log.display()
+                ),
+            });
+        }
+        times.push(capture.duration);
+    }
+    Ok(stats(times))
+}
+
+/// Median (mean of the middle two for an even count) and nearest-rank p90.
+pub fn stats(mut times: Vec<Duration>) -> Stats {
+    times.sort();
+    let n = times.len();
+    if n == 0 {
+        return Stats {
+            median: Duration::ZERO,
+            p90: Duration::ZERO,
+            runs: 0,
+        };
+    }
+    let median = if n % 2 == 1 {
+        times[n / 2]
+    } else {
+        (times[n / 2 - 1] + times[n / 2]) / 2
+    };
+    let p90 = times[(n * 9).div_ceil(10) - 1];
+    Stats {
+        median,
+        p90,
+        runs: n,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(v: &[u64]) -> Vec<Duration> {
+        v.iter().map(|&m| Duration::from_millis(m)).collect()
+    }
+
+    #[test]
+    fn median_and_p90() {
+        let s = stats(ms(&[5, 1, 3, 2, 4, 6, 7, 8, 9, 10]));
+        assert_eq!(s.median, Duration::from_micros(5500));
+        assert_eq!(s.p90, Duration::from_millis(9));
+        let s = stats(ms(&[30, 10, 20]));
+        assert_eq!(
+            (s.median, s.p90),
+            (Duration::from_millis(20), Duration::from_millis(30))
+        );
+        assert_eq!(stats(ms(&[7])).p90, Duration::from_millis(7));
+        assert_eq!(stats(vec![]).runs, 0);
+        assert_eq!(
+            stats(ms(&[20, 30])).to_string(),
+            "median 25.0 ms, p90 30.0 ms over 2 runs"
+        );
+    }
+}

@@ -1,0 +1,142 @@
+//! From a boot's verdict to each scenario's result, and from a result to
+//! whether the scenario behaved as its catalog entry says it should.
+
+use crate::classify::Verdict;
+use abi::{Outcome, Scenario};
+
+#[derive(Clone, Debug)]
+pub struct ScenarioResult {
+    pub scenario: &'static Scenario,
+    pub outcome: Outcome,
+    pub skipped: bool,
+    /// The scenario's own `# ` lines, or for the one that took the boot down,
+    /// what was printed after the last result.
+    pub diagnostics: Vec<String>,
+    /// Whether this result carries the boot's failure (and so its details).
+    pub ended_the_boot: bool,
+}
+
+impl ScenarioResult {
+    pub fn as_expected(&self) -> bool {
+        self.outcome == self.scenario.expect
+    }
+}
+
+/// Scenarios that reported before a boot went wrong keep their own result;
+/// the rest take the boot's outcome, and at least one always does, so a panic
+/// after the last `ok` is still somebody's failure. A malformed report is not
+/// believed at all.
+pub fn scenario_results(scenarios: &[&'static Scenario], verdict: &Verdict) -> Vec<ScenarioResult> {
+    let report = &verdict.report;
+    let mut results: Vec<ScenarioResult> = scenarios
+        .iter()
+        .map(|&scenario| {
+            let reported = report.result_named(scenario.name);
+            let trusted = reported.filter(|_| verdict.outcome != Outcome::Malformed);
+            match trusted {
+                Some(r) => ScenarioResult {
+                    scenario,
+                    outcome: if r.is_failure() {
+                        Outcome::Fail
+                    } else {
+                        Outcome::Pass
+                    },
+                    skipped: r.is_skip(),
+                    diagnostics: r.diagnostics.clone(),
+                    ended_the_boot: false,
+                },
+                None => ScenarioResult {
+                    scenario,
+                    outcome: verdict.outcome,
+                    skipped: false,
+                    diagnostics: reported.map(|r| r.diagnostics.clone()).unwrap_or_default(),
+                    ended_the_boot: false,
+                },
+            }
+        })
+        .collect();
+    let abnormal = !matches!(verdict.outcome, Outcome::Pass | Outcome::Fail);
+    if abnormal {
+        let first_unreported = results
+            .iter()
+            .position(|r| r.outcome == verdict.outcome)
+            .unwrap_or(results.len().saturating_sub(1));
+        if let Some(r) = results.get_mut(first_unreported) {
+            r.outcome = verdict.outcome;
+            r.skipped = false;
+            r.ended_the_boot = true;
+            r.diagnostics
+                .extend(report.trailing_diagnostics.iter().cloned());
+        }
+    }
+    results
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::classify::{classify, Evidence};
+    use crate::process::Ended;
+    use abi::GuestExit;
+
+    static A: Scenario = scenario("a.a", Outcome::Pass);
+    static B: Scenario = scenario("b.b", Outcome::Pass);
+    static C: Scenario = scenario("c.c", Outcome::Pass);
+
+    const fn scenario(name: &'static str, expect: Outcome) -> Scenario {
+        Scenario {
+            name,
+            summary: "",
+            expect,
+            isolated: false,
+            default: true,
+            test_smp: &[1],
+        }
+    }
+
+    fn results(ended: Ended, serial: &str) -> Vec<(&'static str, Outcome, bool)> {
+        let verdict = classify(&Evidence {
+            ended: &ended,
+            serial,
+            stderr: "",
+            requested: &["a.a", "b.b", "c.c"],
+        });
+        scenario_results(&[&A, &B, &C], &verdict)
+            .into_iter()
+            .map(|r| (r.scenario.name, r.outcome, r.ended_the_boot))
+            .collect()
+    }
+
+    #[test]
+    fn a_crash_is_charged_to_the_scenario_that_was_running() {
+        let serial = "KTAP version 1\n1..3\nok 1 a.a\n# spinning\n";
+        assert_eq!(
+            results(Ended::TimedOut(std::time::Duration::from_secs(1)), serial),
+            [
+                ("a.a", Outcome::Pass, false),
+                ("b.b", Outcome::Timeout, true),
+                ("c.c", Outcome::Timeout, false),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_crash_after_every_result_is_charged_to_the_last() {
+        let serial = "KTAP version 1\n1..3\nok 1 a.a\nok 2 b.b\nok 3 c.c\nPANIC cpu=0 x:1 late\n";
+        let got = results(Ended::Exited(GuestExit::Panic.qemu_status()), serial);
+        assert_eq!(got[2], ("c.c", Outcome::Panic, true));
+        assert_eq!(got[0].1, Outcome::Pass);
+    }
+
+    #[test]
+    fn failures_are_per_scenario_and_malformed_reports_are_not_believed() {
+        let serial = "KTAP version 1\n1..3\nok 1 a.a\nnot ok 2 b.b\nok 3 c.c # SKIP\n";
+        let got = results(Ended::Exited(GuestExit::Fail.qemu_status()), serial);
+        let outcomes: Vec<Outcome> = got.iter().map(|r| r.1).collect();
+        assert_eq!(outcomes, [Outcome::Pass, Outcome::Fail, Outcome::Pass]);
+
+        let got = results(Ended::Exited(GuestExit::Pass.qemu_status()), serial);
+        assert!(got.iter().all(|r| r.1 == Outcome::Malformed), "{got:?}");
+        assert!(got[0].2);
+    }
+}

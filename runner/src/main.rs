@@ -1,0 +1,87 @@
+//! The testbed's host side: builds the guest, boots it in QEMU, judges each
+//! scenario from the KTAP report and QEMU's exit status. See `runner --help`.
+
+mod bench;
+mod classify;
+mod cli;
+mod fatal;
+mod glob;
+mod json;
+mod judge;
+mod process;
+mod qemu;
+mod select;
+mod session;
+mod status;
+mod summary;
+mod workspace;
+
+use abi::{Scenario, SCENARIOS};
+use clap::Parser;
+use cli::{Cli, Command, Options};
+use fatal::Fatal;
+use session::Mode;
+
+fn main() {
+    process::kill_children_on_interrupt();
+    let cli = Cli::parse();
+    let code = match dispatch(cli.command, &cli.options) {
+        Ok(code) => code,
+        Err(fatal) => {
+            eprintln!("runner: error: {fatal}");
+            fatal.status
+        }
+    };
+    std::process::exit(code);
+}
+
+fn dispatch(command: Command, options: &Options) -> Result<i32, Fatal> {
+    match command {
+        Command::List => {
+            list();
+            Ok(status::OK)
+        }
+        Command::Build => {
+            let artifacts = workspace::build()?;
+            println!("guest:  {}", artifacts.guest.display());
+            println!("loader: {}", artifacts.loader.display());
+            Ok(status::OK)
+        }
+        Command::Run { patterns } => {
+            let chosen = select::by_patterns(SCENARIOS, &patterns).map_err(Fatal::usage)?;
+            let smp = options.smp.unwrap_or(1);
+            let wanted: Vec<(&'static Scenario, u32)> =
+                chosen.into_iter().map(|s| (s, smp)).collect();
+            session::execute(Mode::Run, select::boots(&wanted), options)
+        }
+        Command::Test { all } => {
+            let wanted: Vec<(&'static Scenario, u32)> = SCENARIOS
+                .iter()
+                .filter(|s| s.default || (all && s.expect != abi::Outcome::Pass))
+                .flat_map(|s| match options.smp {
+                    Some(smp) => vec![(s, smp)],
+                    None => s.test_smp.iter().map(|&n| (s, n)).collect(),
+                })
+                .collect();
+            session::execute(Mode::Test, select::boots(&wanted), options)
+        }
+        Command::Bench { runs } => bench::execute(runs, options),
+    }
+}
+
+fn list() {
+    let width = SCENARIOS.iter().map(|s| s.name.len()).max().unwrap_or(0);
+    for s in SCENARIOS {
+        let tags = match (s.default, s.isolated) {
+            (true, _) => "",
+            (false, true) => " [control, own boot]",
+            (false, false) => " [on request]",
+        };
+        println!(
+            "{:width$}  expect {:<12} {}{tags}",
+            s.name,
+            s.expect.as_str(),
+            s.summary
+        );
+    }
+}

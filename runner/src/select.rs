@@ -1,0 +1,179 @@
+//! Which scenarios to boot, and how they share boots. Decided before anything
+//! is built, so a typo costs nothing.
+
+use crate::glob;
+use abi::Scenario;
+
+/// Scenarios matching any pattern, in catalog order; the default set if there
+/// are no patterns. Err names the first pattern that matched nothing.
+pub fn by_patterns(
+    catalog: &'static [Scenario],
+    patterns: &[String],
+) -> Result<Vec<&'static Scenario>, String> {
+    if patterns.is_empty() {
+        return Ok(catalog.iter().filter(|s| s.default).collect());
+    }
+    if let Some(bad) = patterns
+        .iter()
+        .find(|p| !catalog.iter().any(|s| glob::matches(p, s.name)))
+    {
+        let names: Vec<&str> = catalog.iter().map(|s| s.name).collect();
+        let what = if glob::is_pattern(bad) {
+            "matches"
+        } else {
+            "is named"
+        };
+        return Err(format!(
+            "no scenario {what} `{bad}`; valid names: {}",
+            names.join(", ")
+        ));
+    }
+    Ok(catalog
+        .iter()
+        .filter(|s| patterns.iter().any(|p| glob::matches(p, s.name)))
+        .collect())
+}
+
+/// One QEMU boot: the scenarios it runs, in order, at one CPU count.
+#[derive(Clone, Debug)]
+pub struct Boot {
+    /// Unique within a run; names the serial log.
+    pub name: String,
+    pub scenarios: Vec<&'static Scenario>,
+    pub smp: u32,
+}
+
+impl Boot {
+    pub fn names(&self) -> Vec<&'static str> {
+        self.scenarios.iter().map(|s| s.name).collect()
+    }
+}
+
+/// Group (scenario, CPU count) pairs into boots: everything that is not
+/// `isolated` shares one boot per CPU count; each isolated one boots alone.
+pub fn boots(wanted: &[(&'static Scenario, u32)]) -> Vec<Boot> {
+    let mut boots: Vec<Boot> = Vec::new();
+    let mut shared_at: Vec<(u32, usize)> = Vec::new();
+    for &(scenario, smp) in wanted {
+        let shared = shared_at.iter().find(|(s, _)| *s == smp).map(|(_, i)| *i);
+        match shared {
+            Some(i) if !scenario.isolated => boots[i].scenarios.push(scenario),
+            _ => {
+                if !scenario.isolated {
+                    shared_at.push((smp, boots.len()));
+                }
+                boots.push(Boot {
+                    name: String::new(),
+                    scenarios: vec![scenario],
+                    smp,
+                });
+            }
+        }
+    }
+    for (i, boot) in boots.iter_mut().enumerate() {
+        let what = if boot.scenarios[0].isolated {
+            boot.scenarios[0].name
+        } else {
+            "shared"
+        };
+        boot.name = format!("{:02}-{what}-smp{}", i + 1, boot.smp);
+    }
+    boots
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use abi::Outcome;
+
+    const fn s(name: &'static str, isolated: bool, default: bool) -> Scenario {
+        Scenario {
+            name,
+            summary: "",
+            expect: Outcome::Pass,
+            isolated,
+            default,
+            test_smp: &[1, 4],
+        }
+    }
+
+    static CATALOG: [Scenario; 4] = [
+        s("boot.smoke", false, true),
+        s("core.leak", false, true),
+        s("bench.spawn", false, false),
+        s("selftest.hang", true, false),
+    ];
+
+    fn names(v: &[&Scenario]) -> Vec<&'static str> {
+        v.iter().map(|s| s.name).collect()
+    }
+
+    #[test]
+    fn patterns_select_in_catalog_order() {
+        let none: Vec<String> = vec![];
+        assert_eq!(
+            names(&by_patterns(&CATALOG, &none).unwrap()),
+            ["boot.smoke", "core.leak"]
+        );
+        let p = vec![
+            "selftest.*".to_string(),
+            "boot.smoke".to_string(),
+            "*".to_string(),
+        ];
+        assert_eq!(names(&by_patterns(&CATALOG, &p).unwrap()).len(), 4);
+        let p = vec!["core.leak".to_string(), "boot.?moke".to_string()];
+        assert_eq!(
+            names(&by_patterns(&CATALOG, &p).unwrap()),
+            ["boot.smoke", "core.leak"]
+        );
+    }
+
+    #[test]
+    fn unknown_name_lists_valid_ones() {
+        let err = by_patterns(&CATALOG, &["boot.smoke".into(), "no.such".into()]).unwrap_err();
+        assert!(err.contains("`no.such`"), "{err}");
+        assert!(
+            err.contains("boot.smoke, core.leak, bench.spawn, selftest.hang"),
+            "{err}"
+        );
+        assert!(!err.contains('\n'));
+        assert!(by_patterns(&CATALOG, &["zz*".into()])
+            .unwrap_err()
+            .contains("matches"));
+    }
+
+    #[test]
+    fn shared_boots_per_cpu_count_and_isolated_alone() {
+        let [a, b, _, h] = &CATALOG;
+        let plan = boots(&[(a, 1), (h, 1), (b, 1), (a, 4), (h, 1), (b, 4)]);
+        let summary: Vec<(String, Vec<&str>, u32)> = plan
+            .iter()
+            .map(|b| (b.name.clone(), b.names(), b.smp))
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                (
+                    "01-shared-smp1".to_string(),
+                    vec!["boot.smoke", "core.leak"],
+                    1
+                ),
+                (
+                    "02-selftest.hang-smp1".to_string(),
+                    vec!["selftest.hang"],
+                    1
+                ),
+                (
+                    "03-shared-smp4".to_string(),
+                    vec!["boot.smoke", "core.leak"],
+                    4
+                ),
+                (
+                    "04-selftest.hang-smp1".to_string(),
+                    vec!["selftest.hang"],
+                    1
+                ),
+            ]
+        );
+    }
+}

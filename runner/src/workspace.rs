@@ -1,0 +1,175 @@
+//! Where the workspace and its build output live, and building the two
+//! bare-metal crates the runner boots.
+
+use crate::fatal::Fatal;
+use crate::process;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::thread;
+
+pub const TARGET: &str = "x86_64-unknown-none";
+
+/// The two images a boot needs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Artifacts {
+    pub guest: PathBuf,
+    pub loader: PathBuf,
+}
+
+pub fn root() -> PathBuf {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest.parent().unwrap_or(manifest).to_path_buf()
+}
+
+/// Cargo's target directory: `CARGO_TARGET_DIR` (relative to the current
+/// directory, as cargo reads it) or the workspace's `target`.
+pub fn target_dir() -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) if !dir.is_empty() => std::env::current_dir()
+            .map(|cwd| cwd.join(&dir))
+            .unwrap_or_else(|_| PathBuf::from(dir)),
+        _ => root().join("target"),
+    }
+}
+
+fn cargo() -> PathBuf {
+    std::env::var_os("CARGO")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("cargo"))
+}
+
+pub fn build() -> Result<Artifacts, Fatal> {
+    let mut command = Command::new(cargo());
+    command
+        .current_dir(root())
+        .args([
+            "build",
+            "-p",
+            "guest",
+            "-p",
+            "loader",
+            "--release",
+            "--target",
+            TARGET,
+        ])
+        .arg("--message-format=json-render-diagnostics")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    process::die_with_parent(&mut command, libc::SIGTERM);
+    let mut child = command.spawn().map_err(|e| {
+        Fatal::setup(format!(
+            "cannot run cargo ({e}): install Rust with rustup, or set CARGO"
+        ))
+    })?;
+    // Cargo's human messages pass through; we only look for the one we can explain.
+    let stderr = child.stderr.take().map(|stderr| {
+        thread::spawn(move || {
+            let mut missing_target = false;
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                missing_target |= line.contains("target may not be installed");
+                eprintln!("{line}");
+            }
+            missing_target
+        })
+    });
+    let mut messages = String::new();
+    if let Some(stdout) = child.stdout.take() {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            messages.push_str(&line);
+            messages.push('\n');
+        }
+    }
+    let status = child
+        .wait()
+        .map_err(|e| Fatal::setup(format!("waiting for cargo: {e}")))?;
+    let missing_target = stderr.and_then(|t| t.join().ok()).unwrap_or(false);
+    if !status.success() {
+        let hint = if missing_target {
+            format!(
+                "the {TARGET} target is missing: run `make deps` (or `rustup target add {TARGET}`)"
+            )
+        } else {
+            "fix the errors above, then run again".to_string()
+        };
+        return Err(Fatal::setup(format!(
+            "building guest and loader failed ({status}): {hint}"
+        )));
+    }
+    artifacts_from_messages(&messages).map_err(Fatal::setup)
+}
+
+/// The images as a previous build left them (`--no-build`).
+pub fn prebuilt() -> Result<Artifacts, Fatal> {
+    let dir = target_dir().join(TARGET).join("release");
+    let artifacts = Artifacts {
+        guest: dir.join("guest"),
+        loader: dir.join("loader"),
+    };
+    for path in [&artifacts.guest, &artifacts.loader] {
+        if !path.is_file() {
+            return Err(Fatal::setup(format!(
+                "{} is not built: run `cargo run -p runner -- build` or drop --no-build",
+                path.display()
+            )));
+        }
+    }
+    Ok(artifacts)
+}
+
+/// The executables of the `guest` and `loader` binaries, from cargo's JSON
+/// messages, so that CARGO_TARGET_DIR and `build.target-dir` need no guessing.
+pub fn artifacts_from_messages(messages: &str) -> Result<Artifacts, String> {
+    let mut guest = None;
+    let mut loader = None;
+    for line in messages.lines() {
+        let Ok(message) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        if message["reason"] != "compiler-artifact" {
+            continue;
+        }
+        let Some(executable) = message["executable"].as_str() else {
+            continue;
+        };
+        match message["target"]["name"].as_str() {
+            Some("guest") => guest = Some(PathBuf::from(executable)),
+            Some("loader") => loader = Some(PathBuf::from(executable)),
+            _ => {}
+        }
+    }
+    match (guest, loader) {
+        (Some(guest), Some(loader)) => Ok(Artifacts { guest, loader }),
+        (guest, _) => Err(format!(
+            "cargo built no `{}` executable; does its crate have a binary target?",
+            if guest.is_none() { "guest" } else { "loader" }
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn picks_executables_out_of_cargo_messages() {
+        let messages = r#"
+{"reason":"compiler-artifact","target":{"name":"abi","kind":["lib"]},"executable":null}
+not json at all
+{"reason":"compiler-artifact","target":{"name":"loader","kind":["bin"]},"executable":"/t/x86_64-unknown-none/release/loader"}
+{"reason":"compiler-message","target":{"name":"guest"},"executable":"/nope"}
+{"reason":"compiler-artifact","target":{"name":"guest","kind":["bin"]},"executable":"/t/x86_64-unknown-none/release/guest"}
+{"reason":"build-finished","success":true}
+"#;
+        assert_eq!(
+            artifacts_from_messages(messages),
+            Ok(Artifacts {
+                guest: "/t/x86_64-unknown-none/release/guest".into(),
+                loader: "/t/x86_64-unknown-none/release/loader".into(),
+            })
+        );
+        let err = artifacts_from_messages("{\"reason\":\"build-finished\"}").unwrap_err();
+        assert!(err.contains("guest"));
+    }
+}
