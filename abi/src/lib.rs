@@ -10,6 +10,7 @@ extern crate alloc;
 
 pub mod cmdline;
 pub mod exit;
+pub mod guard;
 pub mod ksyms;
 pub mod scenario;
 

@@ -5,6 +5,8 @@
 //! validates user patterns against it (without booting), groups scenarios into
 //! boots and compares each outcome with `expect`.
 
+use crate::guard::{stack_kind, GuardExpect, Verdict};
+
 /// How one boot ended, as the runner classifies it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Outcome {
@@ -64,6 +66,8 @@ pub struct Scenario {
     pub default: bool,
     /// The CPU counts `runner test` boots it with.
     pub test_smp: &'static [u32],
+    /// For stack scenarios: how the fault must come out and be explained.
+    pub guard: Option<GuardExpect>,
 }
 
 const fn check(name: &'static str, summary: &'static str, test_smp: &'static [u32]) -> Scenario {
@@ -74,6 +78,7 @@ const fn check(name: &'static str, summary: &'static str, test_smp: &'static [u3
         isolated: false,
         default: true,
         test_smp,
+        guard: None,
     }
 }
 
@@ -86,6 +91,68 @@ const fn control(name: &'static str, summary: &'static str, expect: Outcome) -> 
         isolated: true,
         default: false,
         test_smp: &[1],
+        guard: None,
+    }
+}
+
+/// A stack scenario that recovers (the offending task is killed) and so
+/// can share a boot with others.
+const fn stack(
+    name: &'static str,
+    summary: &'static str,
+    test_smp: &'static [u32],
+    guard: GuardExpect,
+) -> Scenario {
+    Scenario {
+        name,
+        summary,
+        expect: Outcome::Pass,
+        isolated: false,
+        default: true,
+        test_smp,
+        guard: Some(guard),
+    }
+}
+
+/// A stack scenario that ends the machine: it needs a boot of its own.
+const fn stack_fatal(
+    name: &'static str,
+    summary: &'static str,
+    expect: Outcome,
+    guard: GuardExpect,
+) -> Scenario {
+    Scenario {
+        name,
+        summary,
+        expect,
+        isolated: true,
+        default: true,
+        test_smp: &[1],
+        guard: Some(guard),
+    }
+}
+
+const fn caught(
+    verdict: Verdict,
+    stack_kind: &'static str,
+    backtrace_fn: Option<&'static str>,
+) -> GuardExpect {
+    GuardExpect {
+        verdict,
+        stack_kind,
+        backtrace_fn,
+        hits: 1,
+        recursion: false,
+    }
+}
+
+const fn recursion(backtrace_fn: &'static str) -> GuardExpect {
+    GuardExpect {
+        verdict: Verdict::Overflow,
+        stack_kind: stack_kind::TASK,
+        backtrace_fn: Some(backtrace_fn),
+        hits: 1,
+        recursion: true,
     }
 }
 
@@ -133,7 +200,92 @@ pub const SCENARIOS: &[Scenario] = &[
         isolated: false,
         default: false,
         test_smp: &[1],
+        guard: None,
     },
+    stack(
+        "stack.recursion",
+        "unbounded recursion on a vmapped task stack: caught, overflow, task killed",
+        &[1],
+        recursion("stack_recurse"),
+    ),
+    stack(
+        "stack.large_frame",
+        "one frame bigger than the guard gap: stack probes make it fault in the guard page",
+        &[1],
+        caught(Verdict::Overflow, stack_kind::TASK, Some("stack_large_frame")),
+    ),
+    stack(
+        "stack.probe_skip",
+        "rsp moved below the guard without probes, then used: the guard is jumped",
+        &[1],
+        caught(Verdict::GuardJumped, stack_kind::TASK, None),
+    ),
+    stack(
+        "stack.underflow",
+        "rsp pushed above the stack top, then used: caught, underflow",
+        &[1],
+        caught(Verdict::Underflow, stack_kind::TASK, None),
+    ),
+    stack(
+        "stack.exception",
+        "recursion inside the #PF handler: caught on the #DF IST stack",
+        &[1],
+        caught(Verdict::Overflow, stack_kind::TASK, Some("pf_handler_recurse")),
+    ),
+    stack(
+        "stack.direct_legacy",
+        "overflow of a direct (pre-4.8) stack: the thread_info block is silently corrupted",
+        &[1],
+        caught(Verdict::NotCaught, stack_kind::TASK, None),
+    ),
+    stack(
+        "stack.ap",
+        "overflow on CPU 1 while CPU 0 keeps working",
+        &[4],
+        recursion("stack_recurse"),
+    ),
+    stack(
+        "stack.all_cpus",
+        "simultaneous overflow on every CPU: every one caught",
+        &[4],
+        GuardExpect {
+            verdict: Verdict::Overflow,
+            stack_kind: stack_kind::TASK,
+            backtrace_fn: Some("stack_recurse"),
+            hits: 0,
+            recursion: true,
+        },
+    ),
+    stack(
+        "stack.irqs_off",
+        "overflow with interrupts disabled: caught",
+        &[1],
+        recursion("stack_recurse"),
+    ),
+    stack(
+        "stack.repeat",
+        "1000 overflows in one boot: all caught, memory counters back to baseline",
+        &[1],
+        recursion("stack_recurse"),
+    ),
+    stack(
+        "stack.nmi_in_df",
+        "an NMI arrives while the #DF handler runs: handled on the NMI IST stack, report intact",
+        &[1],
+        recursion("stack_recurse"),
+    ),
+    stack_fatal(
+        "stack.irq",
+        "overflow while on the per-CPU IRQ stack: caught, IRQ stack named, fatal",
+        Outcome::CaughtFatal,
+        caught(Verdict::Overflow, stack_kind::IRQ, Some("irq_recurse")),
+    ),
+    stack_fatal(
+        "stack.df_overflow",
+        "overflow of the #DF IST stack itself: the CPU triple-faults, nothing catches it",
+        Outcome::Reset,
+        caught(Verdict::NotCaught, stack_kind::DOUBLE_FAULT, None),
+    ),
     control(
         "selftest.hang",
         "spins forever with interrupts off: the runner must report a timeout",
@@ -196,9 +348,12 @@ mod tests {
     fn negative_controls_stay_out_of_the_default_set() {
         for s in SCENARIOS {
             if s.expect != Outcome::Pass {
+                assert!(s.isolated, "{} would spoil a shared boot", s.name);
+                // Fatal stack scenarios are what the testbed is for; the
+                // runner's self-tests are not.
                 assert!(
-                    !s.default && s.isolated,
-                    "{} would spoil a shared boot",
+                    s.guard.is_some() || !s.default,
+                    "{} is a self-test in the default set",
                     s.name
                 );
             }

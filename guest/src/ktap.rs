@@ -16,3 +16,7 @@ pub fn diag(args: core::fmt::Arguments) {
 pub fn result(number: usize, name: &str, ok: bool) {
     kprintln!("{} {number} {name}", if ok { "ok" } else { "not ok" });
 }
+
+pub fn skip(number: usize, name: &str, reason: &str) {
+    kprintln!("ok {number} {name} # SKIP {reason}");
+}

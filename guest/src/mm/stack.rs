@@ -188,9 +188,6 @@ impl Stack {
         Ok(stack)
     }
 
-    pub fn kind(&self) -> StackKind {
-        self.kind
-    }
     pub fn bottom(&self) -> VirtAddr {
         self.bottom
     }

@@ -170,8 +170,15 @@ pub fn set_owner(base: VirtAddr, owner: Owner) -> Result<(), VmallocError> {
 /// returns `None` rather than waiting if the area is locked (the fault may
 /// have hit while this CPU held the lock).
 pub fn lookup(addr: VirtAddr) -> Option<Lookup<Owner>> {
-    AREA.try_lock()
-        .and_then(|g| g.as_ref().map(|area| area.lookup(addr.as_u64())))
+    // Another CPU holding the lock holds it briefly (several CPUs may be
+    // reporting faults at once): wait a bounded while, then give up.
+    for _ in 0..1_000_000u32 {
+        if let Some(g) = AREA.try_lock() {
+            return g.as_ref().map(|area| area.lookup(addr.as_u64()));
+        }
+        core::hint::spin_loop();
+    }
+    None
 }
 
 /// The area's counters. Lazily freed ranges still count until `purge`.

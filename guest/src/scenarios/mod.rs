@@ -6,6 +6,7 @@
 mod boot;
 mod kernel;
 mod selftest;
+mod stack;
 
 use crate::boot::BootInfo;
 use crate::ktap;
@@ -25,6 +26,19 @@ const IMPLEMENTED: &[(&str, ScenarioFn)] = &[
     ("core.current", kernel::current),
     ("core.guard_layout", kernel::guard_layout),
     ("bench.spawn", kernel::bench_spawn),
+    ("stack.recursion", stack::recursion),
+    ("stack.large_frame", stack::large_frame),
+    ("stack.probe_skip", stack::probe_skip),
+    ("stack.underflow", stack::underflow),
+    ("stack.exception", stack::exception),
+    ("stack.direct_legacy", stack::direct_legacy),
+    ("stack.ap", stack::ap),
+    ("stack.all_cpus", stack::all_cpus),
+    ("stack.irqs_off", stack::irqs_off),
+    ("stack.repeat", stack::repeat),
+    ("stack.nmi_in_df", stack::nmi_in_df),
+    ("stack.irq", stack::irq),
+    ("stack.df_overflow", stack::df_overflow),
     ("selftest.hang", selftest::hang),
     ("selftest.triple_fault", selftest::triple_fault),
     ("selftest.panic", selftest::panic),
@@ -35,6 +49,7 @@ const IMPLEMENTED: &[(&str, ScenarioFn)] = &[
 /// The checks of one scenario, printed as KTAP diagnostics as they happen.
 pub struct Checks {
     failed: usize,
+    skipped: Option<&'static str>,
 }
 
 impl Checks {
@@ -45,6 +60,11 @@ impl Checks {
             self.failed += 1;
         }
         ok
+    }
+
+    /// The scenario cannot run in this configuration (e.g. too few CPUs).
+    pub fn skip(&mut self, reason: &'static str) {
+        self.skipped = Some(reason);
     }
 
     /// A fact worth seeing in the report, not a check.
@@ -79,10 +99,17 @@ pub fn run_requested(boot: &BootInfo) -> GuestExit {
             all_ok = false;
             continue;
         };
-        let mut checks = Checks { failed: 0 };
+        crate::oops::set_scenario(name);
+        let mut checks = Checks {
+            failed: 0,
+            skipped: None,
+        };
         run(boot, &mut checks);
         let ok = checks.failed == 0;
-        ktap::result(number, name, ok);
+        match checks.skipped {
+            Some(reason) if ok => ktap::skip(number, name, reason),
+            _ => ktap::result(number, name, ok),
+        }
         all_ok &= ok;
     }
     crate::verdict(all_ok)

@@ -148,6 +148,15 @@ impl Task {
         let n = self.comm.iter().position(|&b| b == 0).unwrap_or(COMM_LEN);
         core::str::from_utf8(&self.comm[..n]).unwrap_or("?")
     }
+    /// The name as a copy, for code that must not hold a borrow of the
+    /// task (fault reports).
+    pub fn name_bytes(&self) -> ([u8; COMM_LEN], usize) {
+        (
+            self.comm,
+            self.comm.iter().position(|&b| b == 0).unwrap_or(COMM_LEN),
+        )
+    }
+
     pub fn state(&self) -> State {
         match self.state.load(Ordering::Acquire) {
             0 => State::Runnable,

@@ -1,15 +1,30 @@
-//! CPU exceptions: the fixups we expect, and an oops for everything else.
+//! CPU exceptions: expected fixups, stack faults, and an oops for the rest.
 //!
-//! Issue-5's guard-page diagnostics hook in here (`page_fault`,
-//! `double_fault`); until then an unexpected exception prints the register
-//! dump and ends the boot through the panic path.
-use super::percpu;
+//! A guard-page hit usually arrives as a double fault: the page fault on
+//! the overflowing stack cannot push its own frame there, so the CPU
+//! escalates to #DF, which runs on its IST stack (the SDM's "contributory
+//! fault during delivery" rule). Both handlers hand the frame to `oops`,
+//! which tells a guard hit from anything else and says whether the task can
+//! be killed or the machine must stop.
+use super::percpu::{self, IST_DOUBLE_FAULT};
 use super::trap::TrapFrame;
-use core::sync::atomic::{AtomicU64, Ordering};
+use super::{cpu, lapic, probe};
+use crate::lkdtm;
+use crate::mm::stack::EXCEPTION_STACK;
+use crate::oops::{self, Action, Via};
+use crate::task::{self, ExitStatus};
+use abi::GuestExit;
+use core::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use x86_64::registers::control::{Cr2, Cr3};
 
 /// NMIs taken, on all CPUs.
 pub static NMI_COUNT: AtomicU64 = AtomicU64::new(0);
+/// Where each CPU's last NMI frame was (proves which stack it ran on).
+static LAST_NMI_FRAME: [AtomicU64; percpu::MAX_CPUS] =
+    [const { AtomicU64::new(0) }; percpu::MAX_CPUS];
+/// Nesting of page-fault handlers per CPU (a fault inside one is reported
+/// as exception context).
+static IN_PAGE_FAULT: [AtomicU8; percpu::MAX_CPUS] = [const { AtomicU8::new(0) }; percpu::MAX_CPUS];
 
 const NAMES: [&str; 32] = [
     "divide error",
@@ -48,42 +63,122 @@ const NAMES: [&str; 32] = [
 
 pub fn dispatch(frame: &mut TrapFrame) {
     match frame.vector {
-        2 => {
-            NMI_COUNT.fetch_add(1, Ordering::Relaxed);
-        }
+        2 => nmi(frame),
+        8 => double_fault(frame),
         14 => page_fault(frame),
         v => oops(frame, NAMES[v as usize & 31]),
     }
 }
 
+pub fn in_page_fault(cpu: usize) -> bool {
+    IN_PAGE_FAULT[cpu].load(Ordering::Relaxed) > 0
+}
+
+pub fn last_nmi_frame(cpu: usize) -> u64 {
+    LAST_NMI_FRAME[cpu].load(Ordering::Acquire)
+}
+
+/// NMIs only count and note where they ran: an NMI may arrive inside any
+/// other handler (a #DF report included) and must disturb nothing.
+fn nmi(frame: &mut TrapFrame) {
+    if percpu::ready() {
+        LAST_NMI_FRAME[percpu::this().id]
+            .store(frame as *const TrapFrame as u64, Ordering::Release);
+    }
+    NMI_COUNT.fetch_add(1, Ordering::AcqRel);
+}
+
+fn double_fault(frame: &mut TrapFrame) {
+    let cpu = percpu::this();
+    let top = cpu.ist_top(IST_DOUBLE_FAULT);
+    // No second #DF can be handled while this one runs: point the IST slot
+    // at the guard page below this stack, so a nested #DF cannot be
+    // delivered (a shutdown, i.e. triple fault) instead of silently
+    // restarting on top of this handler's own frames.
+    cpu.set_ist_top(IST_DOUBLE_FAULT, top - EXCEPTION_STACK as u64);
+    if lkdtm::fire(&lkdtm::DF_RECURSE) {
+        lkdtm::df_recurse(cpu.id);
+    }
+    if lkdtm::fire(&lkdtm::NMI_IN_DF) {
+        let before = NMI_COUNT.load(Ordering::Acquire);
+        lapic::send_ipi(cpu.lapic_id, lapic::Delivery::Nmi);
+        for _ in 0..10_000_000u32 {
+            if NMI_COUNT.load(Ordering::Acquire) != before {
+                break;
+            }
+            core::hint::spin_loop();
+        }
+    }
+    let action =
+        oops::stack_fault(frame, Cr2::read_raw(), Via::DoubleFault).unwrap_or(Action::Fatal);
+    cpu.set_ist_top(IST_DOUBLE_FAULT, top);
+    act(action)
+}
+
 fn page_fault(frame: &mut TrapFrame) {
-    if let Some(fixup) = super::probe::fixup_for(frame.rip) {
+    if let Some(fixup) = probe::fixup_for(frame.rip) {
         frame.rip = fixup;
         return;
     }
-    let addr = Cr2::read_raw();
-    kprintln!("BUG: unable to handle page fault for address: {addr:016x}");
-    kprintln!(
-        "#PF: {} {} access in {} mode",
-        if frame.error_code & 1 != 0 {
-            "protection violation on"
-        } else {
-            "not-present page,"
-        },
-        if frame.error_code & 16 != 0 {
-            "instruction fetch"
-        } else if frame.error_code & 2 != 0 {
-            "write"
-        } else {
-            "read"
-        },
-        if frame.error_code & 4 != 0 {
-            "user"
-        } else {
-            "kernel"
-        },
-    );
-    oops(frame, "page fault")
+    let cr2 = Cr2::read_raw();
+    let id = if percpu::ready() {
+        percpu::this().id
+    } else {
+        0
+    };
+    IN_PAGE_FAULT[id].fetch_add(1, Ordering::Relaxed);
+    if lkdtm::fire(&lkdtm::PF_RECURSE) {
+        lkdtm::pf_handler_recurse(id);
+    }
+    let action = if percpu::ready() {
+        oops::stack_fault(frame, cr2, Via::PageFault)
+    } else {
+        None
+    };
+    IN_PAGE_FAULT[id].fetch_sub(1, Ordering::Relaxed);
+    match action {
+        Some(a) => act(a),
+        None => {
+            kprintln!("BUG: unable to handle page fault for address: {cr2:016x}");
+            kprintln!(
+                "#PF: {} {} access in {} mode",
+                if frame.error_code & 1 != 0 {
+                    "protection violation on"
+                } else {
+                    "not-present page,"
+                },
+                if frame.error_code & 16 != 0 {
+                    "instruction fetch"
+                } else if frame.error_code & 2 != 0 {
+                    "write"
+                } else {
+                    "read"
+                },
+                if frame.error_code & 4 != 0 {
+                    "user"
+                } else {
+                    "kernel"
+                },
+            );
+            oops(frame, "page fault")
+        }
+    }
+}
+
+/// Carry out what the stack-fault report decided.
+fn act(action: Action) -> ! {
+    match action {
+        Action::KillTask => {
+            // Whatever handler frames were on the dead task's stack are
+            // abandoned with it.
+            IN_PAGE_FAULT[percpu::this().id].store(0, Ordering::Relaxed);
+            task::exit(ExitStatus::Killed("stack overflow"))
+        }
+        Action::Fatal => {
+            kprintln!("Kernel panic - not syncing: stack fault outside task context; stopping");
+            cpu::exit(GuestExit::CaughtFatal)
+        }
+    }
 }
 
 /// Print the oops and stop the machine through the panic path.
@@ -95,6 +190,7 @@ fn oops(frame: &TrapFrame, what: &str) -> ! {
     };
     kprintln!("Oops: {what}: {:04x} [#1] SMP", frame.error_code);
     kprintln!("CPU: {cpu}");
+    kprintln!("RIP: {:04x}:{:016x}", frame.cs, frame.rip);
     kprintln!("{frame}");
     kprintln!(
         "CR2: {:016x} CR3: {:016x}",

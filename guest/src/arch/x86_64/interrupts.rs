@@ -11,6 +11,9 @@ pub const TIMER_VECTOR: u8 = 0x30;
 pub const TLB_SHOOTDOWN_VECTOR: u8 = 0xf0;
 /// "Look at your run queue": a cross-CPU wakeup.
 pub const RESCHEDULE_VECTOR: u8 = 0xf1;
+/// A vector the stack scenarios raise on themselves, to run code on the
+/// IRQ stack (`stack.irq`).
+pub const TEST_VECTOR: u8 = 0xf2;
 
 /// Interrupts on vectors nobody claimed (counted, never silent).
 pub static UNEXPECTED: AtomicU64 = AtomicU64::new(0);
@@ -27,6 +30,12 @@ pub fn dispatch(frame: &mut TrapFrame) {
         }
         RESCHEDULE_VECTOR => {
             percpu::this().set_need_resched(true);
+            lapic::eoi();
+        }
+        TEST_VECTOR => {
+            if crate::lkdtm::fire(&crate::lkdtm::IRQ_RECURSE) {
+                crate::lkdtm::irq_recurse(percpu::this().id);
+            }
             lapic::eoi();
         }
         // Spurious interrupts must not be acknowledged.
@@ -47,6 +56,16 @@ pub fn exit(frame: &mut TrapFrame) {
     if cpu.need_resched() && cpu.preempt_count() == 0 && !cpu.in_irq() && frame.rflags & IF != 0 {
         crate::task::preempt_from_irq();
     }
+}
+
+/// Raise `vector` on this CPU (a self-IPI).
+pub fn raise_self(vector: u8) {
+    lapic::send_ipi(percpu::this().lapic_id, lapic::Delivery::Fixed(vector));
+}
+
+/// Disable interrupts on this CPU.
+pub fn disable() {
+    x86_64::instructions::interrupts::disable();
 }
 
 /// Enable interrupts on this CPU.

@@ -11,6 +11,7 @@ pub mod interrupts;
 pub mod lapic;
 pub mod percpu;
 pub mod probe;
+pub mod sabotage;
 pub mod serial;
 pub mod time;
 pub mod trap;

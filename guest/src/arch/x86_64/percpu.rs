@@ -86,12 +86,6 @@ impl PerCpu {
     pub fn preempt_count(&self) -> u32 {
         self.preempt_count.load(Ordering::Relaxed)
     }
-    pub fn preempt_disable(&self) {
-        self.preempt_count.fetch_add(1, Ordering::Relaxed);
-    }
-    pub fn preempt_enable(&self) {
-        self.preempt_count.fetch_sub(1, Ordering::Relaxed);
-    }
     pub fn set_need_resched(&self, v: bool) {
         self.need_resched.store(v, Ordering::Relaxed);
     }
@@ -179,6 +173,16 @@ impl PerCpu {
         // the hardware reads rsp0 only on a privilege change, which a
         // ring-0-only kernel never has, so there is no concurrent reader.
         unsafe { (*self.tss.get()).privilege_stack_table[0] = top }
+    }
+
+    /// Point IST slot `slot` at `top` (the #DF handler moves its own slot
+    /// while it runs; see `exceptions::double_fault`).
+    pub fn set_ist_top(&self, slot: u16, top: VirtAddr) {
+        // SAFETY: only this CPU writes its TSS, with interrupts off (inside
+        // an exception handler); the CPU reads the slot only when it
+        // delivers an exception through it, which is exactly the effect
+        // wanted.
+        unsafe { (*self.tss.get()).interrupt_stack_table[slot as usize] = top }
     }
 
     /// The IST stack tops, for the fault handlers' reports.

@@ -18,6 +18,18 @@ core::arch::global_asm!(
     "probe_fixup:",
     "    mov eax, 0x100",
     "    ret",
+    ".global probe_read_u64",
+    "probe_read_u64:",
+    "    xor eax, eax",
+    ".global probe_read64_insn",
+    "probe_read64_insn:",
+    "    mov rax, qword ptr [rdi]",
+    "    xor edx, edx",
+    "    ret",
+    ".global probe_fixup64",
+    "probe_fixup64:",
+    "    mov edx, 1",
+    "    ret",
     ".global probe_write_u8",
     "probe_write_u8:",
     "    xor eax, eax",
@@ -27,7 +39,17 @@ core::arch::global_asm!(
     "    ret",
 );
 
+/// rax = value, rdx = 0 on success, 1 if the read faulted.
+#[repr(C)]
+struct Read64 {
+    value: u64,
+    faulted: u64,
+}
+
 extern "C" {
+    fn probe_read_u64(addr: u64) -> Read64;
+    static probe_read64_insn: u8;
+    static probe_fixup64: u8;
     fn probe_read_u8(addr: u64) -> u64;
     fn probe_write_u8(addr: u64, value: u8) -> u64;
     static probe_read_insn: u8;
@@ -51,9 +73,27 @@ pub fn write_u8(addr: u64, value: u8) -> bool {
     unsafe { probe_write_u8(addr, value) == 0 }
 }
 
+/// Read the 8-byte word at `addr` (8-byte aligned); `None` if that faulted.
+/// The backtracer walks frame pointers with this, so a corrupt chain ends
+/// the trace instead of the report.
+pub fn read_u64(addr: u64) -> Option<u64> {
+    if !addr.is_multiple_of(8) {
+        return None;
+    }
+    // SAFETY: reads one word; a fault resumes at `probe_fixup64`, which
+    // reports it in rdx. The two-register return is the SysV ABI for a
+    // 16-byte struct of two integers.
+    let r = unsafe { probe_read_u64(addr) };
+    (r.faulted == 0).then_some(r.value)
+}
+
 /// If `rip` is a probing instruction, the address to resume at.
 pub fn fixup_for(rip: u64) -> Option<u64> {
     let read = (&raw const probe_read_insn) as u64;
     let write = (&raw const probe_write_insn) as u64;
+    let read64 = (&raw const probe_read64_insn) as u64;
+    if rip == read64 {
+        return Some((&raw const probe_fixup64) as u64);
+    }
     (rip == read || rip == write).then_some((&raw const probe_fixup) as u64)
 }

@@ -40,12 +40,13 @@ pub struct TrapFrame {
 }
 
 impl fmt::Display for TrapFrame {
-    /// The register dump, in the shape of a Linux oops.
+    /// The register dump, in the shape of a Linux oops (the caller prints
+    /// the RIP line, with a symbol if it has one).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
-            "RIP: {:04x}:{:016x} RSP: {:016x} EFLAGS: {:08x}",
-            self.cs, self.rip, self.rsp, self.rflags
+            "RSP: {:04x}:{:016x} EFLAGS: {:08x}",
+            self.ss, self.rsp, self.rflags
         )?;
         writeln!(
             f,

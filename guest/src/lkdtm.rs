@@ -1,0 +1,58 @@
+//! Crash points, like Linux's LKDTM: the stack scenarios arm one, and the
+//! handler it sits in misbehaves on purpose (recursing until its stack
+//! overflows). The handlers call in here; disarmed, each hook costs a load.
+use crate::arch::x86_64::percpu::MAX_CPUS;
+use core::hint::black_box;
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+/// Recurse inside the next page-fault handler (`stack.exception`).
+pub static PF_RECURSE: AtomicBool = AtomicBool::new(false);
+/// Recurse inside the next test-vector IRQ handler (`stack.irq`).
+pub static IRQ_RECURSE: AtomicBool = AtomicBool::new(false);
+/// Recurse inside the next #DF handler (`stack.df_overflow`).
+pub static DF_RECURSE: AtomicBool = AtomicBool::new(false);
+/// Raise an NMI on this CPU from inside the next #DF handler
+/// (`stack.nmi_in_df`).
+pub static NMI_IN_DF: AtomicBool = AtomicBool::new(false);
+
+/// How deep the current recursion on each CPU has gone, for the report.
+static DEPTH: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
+
+pub fn set_depth(cpu: usize, depth: u64) {
+    DEPTH[cpu].store(depth, Ordering::Relaxed);
+}
+
+pub fn depth(cpu: usize) -> u64 {
+    DEPTH[cpu].load(Ordering::Relaxed)
+}
+
+/// Disarm and report whether `point` was armed.
+pub fn fire(point: &AtomicBool) -> bool {
+    point.swap(false, Ordering::AcqRel)
+}
+
+/// A frame of a few hundred bytes that the optimizer cannot remove, calling
+/// itself until the stack runs out. Used by every handler crash point.
+#[inline(never)]
+#[allow(unconditional_recursion)] // the point: only the guard page ends it
+fn handler_recurse(cpu: usize, depth: u64) -> u64 {
+    let mut frame = [0u8; 512];
+    black_box(&mut frame);
+    set_depth(cpu, depth);
+    handler_recurse(cpu, depth + 1) + u64::from(frame[depth as usize % 512])
+}
+
+#[inline(never)]
+pub fn pf_handler_recurse(cpu: usize) -> u64 {
+    handler_recurse(cpu, 0)
+}
+
+#[inline(never)]
+pub fn irq_recurse(cpu: usize) -> u64 {
+    handler_recurse(cpu, 0)
+}
+
+#[inline(never)]
+pub fn df_recurse(cpu: usize) -> u64 {
+    handler_recurse(cpu, 0)
+}

@@ -1,0 +1,449 @@
+//! `stack.*`: overflow the kernel's stacks in every way a kernel can, and
+//! check that each guard-page hit is caught and explained.
+//!
+//! Every scenario first announces the stack it is about to overflow
+//! (`STACK-ALLOC`), so the runner can hold the fault report against ground
+//! truth; the guest checks what it can see itself (the task was killed with
+//! the right status, the report counted a hit of the right kind).
+use super::Checks;
+use crate::arch::x86_64::exceptions;
+use crate::arch::x86_64::interrupts::{self, TEST_VECTOR};
+use crate::arch::x86_64::percpu::{self, IST_DOUBLE_FAULT, IST_NMI, MAX_CPUS};
+use crate::arch::x86_64::{cpu, probe, sabotage, time};
+use crate::boot::BootInfo;
+use crate::mm::stack::{self, StackKind, Strategy, EXCEPTION_STACK, IRQ_STACK};
+use crate::oops::{self, HitKind};
+use crate::task::{self, ExitStatus};
+use crate::{lkdtm, mm};
+use alloc::vec::Vec;
+use core::hint::black_box;
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+
+const KILLED: ExitStatus = ExitStatus::Killed("stack overflow");
+
+/// rsp at recursion depths 0 and 1, per CPU: the frame size, measured.
+static RSP_AT: [[AtomicU64; 2]; MAX_CPUS] = [const { [const { AtomicU64::new(0) }; 2] }; MAX_CPUS];
+
+/// Unbounded recursion with a frame the optimizer cannot shrink: the
+/// function the backtrace of a recursion overflow must show.
+#[inline(never)]
+fn stack_recurse(depth: u64, limit: u64) -> u64 {
+    let mut frame = [0xa5u8; 256];
+    black_box(&mut frame);
+    let cpu = percpu::this().id;
+    if depth < 2 {
+        RSP_AT[cpu][depth as usize].store(cpu::stack_pointer(), Ordering::Relaxed);
+    }
+    lkdtm::set_depth(cpu, depth);
+    if depth >= limit {
+        return 0;
+    }
+    stack_recurse(depth + 1, limit) + u64::from(frame[depth as usize % 256])
+}
+
+/// The size of one `stack_recurse` frame, measured with a two-level run.
+fn recursion_frame_bytes() -> u64 {
+    stack_recurse(0, 1);
+    let cpu = percpu::this().id;
+    RSP_AT[cpu][0].load(Ordering::Relaxed) - RSP_AT[cpu][1].load(Ordering::Relaxed)
+}
+
+/// Announce the running task's own stack.
+fn announce_own_stack(frame_bytes: u64) {
+    let (lo, hi) = task::current().stack_bounds();
+    oops::announce_stack(
+        StackKind::Task,
+        lo.as_u64(),
+        hi.as_u64(),
+        stack::guard_pages(),
+        frame_bytes,
+    );
+}
+
+/// The body of every recursion task: announce, then recurse until the
+/// guard page stops it.
+fn recurse_to_death() -> u64 {
+    let fb = recursion_frame_bytes();
+    announce_own_stack(fb);
+    stack_recurse(0, u64::MAX)
+}
+
+/// Run `body` as a task on `cpu` and check it was killed by a guard hit
+/// of kind `want`.
+fn expect_killed(c: &mut Checks, cpu: usize, name: &str, want: HitKind, body: fn() -> u64) -> bool {
+    let hits = oops::hits();
+    let status = match task::spawn_on(cpu, name, body) {
+        Ok(h) => h.join(),
+        Err(e) => {
+            c.check(false, format_args!("spawn {name}: {e:?}"));
+            return false;
+        }
+    };
+    let a = c.check(status == KILLED, format_args!("task {name}: {status}"));
+    let b = c.check(
+        oops::hits() > hits,
+        format_args!("the fault was reported ({} reports)", oops::hits() - hits),
+    );
+    let kind = oops::last_kind(cpu);
+    let d = c.check(
+        kind == want,
+        format_args!("reported as {kind:?} (expected {want:?})"),
+    );
+    a && b && d
+}
+
+pub fn recursion(_: &BootInfo, c: &mut Checks) {
+    expect_killed(
+        c,
+        percpu::this().id,
+        "recurse",
+        HitKind::Overflow,
+        recurse_to_death,
+    );
+}
+
+/// One frame far bigger than the guard gap; the compiler's inline stack
+/// probes touch each page on the way down, so the guard page is hit first.
+#[inline(never)]
+fn stack_large_frame(i: usize) -> u8 {
+    let mut big = [0u8; 64 * 1024];
+    black_box(&mut big);
+    big[i % big.len()]
+}
+
+pub fn large_frame(_: &BootInfo, c: &mut Checks) {
+    expect_killed(
+        c,
+        percpu::this().id,
+        "large-frame",
+        HitKind::Overflow,
+        || {
+            announce_own_stack(0);
+            u64::from(stack_large_frame(7))
+        },
+    );
+}
+
+pub fn probe_skip(_: &BootInfo, c: &mut Checks) {
+    expect_killed(
+        c,
+        percpu::this().id,
+        "probe-skip",
+        HitKind::NotGuard,
+        || {
+            announce_own_stack(0);
+            let (lo, _) = task::current().stack_bounds();
+            // What a frame bigger than the guard does without probes: rsp lands
+            // beyond the guard page in one step and the first push lands there.
+            // One page past our guard is the neighbour's guard (or a hole):
+            // unmapped, so the jump is caught there rather than scribbling on a
+            // live stack.
+            let beyond = lo.as_u64() - stack::guard_pages() as u64 * 4096 - 1024;
+            sabotage::push_at(beyond)
+        },
+    );
+}
+
+pub fn underflow(_: &BootInfo, c: &mut Checks) {
+    expect_killed(
+        c,
+        percpu::this().id,
+        "underflow",
+        HitKind::Underflow,
+        || {
+            announce_own_stack(0);
+            let (_, hi) = task::current().stack_bounds();
+            sabotage::push_at(hi.as_u64() + 64)
+        },
+    );
+}
+
+pub fn exception(_: &BootInfo, c: &mut Checks) {
+    expect_killed(
+        c,
+        percpu::this().id,
+        "pf-recurse",
+        HitKind::Overflow,
+        || {
+            announce_own_stack(0);
+            lkdtm::PF_RECURSE.store(true, Ordering::Release);
+            // The null page is never mapped: this faults, and the armed
+            // page-fault handler recurses on this task's stack.
+            u64::from(sabotage::touch(0x10))
+        },
+    );
+}
+
+pub fn irqs_off(_: &BootInfo, c: &mut Checks) {
+    expect_killed(c, percpu::this().id, "irqs-off", HitKind::Overflow, || {
+        interrupts::disable();
+        recurse_to_death()
+    });
+    c.check(
+        x86_64::instructions::interrupts::are_enabled(),
+        format_args!("interrupts are back on for the joiner"),
+    );
+}
+
+pub fn ap(_: &BootInfo, c: &mut Checks) {
+    if percpu::online() < 2 {
+        c.skip("needs at least 2 CPUs");
+        return;
+    }
+    static STOP: AtomicBool = AtomicBool::new(false);
+    static WORK: AtomicU64 = AtomicU64::new(0);
+    STOP.store(false, Ordering::Release);
+    WORK.store(0, Ordering::Release);
+    let worker = task::spawn_on(0, "cpu0-worker", || {
+        while !STOP.load(Ordering::Acquire) {
+            WORK.fetch_add(1, Ordering::Relaxed);
+            task::yield_now();
+        }
+        0
+    });
+    let before = WORK.load(Ordering::Acquire);
+    expect_killed(c, 1, "recurse-ap", HitKind::Overflow, recurse_to_death);
+    let t0 = time::now_ns();
+    while time::now_ns() - t0 < 20_000_000 {
+        task::yield_now();
+    }
+    let after = WORK.load(Ordering::Acquire);
+    STOP.store(true, Ordering::Release);
+    if let Ok(w) = worker {
+        w.join();
+    }
+    c.check(
+        after > before,
+        format_args!("CPU 0 kept working: {} iterations", after - before),
+    );
+}
+
+pub fn all_cpus(_: &BootInfo, c: &mut Checks) {
+    static ARRIVED: AtomicUsize = AtomicUsize::new(0);
+    let n = percpu::online();
+    ARRIVED.store(0, Ordering::Release);
+    let hits = oops::hits();
+    let handles: Vec<_> = (0..n)
+        .filter_map(|cpu| {
+            task::spawn_on(cpu, "recurse-all", || {
+                let fb = recursion_frame_bytes();
+                announce_own_stack(fb);
+                // Overflow together: wait for every CPU's task first.
+                ARRIVED.fetch_add(1, Ordering::AcqRel);
+                while ARRIVED.load(Ordering::Acquire) < percpu::online() {
+                    core::hint::spin_loop();
+                }
+                stack_recurse(0, u64::MAX)
+            })
+            .ok()
+        })
+        .collect();
+    c.check(
+        handles.len() == n,
+        format_args!("{n} overflowing tasks, one per CPU"),
+    );
+    let killed = handles
+        .into_iter()
+        .map(|h| h.join())
+        .filter(|s| *s == KILLED)
+        .count();
+    c.check(
+        killed == n,
+        format_args!("{killed} of {n} killed by a guard hit"),
+    );
+    c.check(
+        oops::hits() - hits == n as u64,
+        format_args!("{} reports for {n} overflows", oops::hits() - hits),
+    );
+    for cpu in 0..n {
+        c.check(
+            oops::last_kind(cpu) == HitKind::Overflow,
+            format_args!("CPU {cpu} reported an overflow"),
+        );
+    }
+}
+
+pub fn repeat(_: &BootInfo, c: &mut Checks) {
+    const N: u64 = 1000;
+    task::settle(100_000);
+    stack::drain_caches();
+    let before = mm::snapshot();
+    let hits = oops::hits();
+    let mut killed = 0;
+    for i in 0..N {
+        // One full report is enough to read; the rest are counted.
+        if i == 1 {
+            oops::set_quiet(true);
+        }
+        if let Ok(h) = task::spawn("recurse-rep", recurse_to_death) {
+            killed += u64::from(h.join() == KILLED);
+        }
+    }
+    let suppressed = oops::set_quiet(false);
+    c.info(format_args!("guard hits suppressed: {suppressed}"));
+    c.check(
+        killed == N,
+        format_args!("{killed} of {N} overflows killed their task"),
+    );
+    c.check(
+        oops::hits() - hits == N,
+        format_args!("{} of {N} overflows caught", oops::hits() - hits),
+    );
+    c.check(
+        task::settle(100_000),
+        format_args!("every killed task reaped"),
+    );
+    stack::drain_caches();
+    let after = mm::snapshot();
+    c.check(
+        after == before,
+        format_args!("frame, vmalloc and heap counters back to baseline"),
+    );
+    if after != before {
+        c.info(format_args!("before {before:?}"));
+        c.info(format_args!("after  {after:?}"));
+    }
+}
+
+pub fn nmi_in_df(_: &BootInfo, c: &mut Checks) {
+    let cpu = percpu::this();
+    let nmis = exceptions::NMI_COUNT.load(Ordering::Acquire);
+    lkdtm::NMI_IN_DF.store(true, Ordering::Release);
+    expect_killed(
+        c,
+        cpu.id,
+        "recurse-nmi",
+        HitKind::Overflow,
+        recurse_to_death,
+    );
+    lkdtm::NMI_IN_DF.store(false, Ordering::Release);
+    let got = exceptions::NMI_COUNT.load(Ordering::Acquire) - nmis;
+    c.check(
+        got >= 1,
+        format_args!("{got} NMI taken while the #DF handler ran"),
+    );
+    let top = cpu.ist_top(IST_NMI).as_u64();
+    let at = exceptions::last_nmi_frame(cpu.id);
+    c.check(
+        at < top && at >= top - EXCEPTION_STACK as u64,
+        format_args!(
+            "the NMI ran on the NMI IST stack (frame at {at:#x}, stack {:#x}..{top:#x})",
+            top - EXCEPTION_STACK as u64
+        ),
+    );
+}
+
+/// Recurse until the next frame would reach below `lo`, then spill what
+/// that frame would have written down to `lo`: the overflow a stack with no
+/// guard page silently absorbs, stopped before it leaves the stack.
+#[inline(never)]
+fn recurse_to_bottom(lo: u64, frame_bytes: u64) -> u64 {
+    let mut frame = [0xa5u8; 256];
+    black_box(&mut frame);
+    let rsp = cpu::stack_pointer();
+    if rsp - 2 * frame_bytes < lo {
+        let mut a = lo;
+        while a + 128 < rsp {
+            probe::write_u8(a, 0xa5);
+            a += 1;
+        }
+        return 0;
+    }
+    recurse_to_bottom(lo, frame_bytes) + u64::from(frame[(rsp % 256) as usize])
+}
+
+pub fn direct_legacy(_: &BootInfo, c: &mut Checks) {
+    let original = stack::strategy();
+    stack::set_strategy(Strategy::Direct);
+    static FOUND: AtomicU64 = AtomicU64::new(0);
+    let hits = oops::hits();
+    let h = task::spawn_on(percpu::this().id, "legacy", || {
+        let me = task::current();
+        let (lo, hi) = me.stack_bounds();
+        oops::announce_stack(StackKind::Task, lo.as_u64(), hi.as_u64(), 0, 0);
+        let fb = recursion_frame_bytes();
+        recurse_to_bottom(lo.as_u64(), fb);
+        // Found afterwards, by looking: no fault was raised.
+        let info = me.with_stack(|s| s.legacy()).flatten();
+        let flags = info.map_or(0, |i| i.flags);
+        FOUND.store(flags, Ordering::Release);
+        if flags != 0 {
+            oops::report_corruption(
+                "thread_info flags",
+                0,
+                flags,
+                lo.as_u64(),
+                hi.as_u64(),
+                me.id,
+            );
+        }
+        0
+    });
+    stack::set_strategy(original);
+    match h {
+        Ok(h) => {
+            let st = h.join();
+            c.check(
+                st == ExitStatus::Exited(0),
+                format_args!("the task survived its overflow: {st}"),
+            );
+        }
+        Err(e) => {
+            c.check(false, format_args!("spawn: {e:?}"));
+            return;
+        }
+    }
+    let flags = FOUND.load(Ordering::Acquire);
+    c.check(
+        flags != 0,
+        format_args!("thread_info flags silently corrupted to {flags:#x}"),
+    );
+    c.check(
+        oops::hits() == hits,
+        format_args!("no hardware fault was raised (not caught)"),
+    );
+}
+
+pub fn irq(_: &BootInfo, c: &mut Checks) {
+    let cpu = percpu::this();
+    let top = cpu.irq_stack_top().as_u64();
+    oops::announce_stack(
+        StackKind::Irq,
+        top - IRQ_STACK as u64,
+        top,
+        stack::guard_pages(),
+        0,
+    );
+    c.info(format_args!(
+        "raising a self-IPI whose handler recurses on the IRQ stack"
+    ));
+    lkdtm::IRQ_RECURSE.store(true, Ordering::Release);
+    interrupts::raise_self(TEST_VECTOR);
+    // Not reached: an IRQ-stack overflow stops the machine.
+    let t0 = time::now_ns();
+    while time::now_ns() - t0 < 100_000_000 {
+        core::hint::spin_loop();
+    }
+    c.check(false, format_args!("the IRQ-stack overflow was not caught"));
+}
+
+pub fn df_overflow(_: &BootInfo, c: &mut Checks) {
+    let cpu = percpu::this();
+    let top = cpu.ist_top(IST_DOUBLE_FAULT).as_u64();
+    oops::announce_stack(
+        StackKind::DoubleFault,
+        top - EXCEPTION_STACK as u64,
+        top,
+        stack::guard_pages(),
+        0,
+    );
+    c.info(format_args!(
+        "overflowing a task so the armed #DF handler recurses on its IST stack"
+    ));
+    lkdtm::DF_RECURSE.store(true, Ordering::Release);
+    let st = task::spawn("recurse-df", || stack_recurse(0, u64::MAX)).map(|h| h.join());
+    c.check(
+        false,
+        format_args!("the machine survived a #DF stack overflow: {st:?}"),
+    );
+}
