@@ -8,10 +8,9 @@ use super::Checks;
 use crate::arch::x86_64::{acpi, cpu};
 use crate::boot::{self, BootInfo};
 use crate::mm::{frames, hhdm, layout, paging};
-use limine::memory_map::{Entry, EntryType};
+use kcore::memmap;
+use limine::memory_map::EntryType;
 use x86_64::VirtAddr;
-
-const PAGE: u64 = 4096;
 
 pub fn smoke(boot: &BootInfo, c: &mut Checks) {
     match boot.bootloader {
@@ -36,26 +35,6 @@ pub fn smoke(boot: &BootInfo, c: &mut Checks) {
     boot_stack(boot, c);
 }
 
-fn type_name(t: EntryType) -> &'static str {
-    match t {
-        EntryType::USABLE => "usable",
-        EntryType::RESERVED => "reserved",
-        EntryType::ACPI_RECLAIMABLE => "acpi-reclaimable",
-        EntryType::ACPI_NVS => "acpi-nvs",
-        EntryType::BAD_MEMORY => "bad",
-        EntryType::BOOTLOADER_RECLAIMABLE => "bootloader-reclaimable",
-        EntryType::EXECUTABLE_AND_MODULES => "executable-and-modules",
-        EntryType::FRAMEBUFFER => "framebuffer",
-        _ => "unknown",
-    }
-}
-
-/// Usable and bootloader-reclaimable entries are the ones PROTOCOL.md
-/// promises to be page aligned and never to overlap anything.
-fn is_strict(t: EntryType) -> bool {
-    t == EntryType::USABLE || t == EntryType::BOOTLOADER_RECLAIMABLE
-}
-
 fn memory_map(boot: &BootInfo, c: &mut Checks) {
     let Some(map) = boot.memory_map else {
         c.check(false, format_args!("memory map response present"));
@@ -67,64 +46,61 @@ fn memory_map(boot: &BootInfo, c: &mut Checks) {
     ) {
         return;
     }
-    for e in map {
+    // The limine crate's EntryType has no conversion to the protocol's
+    // number; its constants are the protocol's numbers in order.
+    const KINDS: [EntryType; 8] = [
+        EntryType::USABLE,
+        EntryType::RESERVED,
+        EntryType::ACPI_RECLAIMABLE,
+        EntryType::ACPI_NVS,
+        EntryType::BAD_MEMORY,
+        EntryType::BOOTLOADER_RECLAIMABLE,
+        EntryType::EXECUTABLE_AND_MODULES,
+        EntryType::FRAMEBUFFER,
+    ];
+    let kind = |t: EntryType| {
+        KINDS
+            .iter()
+            .position(|k| *k == t)
+            .map_or(u64::MAX, |k| k as u64)
+    };
+    let entries = || {
+        map.iter()
+            .map(|e| memmap::Entry::new(e.base, e.length, kind(e.entry_type)))
+    };
+    for e in entries() {
         c.info(format_args!(
             "memmap {:#014x}..{:#014x} {}",
             e.base,
-            e.base + e.length,
-            type_name(e.entry_type)
+            e.end(),
+            memmap::kind::name(e.kind)
         ));
     }
-    let sorted = map.windows(2).all(|w| w[0].base <= w[1].base);
-    c.check(sorted, format_args!("entries sorted by base"));
-
-    let misaligned = map
-        .iter()
-        .filter(|e| is_strict(e.entry_type) && (e.base % PAGE != 0 || e.length % PAGE != 0))
-        .count();
+    // PROTOCOL.md's promises about the map, checked by kcore::memmap.
+    let r = memmap::check(entries());
+    c.check(r.sorted, format_args!("entries sorted by base"));
     c.check(
-        misaligned == 0,
-        format_args!("usable/reclaimable entries page aligned ({misaligned} not)"),
+        r.misaligned_strict.is_empty(),
+        format_args!(
+            "usable/reclaimable entries page aligned ({} not)",
+            r.misaligned_strict.len()
+        ),
     );
-
-    let overlaps = overlapping_pairs(map);
     c.check(
-        overlaps == 0,
-        format_args!("usable/reclaimable entries overlap nothing ({overlaps} overlaps)"),
+        r.overlaps_with_strict.is_empty(),
+        format_args!(
+            "usable/reclaimable entries overlap nothing ({} overlaps)",
+            r.overlaps_with_strict.len()
+        ),
     );
-
-    let low_usable = map
-        .iter()
-        .any(|e| e.entry_type == EntryType::USABLE && e.base < PAGE);
-    c.check(!low_usable, format_args!("nothing below 0x1000 is usable"));
-
-    let usable: u64 = map
-        .iter()
-        .filter(|e| e.entry_type == EntryType::USABLE)
-        .map(|e| e.length)
-        .sum();
     c.check(
-        usable >= 16 << 20,
-        format_args!("usable memory present: {} KiB", usable / 1024),
+        r.usable_below_4k.is_empty(),
+        format_args!("nothing below 0x1000 is usable"),
     );
-}
-
-/// Pairs (a, b) where a strict entry overlaps any other entry. The map is
-/// sorted, so each entry only needs comparing with those after it that
-/// start before it ends.
-fn overlapping_pairs(map: &[&Entry]) -> usize {
-    let mut n = 0;
-    for (i, a) in map.iter().enumerate() {
-        for b in &map[i + 1..] {
-            if b.base >= a.base + a.length {
-                break;
-            }
-            if is_strict(a.entry_type) || is_strict(b.entry_type) {
-                n += 1;
-            }
-        }
-    }
-    n
+    c.check(
+        r.usable_bytes >= 16 << 20,
+        format_args!("usable memory present: {} KiB", r.usable_bytes / 1024),
+    );
 }
 
 fn direct_map(boot: &BootInfo, c: &mut Checks) {
