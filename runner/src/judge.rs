@@ -91,6 +91,7 @@ mod tests {
             isolated: false,
             default: true,
             test_smp: &[1],
+            guard: None,
         }
     }
 

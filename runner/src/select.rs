@@ -94,6 +94,7 @@ mod tests {
             isolated,
             default,
             test_smp: &[1, 4],
+            guard: None,
         }
     }
 
