@@ -1,8 +1,8 @@
 //! Bringing one CPU into the kernel: its interrupt stacks, per-CPU block,
 //! GDT/TSS, IDT and LAPIC. Runs on the CPU itself, interrupts off.
 use super::interrupts::TIMER_VECTOR;
+use super::lapic;
 use super::percpu::{self, CpuStacks, PerCpu};
-use super::{idt, lapic};
 use crate::mm::stack::{Stack, StackKind, EXCEPTION_STACK, IRQ_STACK};
 use x86_64::VirtAddr;
 
@@ -31,7 +31,6 @@ pub fn init_cpu(id: usize, lapic_id: u32) -> &'static PerCpu {
         machine_check: permanent_stack(StackKind::MachineCheck, EXCEPTION_STACK, id),
     };
     let cpu = percpu::init_this_cpu(id, lapic_id, stacks);
-    idt::load();
     lapic::init_this_cpu();
     cpu
 }

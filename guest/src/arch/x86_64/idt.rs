@@ -1,16 +1,14 @@
-//! The interrupt descriptor table, shared by all CPUs (as Linux's
-//! `idt_table` is): every vector points at its stub in `trap.rs`; #DF, NMI
-//! and #MC switch to their own IST stacks, because the stack they interrupt
-//! may be the one that just overflowed.
+//! The interrupt descriptor table. Every CPU gets its own copy in its
+//! per-CPU block (like its GDT and TSS), though all copies agree today:
+//! every vector points at its stub in `trap.rs`; #DF, NMI and #MC switch to
+//! their own IST stacks, because the stack they interrupt may be the one
+//! that just overflowed.
 use super::percpu::{IST_DOUBLE_FAULT, IST_MACHINE_CHECK, IST_NMI};
 use super::trap::stub_address;
-use spin::Once;
 use x86_64::structures::idt::InterruptDescriptorTable;
 use x86_64::VirtAddr;
 
-static IDT: Once<InterruptDescriptorTable> = Once::new();
-
-fn build() -> InterruptDescriptorTable {
+pub fn build() -> InterruptDescriptorTable {
     let mut idt = InterruptDescriptorTable::new();
     let a = |v: u8| VirtAddr::new(stub_address(v));
     // SAFETY (all set_handler_addr calls): each address is the entry stub for
@@ -53,9 +51,4 @@ fn build() -> InterruptDescriptorTable {
         }
     }
     idt
-}
-
-/// Load the IDT on this CPU (building it on first use).
-pub fn load() {
-    IDT.call_once(build).load();
 }

@@ -16,6 +16,7 @@ use x86_64::instructions::segmentation::{Segment, CS, DS, ES, SS};
 use x86_64::instructions::tables::load_tss;
 use x86_64::registers::model_specific::GsBase;
 use x86_64::structures::gdt::{Descriptor, GlobalDescriptorTable, SegmentSelector};
+use x86_64::structures::idt::InterruptDescriptorTable;
 use x86_64::structures::tss::TaskStateSegment;
 use x86_64::VirtAddr;
 
@@ -47,6 +48,7 @@ pub struct PerCpu {
     prev: AtomicPtr<Task>,
     tss: UnsafeCell<TaskStateSegment>,
     gdt: GlobalDescriptorTable,
+    idt: InterruptDescriptorTable,
     selectors: Selectors,
     /// Kernel state that is per CPU but not arch-specific.
     pub local: crate::task::CpuLocal,
@@ -196,8 +198,8 @@ impl PerCpu {
     }
 }
 
-/// Set up this CPU's per-CPU block, GDT and TSS, point GS at it and load
-/// them. Runs once per CPU, on that CPU, with interrupts off.
+/// Set up this CPU's per-CPU block, GDT, TSS and IDT, point GS at it and
+/// load them. Runs once per CPU, on that CPU, with interrupts off.
 pub fn init_this_cpu(id: usize, lapic_id: u32, stacks: CpuStacks) -> &'static PerCpu {
     assert!(id < MAX_CPUS, "CPU index {id} beyond MAX_CPUS");
     let mut tss = TaskStateSegment::new();
@@ -217,6 +219,7 @@ pub fn init_this_cpu(id: usize, lapic_id: u32, stacks: CpuStacks) -> &'static Pe
         prev: AtomicPtr::new(core::ptr::null_mut()),
         tss: UnsafeCell::new(tss),
         gdt: GlobalDescriptorTable::new(),
+        idt: InterruptDescriptorTable::new(),
         selectors: Selectors {
             code: SegmentSelector(0),
             data: SegmentSelector(0),
@@ -232,18 +235,22 @@ pub fn init_this_cpu(id: usize, lapic_id: u32, stacks: CpuStacks) -> &'static Pe
     let tss = block.gdt.append(tss_desc);
     block.selectors = Selectors { code, data, tss };
 
-    let block: &'static PerCpu = block;
-    block.gdt.load();
-    // SAFETY: the selectors index the GDT just loaded; the code segment is a
-    // 64-bit kernel code segment, the data segment a writable data segment,
-    // and the TSS descriptor points at a TSS that lives forever.
+    // SAFETY: the GDT lives in the leaked block, so it outlives its loading;
+    // the selectors index it: a 64-bit kernel code segment, a writable data
+    // segment, and a TSS descriptor pointing at a TSS that lives forever.
     unsafe {
+        block.gdt.load_unsafe();
         CS::set_reg(block.selectors.code);
         SS::set_reg(block.selectors.data);
         DS::set_reg(block.selectors.data);
         ES::set_reg(block.selectors.data);
         load_tss(block.selectors.tss);
     }
+    // Built only now: IDT entries take the code selector in force (ours,
+    // no longer the bootloader's).
+    block.idt = super::idt::build();
+    let block: &'static PerCpu = block;
+    block.idt.load();
     GsBase::write(VirtAddr::from_ptr(block as *const PerCpu));
     CPUS[id].store((block as *const PerCpu).cast_mut(), Ordering::Release);
     ONLINE.fetch_add(1, Ordering::AcqRel);
