@@ -9,6 +9,15 @@
 //! - [`vmalloc`]: the virtual area kernel stacks come from, guard pages and all.
 //! - [`stack_cache`]: Linux's per-CPU cache of two free stacks.
 //! - [`memmap`]: the boot memory map's promises, checked rather than trusted.
+//!
+//! And the lifetimes of what lives in that memory:
+//!
+//! - [`refcount`]: Linux's `refcount_t`, saturating instead of wrapping.
+//! - [`rcu_users`]: the task's `rcu_users` count that turns into its RCU
+//!   callback head, once and for good.
+//! - [`rcu`]: grace periods and callback batches for classic RCU.
+//! - [`mm_refs`]: an address space's three kinds of reference, and which
+//!   drops must be deferred to a worker.
 #![cfg_attr(not(test), no_std)]
 #![forbid(unsafe_code)]
 
@@ -16,5 +25,9 @@ extern crate alloc;
 
 pub mod frames;
 pub mod memmap;
+pub mod mm_refs;
+pub mod rcu;
+pub mod rcu_users;
+pub mod refcount;
 pub mod stack_cache;
 pub mod vmalloc;
