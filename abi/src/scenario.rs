@@ -164,6 +164,11 @@ pub const SCENARIOS: &[Scenario] = &[
         &[1, 4],
     ),
     check(
+        "boot.conformance",
+        "the boot facts the guest sees, as `# fact key=value` lines for `runner compare-boot`",
+        &[4],
+    ),
+    check(
         "core.spawn_join",
         "10 000 tasks spread over all CPUs, all joined, every result checked",
         &[1, 4],
@@ -285,6 +290,26 @@ pub const SCENARIOS: &[Scenario] = &[
         "overflow of the #DF IST stack itself: the CPU triple-faults, nothing catches it",
         Outcome::Reset,
         caught(Verdict::NotCaught, stack_kind::DOUBLE_FAULT, None),
+    ),
+    check(
+        "life.rcu_reader",
+        "a reader holding a task across its exit sees a valid task until the grace period ends",
+        &[4],
+    ),
+    check(
+        "life.stack_before_gp",
+        "the stack is back in the per-CPU cache before the grace period ends; the task struct after",
+        &[1],
+    ),
+    check(
+        "life.refcount",
+        "increment from zero, underflow and overflow are reported and contained, never a use after free",
+        &[1],
+    ),
+    check(
+        "life.stress",
+        "10 000 tasks created and reaped on all CPUs while readers traverse the task list; counters back to baseline",
+        &[1, 4],
     ),
     control(
         "selftest.hang",

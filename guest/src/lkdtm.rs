@@ -44,15 +44,18 @@ fn handler_recurse(cpu: usize, depth: u64) -> u64 {
 
 #[inline(never)]
 pub fn pf_handler_recurse(cpu: usize) -> u64 {
-    handler_recurse(cpu, 0)
+    // Not a tail call: this frame must stay in the backtrace.
+    black_box(handler_recurse(cpu, 0))
 }
 
 #[inline(never)]
 pub fn irq_recurse(cpu: usize) -> u64 {
-    handler_recurse(cpu, 0)
+    // Not a tail call: this frame must stay in the backtrace.
+    black_box(handler_recurse(cpu, 0))
 }
 
 #[inline(never)]
 pub fn df_recurse(cpu: usize) -> u64 {
-    handler_recurse(cpu, 0)
+    // Not a tail call: this frame must stay in the backtrace.
+    black_box(handler_recurse(cpu, 0))
 }

@@ -22,6 +22,7 @@ mod lkdtm;
 mod mm;
 mod oops;
 mod panic;
+mod rcu;
 mod scenarios;
 mod sync;
 mod task;
@@ -47,6 +48,7 @@ fn kernel_main(stack_top: VirtAddr) -> ! {
     if let Some(mp) = boot.mp {
         boot::mp::start_aps(mp);
     }
+    rcu::init(arch::x86_64::percpu::online());
     interrupts::enable();
 
     let exit = scenarios::run_requested(&boot);
@@ -56,7 +58,7 @@ fn kernel_main(stack_top: VirtAddr) -> ! {
 /// Apply the stack settings the runner passed on the command line. A value
 /// that does not parse is reported and ignored, never half-applied.
 fn configure(cmdline: &str) {
-    use abi::cmdline::{value, GUARD_PAGES, STACK_SIZE, STACK_STRATEGY};
+    use abi::cmdline::{value, GUARD_PAGES, STACK_FREE, STACK_SIZE, STACK_STRATEGY};
     use mm::stack;
     if let Some(v) = value(cmdline, STACK_STRATEGY) {
         match stack::Strategy::from_name(v) {
@@ -73,6 +75,15 @@ fn configure(cmdline: &str) {
             _ => kprintln!(
                 "config: {STACK_SIZE}={v} is not 4096..=1048576, keeping {}",
                 stack::task_stack_size()
+            ),
+        }
+    }
+    if let Some(v) = value(cmdline, STACK_FREE) {
+        match task::FreeMode::from_name(v) {
+            Some(m) => task::set_free_mode(m),
+            None => kprintln!(
+                "config: unknown {STACK_FREE}={v}, keeping {}",
+                task::free_mode().name()
             ),
         }
     }

@@ -295,6 +295,11 @@ pub fn release_task_stack(stack: Stack) {
     }
 }
 
+/// Stacks in CPU `cpu`'s cache now.
+pub fn cache_len(cpu: usize) -> usize {
+    CACHES[cpu].lock().len()
+}
+
 /// Cache statistics summed over all CPUs: (hits, lookups).
 pub fn cache_stats() -> (u64, u64) {
     CACHES.iter().fold((0, 0), |(h, l), c| {

@@ -4,7 +4,9 @@
 //! none of its checks failed. Names and expectations come from `abi`, which
 //! the runner reads too.
 mod boot;
+mod conformance;
 mod kernel;
+mod life;
 mod selftest;
 mod stack;
 
@@ -19,6 +21,7 @@ type ScenarioFn = fn(&BootInfo, &mut Checks);
 /// reported as `not ok` with the reason, never silently skipped.
 const IMPLEMENTED: &[(&str, ScenarioFn)] = &[
     ("boot.smoke", boot::smoke),
+    ("boot.conformance", conformance::conformance),
     ("core.spawn_join", kernel::spawn_join),
     ("core.preempt", kernel::preempt),
     ("core.leak", kernel::leak),
@@ -39,6 +42,10 @@ const IMPLEMENTED: &[(&str, ScenarioFn)] = &[
     ("stack.nmi_in_df", stack::nmi_in_df),
     ("stack.irq", stack::irq),
     ("stack.df_overflow", stack::df_overflow),
+    ("life.rcu_reader", life::rcu_reader),
+    ("life.stack_before_gp", life::stack_before_gp),
+    ("life.refcount", life::refcount),
+    ("life.stress", life::stress),
     ("selftest.hang", selftest::hang),
     ("selftest.triple_fault", selftest::triple_fault),
     ("selftest.panic", selftest::panic),

@@ -265,7 +265,7 @@ pub fn all_cpus(_: &BootInfo, c: &mut Checks) {
 
 pub fn repeat(_: &BootInfo, c: &mut Checks) {
     const N: u64 = 1000;
-    task::settle(100_000);
+    task::settle(2_000);
     stack::drain_caches();
     let before = mm::snapshot();
     let hits = oops::hits();
@@ -290,7 +290,7 @@ pub fn repeat(_: &BootInfo, c: &mut Checks) {
         format_args!("{} of {N} overflows caught", oops::hits() - hits),
     );
     c.check(
-        task::settle(100_000),
+        task::settle(2_000),
         format_args!("every killed task reaped"),
     );
     stack::drain_caches();

@@ -6,7 +6,12 @@
 //! the running task is found through the per-CPU `current` pointer and a
 //! dead task's stack can be released the moment the CPU has switched away
 //! from it, while the task struct lives on for whoever still holds it.
+mod lifetime;
 mod sched;
+
+pub use lifetime::{
+    find_get, for_each_task, free_mode, freed_count, refcount_events, set_free_mode, FreeMode,
+};
 
 pub use sched::{idle_loop, preempt_from_irq, timer_tick, yield_now, CpuLocal};
 
@@ -67,6 +72,9 @@ type Entry = Box<dyn FnOnce() -> u64 + Send>;
 struct JoinState {
     status: Option<ExitStatus>,
     waiter: Option<Arc<Task>>,
+    /// Nobody will join: the task reaps itself at exit.
+    detached: bool,
+    reaped: bool,
 }
 
 pub struct Task {
@@ -85,6 +93,17 @@ pub struct Task {
     stack: IrqLock<Option<Stack>>,
     entry: IrqLock<Option<Entry>>,
     join: IrqLock<JoinState>,
+    /// Linux's `usage`: references to the struct itself. The seed's initial
+    /// value 2: one for the RCU users (dropped after a grace period once
+    /// `rcu_users` is gone), one for the scheduler (dropped when the dead
+    /// task has been switched away from).
+    usage: kcore::refcount::Refcount,
+    /// Linux's `rcu_users`, sharing storage with the RCU head: 1, "for the
+    /// user space visible state that goes away when reaped" (the seed).
+    rcu_users: kcore::rcu_users::RcuUsers,
+    /// `lifetime::POISON_FREE` once `usage` reached zero (the struct counts
+    /// as freed; a stale reader sees the poison).
+    poison: AtomicU64,
     /// Context switches into this task.
     pub switches: AtomicU64,
 }
@@ -139,7 +158,12 @@ impl Task {
             join: IrqLock::new(JoinState {
                 status: None,
                 waiter: None,
+                detached: false,
+                reaped: false,
             }),
+            usage: kcore::refcount::Refcount::new(2),
+            rcu_users: kcore::rcu_users::RcuUsers::with_count(1).expect("1 is a valid count"),
+            poison: AtomicU64::new(0),
             switches: AtomicU64::new(0),
         }
     }
@@ -197,9 +221,13 @@ impl Task {
     }
 }
 
-impl Drop for Task {
-    fn drop(&mut self) {
-        LIVE_TASKS.fetch_sub(1, Ordering::Relaxed);
+impl Task {
+    /// Whether `usage` reached zero (the struct is poisoned).
+    pub fn is_freed(&self) -> bool {
+        self.poison.load(Ordering::Acquire) == lifetime::POISON_FREE
+    }
+    pub fn usage(&self) -> u32 {
+        self.usage.get()
     }
 }
 
@@ -211,12 +239,13 @@ pub fn live_tasks() -> u64 {
 /// Tasks that live as long as the machine: init and one idle per CPU.
 static PERMANENT: AtomicU64 = AtomicU64::new(0);
 
-/// Wait until every task but the permanent ones has been reaped: a joined
-/// task is already dead, but its CPU may not have switched away from it yet,
-/// and its stack and struct go only then. Returns false if that did not
-/// happen within `max_yields` yields.
-pub fn settle(max_yields: usize) -> bool {
-    for _ in 0..max_yields {
+/// Wait until every task but the permanent ones has been freed: a joined
+/// task is already dead, but its CPU may not have switched away from it
+/// yet, and its struct goes only after an RCU grace period. Returns false
+/// if that did not happen within `timeout_ms`.
+pub fn settle(timeout_ms: u64) -> bool {
+    let deadline = crate::arch::x86_64::time::now_ns() + timeout_ms * 1_000_000;
+    while crate::arch::x86_64::time::now_ns() < deadline {
         if live_tasks() <= PERMANENT.load(Ordering::Relaxed) {
             return true;
         }
@@ -237,14 +266,45 @@ pub fn current_id() -> u64 {
     percpu::this().with_current(|t| t.id).unwrap_or(0)
 }
 
-/// A handle to wait for a spawned task.
+/// A handle to wait for a spawned task. Dropping it unjoined detaches the
+/// task: it reaps itself when it exits.
 pub struct JoinHandle {
     task: Arc<Task>,
+    joined: bool,
+}
+
+impl Drop for JoinHandle {
+    fn drop(&mut self) {
+        if self.joined {
+            return;
+        }
+        let exited = interrupts::without(|| {
+            let mut j = self.task.join.lock();
+            j.detached = true;
+            j.status.is_some()
+        });
+        if exited {
+            lifetime::reap(&self.task);
+        }
+    }
 }
 
 impl JoinHandle {
-    /// Block until the task has ended and return how.
-    pub fn join(self) -> ExitStatus {
+    /// The task's id (for lookups through the task list).
+    pub fn id(&self) -> u64 {
+        self.task.id
+    }
+
+    /// The task itself, without taking a `usage` reference: like a pointer
+    /// read under RCU, it says nothing about the struct still being live
+    /// (`Task::is_freed` does).
+    pub fn task(&self) -> Arc<Task> {
+        self.task.clone()
+    }
+
+    /// Block until the task has ended, reap it, and return how it ended.
+    pub fn join(mut self) -> ExitStatus {
+        self.joined = true;
         loop {
             let status = interrupts::without(|| {
                 let mut j = self.task.join.lock();
@@ -257,6 +317,7 @@ impl JoinHandle {
                 None
             });
             if let Some(s) = status {
+                lifetime::reap(&self.task);
                 return s;
             }
             // Blocked: the exiting task wakes us. If it already did, the
@@ -304,8 +365,12 @@ pub fn spawn_on<F: FnOnce() -> u64 + Send + 'static>(
         Some(Box::new(f)),
     ));
     task.cpu.store(cpu, Ordering::Relaxed);
+    lifetime::register(&task);
     sched::enqueue(task.clone());
-    Ok(JoinHandle { task })
+    Ok(JoinHandle {
+        task,
+        joined: false,
+    })
 }
 
 /// First code of every new task, on its own stack (from `context.rs`).
@@ -327,13 +392,16 @@ pub fn exit(status: ExitStatus) -> ! {
     {
         let me = current();
         me.set_state(State::Dead);
-        let waiter = {
+        let (waiter, detached) = {
             let mut j = me.join.lock();
             j.status = Some(status);
-            j.waiter.take()
+            (j.waiter.take(), j.detached)
         };
         if let Some(w) = waiter {
             sched::wake(w);
+        }
+        if detached {
+            lifetime::reap(&me);
         }
     }
     sched::schedule();

@@ -9,7 +9,6 @@
 //! the vmalloc area), before anyone could still be using it.
 use super::{flags, State, Task};
 use crate::arch::x86_64::{interrupts, lapic, percpu};
-use crate::mm::stack;
 use crate::sync::IrqLock;
 use alloc::collections::VecDeque;
 use alloc::sync::Arc;
@@ -141,18 +140,16 @@ fn pick_next(rq: &mut VecDeque<Arc<Task>>, cpu: &percpu::PerCpu) -> Option<Arc<T
 /// The second half of a switch, on the incoming task, on whatever CPU it
 /// now runs on.
 pub(super) fn finish_switch() {
-    let Some(prev) = percpu::this().take_prev() else {
-        return;
-    };
-    prev.on_cpu.store(false, Ordering::Release);
-    if prev.state() == State::Dead {
-        // Nothing of the task lives on its stack, so the stack can go now,
-        // long before the task struct does.
-        let stack = prev.stack.lock().take();
-        if let Some(stack) = stack {
-            stack::release_task_stack(stack);
+    if let Some(prev) = percpu::this().take_prev() {
+        prev.on_cpu.store(false, Ordering::Release);
+        if prev.state() == State::Dead {
+            // Nothing of the task lives on its stack, so (per the free mode)
+            // the stack can go now, long before the task struct does.
+            super::lifetime::switched_away_dead(&prev);
         }
     }
+    // A context switch is a quiescent state.
+    crate::rcu::quiescent_state_and_run();
 }
 
 /// Block the running task (its state already says Blocked) until woken.
@@ -160,15 +157,20 @@ pub(super) fn block() {
     interrupts::without(schedule);
 }
 
-/// Give up the CPU to the next runnable task, if any.
+/// Give up the CPU to the next runnable task, if any. A voluntary
+/// reschedule is a quiescent state even when nothing else was runnable.
 pub fn yield_now() {
-    interrupts::without(schedule);
+    interrupts::without(|| {
+        schedule();
+        crate::rcu::quiescent_state_and_run();
+    });
 }
 
 /// The LAPIC timer fired on this CPU: time slice over if anyone is waiting.
 pub fn timer_tick() {
     let cpu = percpu::this();
     cpu.local.ticks.fetch_add(1, Ordering::Relaxed);
+    crate::rcu::tick();
     if !cpu.local.runqueue.lock().is_empty() {
         cpu.set_need_resched(true);
     }
@@ -191,6 +193,7 @@ pub fn idle_loop() -> ! {
             interrupts::enable();
             core::hint::spin_loop();
         } else {
+            crate::rcu::quiescent_state_and_run();
             // sti; hlt — a wakeup IPI between the check and the halt still
             // ends the halt.
             interrupts::enable_and_halt();

@@ -88,6 +88,14 @@ impl PerCpu {
     pub fn preempt_count(&self) -> u32 {
         self.preempt_count.load(Ordering::Relaxed)
     }
+    /// Preemption off (an RCU read-side section): no context switch, so no
+    /// quiescent state, on this CPU until the matching enable.
+    pub fn preempt_disable(&self) {
+        self.preempt_count.fetch_add(1, Ordering::Relaxed);
+    }
+    pub fn preempt_enable(&self) {
+        self.preempt_count.fetch_sub(1, Ordering::Relaxed);
+    }
     pub fn set_need_resched(&self, v: bool) {
         self.need_resched.store(v, Ordering::Relaxed);
     }

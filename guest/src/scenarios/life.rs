@@ -1,0 +1,273 @@
+//! `life.*`: task lifetimes under RCU, and the stack freed at exit.
+//!
+//! These turn the seeds' argument into checks: a reader inside an RCU
+//! read-side section keeps seeing a valid task across its exit; the stack
+//! is back in the per-CPU cache before the grace period ends while the task
+//! struct waits for it; refcount misuse is reported and contained.
+use super::Checks;
+use crate::arch::x86_64::{percpu, time};
+use crate::boot::BootInfo;
+use crate::mm::stack::{self, Strategy};
+use crate::task::{self, ExitStatus, FreeMode};
+use crate::{mm, rcu};
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use kcore::refcount::{Refcount, RefcountEvent, REFCOUNT_MAX};
+
+pub fn rcu_reader(_: &BootInfo, c: &mut Checks) {
+    if percpu::online() < 2 {
+        c.skip("needs at least 2 CPUs (the reader must not stop the exiting task's CPU)");
+        return;
+    }
+    static GO: AtomicBool = AtomicBool::new(false);
+    GO.store(false, Ordering::Release);
+    let here = percpu::this().id;
+    let other = (here + 1) % percpu::online();
+    let target = match task::spawn_on(other, "rcu-target", || {
+        while !GO.load(Ordering::Acquire) {
+            core::hint::spin_loop();
+        }
+        7
+    }) {
+        Ok(h) => h,
+        Err(e) => {
+            c.check(false, format_args!("spawn: {e:?}"));
+            return;
+        }
+    };
+    let id = target.id();
+    // The reaper runs on the other CPU: joining releases the task there.
+    let reaper = task::spawn_on(other, "rcu-reaper", move || match target.join() {
+        ExitStatus::Exited(v) => v,
+        ExitStatus::Killed(_) => u64::MAX,
+    });
+    let seen = {
+        let _rcu = rcu::read_lock();
+        let Some(t) = task::find_get(id) else {
+            c.check(false, format_args!("task {id} found under rcu_read_lock"));
+            return;
+        };
+        GO.store(true, Ordering::Release);
+        // Hold the read-side section across the exit and the reap.
+        let t0 = time::now_ns();
+        while time::now_ns() - t0 < 20_000_000 {
+            core::hint::spin_loop();
+        }
+        let valid = !t.is_freed() && t.id == id;
+        c.check(
+            valid,
+            format_args!(
+                "task {id} valid while the reader holds it (usage {})",
+                t.usage()
+            ),
+        );
+        c.check(
+            task::find_get(id).is_none(),
+            format_args!("a reaped task is no longer found by id"),
+        );
+        t
+    };
+    let reaped = reaper.ok().map(|r| r.join());
+    c.check(
+        reaped == Some(ExitStatus::Exited(7)),
+        format_args!("the target exited and was reaped: {reaped:?}"),
+    );
+    let id_seen = seen.id;
+    drop(seen);
+    rcu::synchronize_rcu();
+    rcu::rcu_barrier();
+    c.check(
+        task::settle(2_000),
+        format_args!("task {id_seen} freed after the grace period"),
+    );
+}
+
+pub fn stack_before_gp(_: &BootInfo, c: &mut Checks) {
+    let (strategy, mode) = (stack::strategy(), task::free_mode());
+    stack::set_strategy(Strategy::VmapCached);
+    task::set_free_mode(FreeMode::AtExit);
+    let here = percpu::this().id;
+    let t = match task::spawn_on(here, "short-lived", || 0) {
+        Ok(h) => {
+            let t = h.task();
+            let cached_before = stack::cache_len(here);
+            h.join();
+            // No quiescent state on this CPU from here until the guard
+            // drops: the delayed put queued by the reap cannot run yet.
+            let _rcu = rcu::read_lock();
+            c.check(
+                stack::cache_len(here) > cached_before
+                    || stack::cache_len(here) == stack::CACHED_STACKS,
+                format_args!(
+                    "the stack is back in CPU {here}'s cache ({} cached)",
+                    stack::cache_len(here)
+                ),
+            );
+            c.check(
+                !t.is_freed(),
+                format_args!("the task struct is not freed yet: it waits for the grace period"),
+            );
+            t
+        }
+        Err(e) => {
+            c.check(false, format_args!("spawn: {e:?}"));
+            stack::set_strategy(strategy);
+            task::set_free_mode(mode);
+            return;
+        }
+    };
+    rcu::synchronize_rcu();
+    rcu::rcu_barrier();
+    c.check(
+        t.is_freed(),
+        format_args!("after the grace period the struct is freed"),
+    );
+    stack::set_strategy(strategy);
+    task::set_free_mode(mode);
+}
+
+pub fn refcount(_: &BootInfo, c: &mut Checks) {
+    // A standalone count shows the refcount_t rules; a real task shows they
+    // protect a struct.
+    let r = Refcount::new(0);
+    c.check(
+        r.inc() == Err(RefcountEvent::AddOnZero),
+        format_args!("increment from zero reported"),
+    );
+    c.check(
+        r.is_saturated(),
+        format_args!("and saturated, never resurrected"),
+    );
+    let r = Refcount::new(1);
+    c.check(
+        r.dec_and_test() == Ok(true),
+        format_args!("last put reaches zero once"),
+    );
+    c.check(
+        r.dec_and_test().is_err(),
+        format_args!("a put below zero is reported as underflow"),
+    );
+    let r = Refcount::new(REFCOUNT_MAX);
+    c.check(
+        r.inc().is_err() && r.is_saturated(),
+        format_args!("overflow saturates"),
+    );
+    c.check(
+        r.dec_and_test().is_err() && r.is_saturated(),
+        format_args!("saturation is sticky: a leak, never a free"),
+    );
+
+    let events = task::refcount_events();
+    let freed = task::freed_count();
+    let h = match task::spawn("refcount-victim", || 0) {
+        Ok(h) => h,
+        Err(e) => {
+            c.check(false, format_args!("spawn: {e:?}"));
+            return;
+        }
+    };
+    let id = h.id();
+    let held = task::find_get(id);
+    h.join();
+    rcu::synchronize_rcu();
+    rcu::rcu_barrier();
+    c.check(
+        freed == task::freed_count(),
+        format_args!("a held reference keeps the struct alive after reap"),
+    );
+    c.check(
+        task::find_get(id).is_none(),
+        format_args!("inc-not-zero finds nothing once reaped"),
+    );
+    drop(held);
+    c.check(
+        task::freed_count() == freed + 1,
+        format_args!("the last put frees it, once"),
+    );
+    c.check(
+        task::refcount_events() == events,
+        format_args!("no refcount_t event on the normal path"),
+    );
+}
+
+pub fn stress(_: &BootInfo, c: &mut Checks) {
+    const N: u64 = 10_000;
+    static STOP: AtomicBool = AtomicBool::new(false);
+    static VISITS: AtomicU64 = AtomicU64::new(0);
+    static BAD: AtomicU64 = AtomicU64::new(0);
+    // A warm-up round first: buffers that grow to a steady size (run
+    // queues, RCU callback lists, the task list) are not leaks.
+    let warm: Vec<_> = (0..512)
+        .filter_map(|_| task::spawn("warm-up", || 0).ok())
+        .collect();
+    warm.into_iter().for_each(|h| {
+        h.join();
+    });
+    c.check(task::settle(2_000), format_args!("quiet before the run"));
+    stack::drain_caches();
+    let before = mm::snapshot();
+    STOP.store(false, Ordering::Release);
+    let readers: Vec<_> = (0..percpu::online())
+        .filter_map(|cpu| {
+            task::spawn_on(cpu, "list-reader", || {
+                while !STOP.load(Ordering::Acquire) {
+                    task::for_each_task(|t| {
+                        VISITS.fetch_add(1, Ordering::Relaxed);
+                        if t.is_freed() {
+                            BAD.fetch_add(1, Ordering::Relaxed);
+                        }
+                    });
+                    task::yield_now();
+                }
+                0
+            })
+            .ok()
+        })
+        .collect();
+    let mut flight = alloc::collections::VecDeque::new();
+    let mut spawned = 0;
+    for i in 0..N {
+        if flight.len() >= 256 {
+            let h: task::JoinHandle = flight.pop_front().expect("non-empty");
+            h.join();
+        }
+        if let Ok(h) = task::spawn("stress", move || i) {
+            flight.push_back(h);
+            spawned += 1;
+        }
+    }
+    flight.into_iter().for_each(|h| {
+        h.join();
+    });
+    STOP.store(true, Ordering::Release);
+    readers.into_iter().for_each(|h| {
+        h.join();
+    });
+    c.check(
+        spawned == N,
+        format_args!("{spawned} of {N} tasks created and reaped on all CPUs"),
+    );
+    c.check(
+        BAD.load(Ordering::Acquire) == 0,
+        format_args!(
+            "readers saw no freed task in {} visits",
+            VISITS.load(Ordering::Acquire)
+        ),
+    );
+    c.check(
+        task::settle(2_000),
+        format_args!("every task freed after its grace period"),
+    );
+    stack::drain_caches();
+    let after = mm::snapshot();
+    c.check(
+        after == before,
+        format_args!("frame, vmalloc and heap counters back to baseline"),
+    );
+    if let Some(r) = rcu::counters() {
+        c.info(format_args!(
+            "rcu: {} grace periods, {} callbacks, largest batch {}",
+            r.gps_completed, r.callbacks_run, r.max_batch
+        ));
+    }
+}

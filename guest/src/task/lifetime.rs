@@ -1,0 +1,209 @@
+//! How long a task lives, and when its stack goes (paulmck's and the LWN
+//! seeds).
+//!
+//! Two counts, with the seed's initial values: `rcu_users` = 1 for the
+//! visible state that goes away when the task is reaped (joined), and
+//! `usage` = 2, one for the RCU users and one for the scheduler. Reaping
+//! unlinks the task from the task list and drops `rcu_users`; the drop that
+//! takes it to zero hands the storage over to RCU (`RcuHandoff`, once) and
+//! queues `delayed_put_task_struct`, which drops the RCU users' `usage`
+//! after a grace period. The scheduler drops its own once the dead task has
+//! been switched away from. Readers find tasks under `rcu::read_lock` and
+//! take references with inc-not-zero, so a task whose `usage` reached zero
+//! is never handed out again.
+//!
+//! The stack is another matter: nothing of the task lives on it, so it can
+//! go back as soon as the CPU has left it (`FreeMode::AtExit`, Linux 4.9 to
+//! 5.17), long before the struct does. `AfterGracePeriod` is the pre-4.8
+//! behaviour that `thread_info` on the stack forced; `RcuCallback` is
+//! Linux 5.18's `thread_stack_delayed_free`: an RCU callback that first
+//! tries the per-CPU cache.
+use super::Task;
+use crate::mm::stack;
+use crate::rcu;
+use crate::sync::IrqLock;
+use alloc::collections::BTreeMap;
+use alloc::sync::Arc;
+use core::ops::Deref;
+use core::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use kcore::refcount::RefcountEvent;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum FreeMode {
+    AtExit = 0,
+    AfterGracePeriod = 1,
+    RcuCallback = 2,
+}
+
+impl FreeMode {
+    pub const ALL: [FreeMode; 3] = [
+        FreeMode::AtExit,
+        FreeMode::AfterGracePeriod,
+        FreeMode::RcuCallback,
+    ];
+    pub const fn name(self) -> &'static str {
+        match self {
+            FreeMode::AtExit => "exit",
+            FreeMode::AfterGracePeriod => "rcu",
+            FreeMode::RcuCallback => "rcu-cache",
+        }
+    }
+    pub fn from_name(s: &str) -> Option<FreeMode> {
+        FreeMode::ALL.into_iter().find(|m| m.name() == s)
+    }
+}
+
+static FREE_MODE: AtomicU8 = AtomicU8::new(FreeMode::AtExit as u8);
+
+pub fn free_mode() -> FreeMode {
+    match FREE_MODE.load(Ordering::Relaxed) {
+        1 => FreeMode::AfterGracePeriod,
+        2 => FreeMode::RcuCallback,
+        _ => FreeMode::AtExit,
+    }
+}
+
+pub fn set_free_mode(m: FreeMode) {
+    FREE_MODE.store(m as u8, Ordering::Relaxed);
+}
+
+/// Every task that is not reaped yet, by id: what RCU readers traverse.
+static TASK_LIST: IrqLock<BTreeMap<u64, Arc<Task>>> = IrqLock::new(BTreeMap::new());
+
+/// refcount_t events seen (saturation, underflow, add-on-zero), all tasks.
+static EVENTS: AtomicU64 = AtomicU64::new(0);
+/// Task structs freed (usage reached zero).
+static FREED: AtomicU64 = AtomicU64::new(0);
+
+/// Linux's slab poison for freed objects.
+pub const POISON_FREE: u64 = 0x6b6b_6b6b_6b6b_6b6b;
+
+pub fn refcount_events() -> u64 {
+    EVENTS.load(Ordering::Acquire)
+}
+
+pub fn freed_count() -> u64 {
+    FREED.load(Ordering::Acquire)
+}
+
+fn report(task: &Task, which: &str, e: RefcountEvent) {
+    EVENTS.fetch_add(1, Ordering::AcqRel);
+    kprintln!(
+        "refcount_t: {} ({which} of task {} '{}')",
+        e,
+        task.id,
+        task.name()
+    );
+}
+
+pub(super) fn register(task: &Arc<Task>) {
+    TASK_LIST.lock().insert(task.id, task.clone());
+}
+
+/// Linux's `release_task`: unlink the task and drop its `rcu_users`; the
+/// last drop queues the delayed put. Runs once per task.
+pub(super) fn reap(task: &Arc<Task>) {
+    {
+        let mut j = task.join.lock();
+        if j.reaped {
+            return;
+        }
+        j.reaped = true;
+    }
+    TASK_LIST.lock().remove(&task.id);
+    match task.rcu_users.put() {
+        Ok(Some(_handoff)) => {
+            // From here the union means "RCU head": nothing can take an
+            // rcu_users reference any more (`try_get` fails for good).
+            let t = task.clone();
+            rcu::call_rcu(move || put_task_struct(&t));
+        }
+        Ok(None) => {}
+        Err(e) => report(task, "rcu_users", e),
+    }
+}
+
+/// Linux's `put_task_struct`.
+pub fn put_task_struct(task: &Task) {
+    match task.usage.dec_and_test() {
+        Ok(true) => free_task(task),
+        Ok(false) => {}
+        Err(e) => report(task, "usage", e),
+    }
+}
+
+/// `usage` reached zero: the struct is dead. Poison it (a reader that kept
+/// a stale pointer sees POISON_FREE, not a plausible task), give back a
+/// stack still held (`AfterGracePeriod`), and count it freed.
+fn free_task(task: &Task) {
+    task.poison.store(POISON_FREE, Ordering::Release);
+    let stack = task.stack.lock().take();
+    if let Some(s) = stack {
+        stack::release_task_stack(s);
+    }
+    FREED.fetch_add(1, Ordering::AcqRel);
+    super::LIVE_TASKS.fetch_sub(1, Ordering::AcqRel);
+}
+
+/// A dead task has just been switched away from (from `finish_switch`):
+/// the stack goes now, in an RCU callback, or with the struct, per the
+/// mode; then the scheduler's `usage` goes.
+pub(super) fn switched_away_dead(task: &Arc<Task>) {
+    match free_mode() {
+        FreeMode::AtExit => {
+            let s = task.stack.lock().take();
+            if let Some(s) = s {
+                stack::release_task_stack(s);
+            }
+        }
+        FreeMode::RcuCallback => {
+            let s = task.stack.lock().take();
+            if let Some(s) = s {
+                rcu::call_rcu(move || stack::release_task_stack(s));
+            }
+        }
+        FreeMode::AfterGracePeriod => {}
+    }
+    put_task_struct(task);
+}
+
+/// A counted reference to a task (`get_task_struct`), dropped with
+/// `put_task_struct`.
+pub struct TaskRef(Arc<Task>);
+
+impl Deref for TaskRef {
+    type Target = Task;
+    fn deref(&self) -> &Task {
+        &self.0
+    }
+}
+
+impl Drop for TaskRef {
+    fn drop(&mut self) {
+        put_task_struct(&self.0);
+    }
+}
+
+/// Find a live task by id, as an RCU reader: under `read_lock`, take a
+/// reference only if `usage` is not already zero.
+pub fn find_get(id: u64) -> Option<TaskRef> {
+    let _rcu = rcu::read_lock();
+    let t = TASK_LIST.lock().get(&id).cloned()?;
+    match t.usage.inc_not_zero() {
+        Ok(true) => Some(TaskRef(t)),
+        Ok(false) => None,
+        Err(e) => {
+            report(&t, "usage", e);
+            None
+        }
+    }
+}
+
+/// Visit every task on the list under an RCU read-side section.
+pub fn for_each_task(mut f: impl FnMut(&Task)) {
+    let _rcu = rcu::read_lock();
+    for t in TASK_LIST.lock().values() {
+        f(t);
+    }
+}
