@@ -44,18 +44,24 @@ fn handler_recurse(cpu: usize, depth: u64) -> u64 {
 
 #[inline(never)]
 pub fn pf_handler_recurse(cpu: usize) -> u64 {
-    // Not a tail call: this frame must stay in the backtrace.
-    black_box(handler_recurse(cpu, 0))
+    // Not a tail call (this frame must stay in the backtrace), and a body
+    // of its own, so the linker cannot fold the three entry points into one
+    // address and blur which handler the backtrace shows.
+    black_box(handler_recurse(cpu, 0)) + 1
 }
 
 #[inline(never)]
 pub fn irq_recurse(cpu: usize) -> u64 {
-    // Not a tail call: this frame must stay in the backtrace.
-    black_box(handler_recurse(cpu, 0))
+    // Not a tail call (this frame must stay in the backtrace), and a body
+    // of its own, so the linker cannot fold the three entry points into one
+    // address and blur which handler the backtrace shows.
+    black_box(handler_recurse(cpu, 0)) + 2
 }
 
 #[inline(never)]
 pub fn df_recurse(cpu: usize) -> u64 {
-    // Not a tail call: this frame must stay in the backtrace.
-    black_box(handler_recurse(cpu, 0))
+    // Not a tail call (this frame must stay in the backtrace), and a body
+    // of its own, so the linker cannot fold the three entry points into one
+    // address and blur which handler the backtrace shows.
+    black_box(handler_recurse(cpu, 0)) + 3
 }
