@@ -6,12 +6,24 @@ RUNNER := $(CARGO) run --quiet --release -p runner --
 SCENARIOS ?=
 ARGS ?=
 
-.PHONY: all deps build run test bench lint clean
+# Real Limine (the limine-bios/limine-uefi boot paths): the pinned binary
+# release, fetched the way Limine's README says. The runner finds it here, or
+# wherever LIMINE_DIR points. runner/src/limine.rs pins the same tag.
+LIMINE_TAG   := v8.2.0-binary
+LIMINE_CACHE := .cache/limine/$(LIMINE_TAG)
+
+.PHONY: all deps build run test bench lint clean limine
 
 all: run
 
 deps:
 	@scripts/deps.sh
+
+limine: $(LIMINE_CACHE)/limine-bios.sys
+
+$(LIMINE_CACHE)/limine-bios.sys:
+	rm -rf $(LIMINE_CACHE)
+	git clone https://github.com/limine-bootloader/limine.git --branch=$(LIMINE_TAG) --depth=1 $(LIMINE_CACHE)
 
 build: deps
 	$(RUNNER) build
