@@ -87,20 +87,20 @@ pub fn stack_before_gp(_: &BootInfo, c: &mut Checks) {
     stack::set_strategy(Strategy::VmapCached);
     task::set_free_mode(FreeMode::AtExit);
     let here = percpu::this().id;
+    let cached_before = stack::cache_len(here);
     let t = match task::spawn_on(here, "short-lived", || 0) {
         Ok(h) => {
             let t = h.task();
-            let cached_before = stack::cache_len(here);
             h.join();
             // No quiescent state on this CPU from here until the guard
             // drops: the delayed put queued by the reap cannot run yet.
             let _rcu = rcu::read_lock();
+            let released = t.with_stack(|_| ()).is_none();
+            let cached = stack::cache_len(here);
             c.check(
-                stack::cache_len(here) > cached_before
-                    || stack::cache_len(here) == stack::CACHED_STACKS,
+                released && cached >= cached_before.max(1),
                 format_args!(
-                    "the stack is back in CPU {here}'s cache ({} cached)",
-                    stack::cache_len(here)
+                    "the stack left the task and is back in CPU {here}'s cache ({cached} cached)"
                 ),
             );
             c.check(
