@@ -12,7 +12,7 @@ ARGS ?=
 LIMINE_TAG   := v8.2.0-binary
 LIMINE_CACHE := .cache/limine/$(LIMINE_TAG)
 
-.PHONY: all deps build run test bench lint clean limine
+.PHONY: all deps build run test bench lint clean limine demo
 
 all: run
 
@@ -34,6 +34,11 @@ run: deps
 test: deps
 	$(CARGO) test --release
 	$(RUNNER) test $(ARGS)
+
+# Boot a few stack scenarios and show each diagnostic for a person: the oops,
+# the trace with file:line, a map of the stack area. e.g. make demo SCENARIOS='stack.*'
+demo: deps
+	$(RUNNER) demo $(ARGS) $(SCENARIOS)
 
 bench: deps
 	$(RUNNER) bench $(ARGS)

@@ -134,3 +134,174 @@ fn unknown_scenario_is_a_usage_error_before_anything_runs() {
     assert!(run.json.is_none());
     let _ = std::fs::remove_dir_all(&target);
 }
+
+/// The Limine release the Limine tests boot: `LIMINE_DIR`, else the cache
+/// `make limine` fills. `None` (and a loud SKIP on stderr) when neither.
+fn limine_dir(test: &str) -> Option<PathBuf> {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let makefile = std::fs::read_to_string(root.join("Makefile")).unwrap_or_default();
+    let tag = makefile
+        .lines()
+        .find_map(|l| l.strip_prefix("LIMINE_TAG"))
+        .and_then(|l| l.split(":=").nth(1))
+        .map(str::trim)
+        .unwrap_or("none");
+    let cache = root.join(".cache/limine").join(tag);
+    match std::env::var_os("LIMINE_DIR").filter(|d| !d.is_empty()) {
+        Some(dir) => Some(PathBuf::from(dir)),
+        None if cache.join("limine-bios.sys").is_file() => Some(cache),
+        None => {
+            // Straight to the process's stderr, past the test harness's
+            // capture, so the skip shows in a plain `cargo test` too.
+            use std::io::Write;
+            let _ = writeln!(
+                std::io::stderr(),
+                "SKIP {test}: no Limine release: set LIMINE_DIR to a Limine binary release \
+                 or run `make limine` to boot through real Limine"
+            );
+            None
+        }
+    }
+}
+
+fn limine_boot(test: &str, path: &str) {
+    let Some(dir) = limine_dir(test) else { return };
+    let args = [
+        "run",
+        "boot.smoke",
+        "boot.conformance",
+        "--boot",
+        path,
+        "--smp",
+        "4",
+    ];
+    let run = runner(test, &args, |c| {
+        c.env("LIMINE_DIR", &dir);
+    });
+    let json = run.json.unwrap_or_else(|| {
+        panic!(
+            "no JSON from `runner {}` (status {:?})\n{}",
+            args.join(" "),
+            run.status,
+            run.stderr
+        )
+    });
+    let boot = &json["boots"][0];
+    assert_eq!(boot["boot_path"], path, "{json:#}");
+    assert_eq!(boot["outcome"], "pass", "{json:#}\n{}", run.stdout);
+    assert!(boot["qemu_command"].as_str().unwrap().contains("-cdrom"));
+    assert_eq!(run.status, Some(0));
+}
+
+#[test]
+fn smoke_and_conformance_pass_through_limine_bios() {
+    limine_boot("limine_bios", "limine-bios");
+}
+
+#[test]
+fn smoke_and_conformance_pass_through_limine_uefi() {
+    limine_boot("limine_uefi", "limine-uefi");
+}
+
+#[test]
+fn direct_boot_gives_the_guest_what_limine_gives() {
+    let Some(dir) = limine_dir("compare_boot") else {
+        return;
+    };
+    let run = runner("compare", &["compare-boot"], |c| {
+        c.env("LIMINE_DIR", &dir);
+    });
+    assert_eq!(run.status, Some(0), "{}\n{}", run.stdout, run.stderr);
+    assert!(
+        run.stdout
+            .contains("no difference the protocol forbids across 3 path(s)"),
+        "{}",
+        run.stdout
+    );
+    let header = run.stdout.lines().find(|l| l.starts_with("fact ")).unwrap();
+    for path in ["direct", "limine-bios", "limine-uefi"] {
+        assert!(header.contains(path), "{header}");
+    }
+}
+
+#[test]
+fn limine_paths_without_limine_fail_with_how_to_get_it() {
+    let empty = scratch("no-limine");
+    std::fs::create_dir_all(&empty).unwrap();
+    for limine_dir in [Some(empty.as_path()), None] {
+        let run = runner(
+            "no-limine",
+            &["run", "boot.smoke", "--boot", "limine-bios"],
+            |c| {
+                match limine_dir {
+                    Some(dir) => c.env("LIMINE_DIR", dir),
+                    None => c.env_remove("LIMINE_DIR"),
+                };
+            },
+        );
+        if limine_dir.is_none() && run.status == Some(0) {
+            // `make limine` has filled the cache: nothing is missing.
+            continue;
+        }
+        assert_eq!(
+            run.status,
+            Some(10),
+            "setup error, not a test failure: {}",
+            run.stderr
+        );
+        let error: Vec<&str> = run.stderr.lines().filter(|l| !l.is_empty()).collect();
+        assert_eq!(error.len(), 1, "one line: {error:?}");
+        assert!(
+            error[0].contains("LIMINE_DIR") && error[0].contains("make limine"),
+            "{}",
+            error[0]
+        );
+        assert!(run.json.is_none());
+    }
+    let _ = std::fs::remove_dir_all(&empty);
+}
+
+/// The testbed can fail: with no guard pages, the recursion that is caught
+/// with good diagnostics by default must come out as not caught (or as a
+/// jumped guard), never "caught", and the runner must exit nonzero.
+#[test]
+fn no_guard_pages_means_not_caught() {
+    let args = [
+        "run",
+        "stack.recursion",
+        "--guard-pages",
+        "0",
+        "--timeout",
+        "20",
+    ];
+    let run = runner("no_guard", &args, |_| {});
+    let json = run.json.unwrap_or_else(|| {
+        panic!(
+            "no JSON (status {:?})\nstdout:\n{}\nstderr:\n{}",
+            run.status, run.stdout, run.stderr
+        )
+    });
+    let result = &json["boots"][0]["results"][0];
+    assert_eq!(result["scenario"], "stack.recursion", "{json:#}");
+    let verdict = result["guard"]["verdict"].as_str().unwrap_or_default();
+    assert!(
+        verdict == "not-caught" || verdict == "guard-jumped",
+        "verdict {verdict:?}:\n{json:#}"
+    );
+    assert_eq!(result["guard"]["as_expected"], false, "{json:#}");
+    assert_ne!(run.status, Some(0), "{}", run.stdout);
+    assert!(
+        !result["guard"]["summary"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("caught"),
+        "{json:#}"
+    );
+
+    // And with guards (the default), the same scenario is caught and told well.
+    let run = runner("guarded", &["run", "stack.recursion"], |_| {});
+    let json = run.json.expect("JSON");
+    let result = &json["boots"][0]["results"][0];
+    assert_eq!(result["guard"]["verdict"], "caught-good", "{json:#}");
+    assert_eq!(run.status, Some(0), "{}", run.stdout);
+}

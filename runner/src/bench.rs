@@ -1,8 +1,12 @@
 //! `bench`: what a boot of the testbed costs next to the cheapest boot QEMU
-//! can do on the same path, so a regression in either shows as a ratio.
+//! can do (the direct path's loader alone), so a regression in either shows
+//! as a ratio; then the same boot through real Limine, BIOS and UEFI, where
+//! this machine has Limine. Each figure is whole-process wall time of QEMU,
+//! boot to exit.
 
-use crate::cli::Options;
+use crate::cli::{BootPath, Options};
 use crate::fatal::Fatal;
+use crate::media;
 use crate::qemu;
 use crate::session::{self, Setup};
 use crate::status;
@@ -12,17 +16,38 @@ use std::time::Duration;
 const SCENARIO: &str = "boot.smoke";
 
 pub fn execute(runs: u32, options: &Options) -> Result<i32, Fatal> {
-    let setup = session::setup(options)?;
+    let mut paths = vec![BootPath::Direct];
+    let mut missing = Vec::new();
+    for path in [BootPath::LimineBios, BootPath::LimineUefi] {
+        match media::check(path) {
+            Ok(()) => paths.push(path),
+            Err(why) => missing.push(format!("{}: not measured: {why}", path.as_str())),
+        }
+    }
+    let setup = session::setup(options, &paths)?;
     let smp = options.smp.unwrap_or(1);
-    let guest = measure(&setup, options, runs, smp, true)?;
-    let baseline = measure(&setup, options, runs, smp, false)?;
-    let what = format!("{}, {:?}, smp={smp}", options.boot.as_str(), options.accel).to_lowercase();
-    println!("{SCENARIO} ({what}): {guest}");
+    let what = |path: BootPath| {
+        format!("{}, {:?}, smp={smp}", path.as_str(), options.accel).to_lowercase()
+    };
+    let guest = measure(&setup, options, runs, smp, BootPath::Direct, true)?;
+    let baseline = measure(&setup, options, runs, smp, BootPath::Direct, false)?;
+    println!("{SCENARIO} ({}): {guest}", what(BootPath::Direct));
     println!("trivial PVH guest (the loader alone): {baseline}");
     println!(
         "ratio (median): {:.1}x",
         guest.median.as_secs_f64() / baseline.median.as_secs_f64().max(1e-9)
     );
+    for &path in &paths[1..] {
+        let limine = measure(&setup, options, runs, smp, path, true)?;
+        println!(
+            "{SCENARIO} ({}): {limine} ({:.0}x direct)",
+            what(path),
+            limine.median.as_secs_f64() / guest.median.as_secs_f64().max(1e-9)
+        );
+    }
+    for line in missing {
+        println!("{line}");
+    }
     Ok(status::OK)
 }
 
@@ -51,29 +76,45 @@ fn measure(
     options: &Options,
     runs: u32,
     smp: u32,
+    path: BootPath,
     with_guest: bool,
 ) -> Result<Stats, Fatal> {
     let (expected, label) = if with_guest {
-        (Outcome::Pass, "bench-guest")
+        (Outcome::Pass, format!("bench-{}", path.as_str()))
     } else {
-        (Outcome::LoaderError, "bench-baseline")
+        (Outcome::LoaderError, "bench-baseline".to_string())
     };
     let scenarios = [SCENARIO];
-    let invocation = qemu::invocation(
-        &setup.qemu,
-        &qemu::Boot {
-            path: options.boot,
-            loader: &setup.artifacts.loader,
-            guest: with_guest.then_some(setup.artifacts.guest.as_path()),
-            scenarios: &scenarios,
-            smp,
-            accel: options.accel,
-        },
-    );
-    let timeout = Duration::from_secs(options.timeout);
+    let extra = options.guest_args();
+    let timeout = Duration::from_secs(options.timeout) + path.firmware_allowance();
     let mut times = Vec::with_capacity(runs as usize);
     for run in 0..runs {
         let name = format!("{label}-{run:03}");
+        // Cached after the first run; UEFI gets fresh OVMF variables each time.
+        let media = setup.media.prepare(
+            path,
+            &setup.artifacts.guest,
+            &qemu::guest_cmdline(&scenarios, smp, &extra),
+            &setup.run_dir,
+            &name,
+        )?;
+        let invocation = qemu::invocation(
+            &setup.qemu,
+            &qemu::Boot {
+                path,
+                loader: &setup.artifacts.loader,
+                guest: with_guest.then_some(setup.artifacts.guest.as_path()),
+                iso: media.iso.as_deref(),
+                firmware: media
+                    .firmware
+                    .as_ref()
+                    .map(|(code, vars)| (code.as_path(), vars.as_path())),
+                scenarios: &scenarios,
+                smp,
+                accel: options.accel,
+                cmdline_extra: &extra,
+            },
+        );
         let log = setup.run_dir.join(format!("{name}.serial"));
         let (capture, verdict) =
             session::launch(&invocation, &name, &log, &scenarios, timeout, options);

@@ -36,7 +36,15 @@ pub enum Command {
         #[arg(long)]
         all: bool,
     },
-    /// Boot-to-exit wall time of `boot.smoke` against a trivial PVH guest (the loader with no guest).
+    /// Boot stack scenarios and show each diagnostic for a person: the oops,
+    /// the trace with file:line, a map of the stack area (default: a chosen set).
+    Demo {
+        #[arg(value_name = "PATTERN")]
+        patterns: Vec<String>,
+    },
+    /// Boot `boot.conformance` on every available boot path and compare the boot facts side by side.
+    CompareBoot,
+    /// Boot-to-exit wall time of `boot.smoke` on each available boot path, against a trivial PVH guest (the loader with no guest).
     Bench {
         #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
         runs: u32,
@@ -50,9 +58,11 @@ pub struct Options {
     pub smp: Option<u32>,
     #[arg(long, global = true, value_enum, default_value_t = Accel::Tcg)]
     pub accel: Accel,
-    /// Seconds before a boot is killed and reported as a timeout.
+    /// Seconds before a boot is killed and reported as a timeout (the Limine
+    /// paths get their firmware's start-up time on top: 10 s BIOS, 30 s UEFI).
     #[arg(long, global = true, default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..))]
     pub timeout: u64,
+    /// How the guest is loaded; Limine paths need LIMINE_DIR or `make limine`.
     #[arg(long, global = true, value_enum, default_value_t = BootPath::Direct)]
     pub boot: BootPath,
     /// Stream each boot's serial output live, prefixed with the boot's name.
@@ -67,6 +77,58 @@ pub struct Options {
     /// Use the guest and loader already built instead of running cargo.
     #[arg(long, global = true)]
     pub no_build: bool,
+    /// Also write JUnit XML (one testsuite per boot) to FILE, for CI dashboards.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub junit: Option<PathBuf>,
+    /// Guard pages on each side of every vmapped stack (guest default 1; 0 disables
+    /// them, and then the overflow scenarios must come out as not caught).
+    #[arg(long, global = true, value_name = "N")]
+    pub guard_pages: Option<u32>,
+    /// Task stack size in bytes (guest default 16384, Linux's THREAD_SIZE).
+    #[arg(long, global = true, value_name = "BYTES", value_parser = clap::value_parser!(u64).range(4096..))]
+    pub stack_size: Option<u64>,
+    /// How the guest allocates task stacks (guest default vmap-cached).
+    #[arg(long, global = true, value_enum, value_name = "NAME")]
+    pub stack_strategy: Option<StackStrategy>,
+}
+
+impl Options {
+    /// The guest command-line words the stack options ask for (`abi::cmdline`);
+    /// an option not given is left to the guest's default.
+    pub fn guest_args(&self) -> Vec<String> {
+        let mut words = Vec::new();
+        if let Some(n) = self.guard_pages {
+            words.push(format!("{}={n}", abi::cmdline::GUARD_PAGES));
+        }
+        if let Some(n) = self.stack_size {
+            words.push(format!("{}={n}", abi::cmdline::STACK_SIZE));
+        }
+        if let Some(s) = self.stack_strategy {
+            words.push(format!("{}={}", abi::cmdline::STACK_STRATEGY, s.as_str()));
+        }
+        words
+    }
+}
+
+/// Task-stack strategies, named as the guest's `stack=` key spells them.
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StackStrategy {
+    /// Pre-4.8: physically contiguous, no guard pages, thread_info at the bottom.
+    Direct,
+    /// vmalloc'ed with guard pages, freed at exit.
+    Vmap,
+    /// vmap with Linux's per-CPU cache of two free stacks.
+    VmapCached,
+}
+
+impl StackStrategy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StackStrategy::Direct => "direct",
+            StackStrategy::Vmap => "vmap",
+            StackStrategy::VmapCached => "vmap-cached",
+        }
+    }
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,13 +143,31 @@ pub enum Accel {
 pub enum BootPath {
     /// The in-tree loader as a PVH kernel on QEMU's microvm, the guest as its initrd.
     Direct,
+    /// Real Limine from an ISO, SeaBIOS on q35.
+    LimineBios,
+    /// Real Limine from an ISO, OVMF (UEFI) on q35.
+    LimineUefi,
 }
 
 impl BootPath {
+    pub const ALL: [BootPath; 3] = [BootPath::Direct, BootPath::LimineBios, BootPath::LimineUefi];
+
     pub fn as_str(self) -> &'static str {
         match self {
             BootPath::Direct => "direct",
+            BootPath::LimineBios => "limine-bios",
+            BootPath::LimineUefi => "limine-uefi",
         }
+    }
+
+    /// Firmware start-up time added to every deadline: measured under TCG,
+    /// SeaBIOS + Limine take ~1 s and OVMF + Limine ~6 s before the guest runs.
+    pub fn firmware_allowance(self) -> std::time::Duration {
+        std::time::Duration::from_secs(match self {
+            BootPath::Direct => 0,
+            BootPath::LimineBios => 10,
+            BootPath::LimineUefi => 30,
+        })
     }
 }
 
@@ -107,5 +187,38 @@ mod tests {
         assert_eq!(cli.options.smp, Some(4));
         assert_eq!(cli.options.timeout, 3);
         assert!(matches!(cli.command, Command::Run { ref patterns } if patterns == &["boot.*"]));
+        assert_eq!(cli.options.boot, BootPath::Direct);
+    }
+
+    #[test]
+    fn boot_paths_by_name() {
+        for path in BootPath::ALL {
+            let cli = Cli::parse_from(["runner", "run", "--boot", path.as_str()]);
+            assert_eq!(cli.options.boot, path);
+        }
+        assert!(Cli::try_parse_from(["runner", "run", "--boot", "grub"]).is_err());
+        let cli = Cli::parse_from(["runner", "compare-boot", "--smp", "2"]);
+        assert!(matches!(cli.command, Command::CompareBoot));
+    }
+
+    #[test]
+    fn stack_options_become_guest_cmdline_words() {
+        let cli = Cli::parse_from(["runner", "run", "x.y"]);
+        assert!(cli.options.guest_args().is_empty());
+        let cli = Cli::parse_from([
+            "runner",
+            "test",
+            "--guard-pages",
+            "0",
+            "--stack-size",
+            "8192",
+            "--stack-strategy",
+            "vmap-cached",
+        ]);
+        let line = cli.options.guest_args().join(" ");
+        use abi::cmdline::{value, GUARD_PAGES, STACK_SIZE, STACK_STRATEGY};
+        assert_eq!(value(&line, GUARD_PAGES), Some("0"));
+        assert_eq!(value(&line, STACK_SIZE), Some("8192"));
+        assert_eq!(value(&line, STACK_STRATEGY), Some("vmap-cached"));
     }
 }

@@ -2,7 +2,7 @@
 
 use crate::classify::PanicRecord;
 use crate::fatal::Fatal;
-use crate::session::{BootRecord, Mode};
+use crate::session::{BootRecord, Mode, Skipped};
 use crate::summary;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -12,8 +12,18 @@ struct Document<'a> {
     command: &'static str,
     run_dir: &'a Path,
     boots: Vec<Boot<'a>>,
+    /// Boots the plan wanted on a path this machine cannot boot (no Limine).
+    skipped_boots: Vec<SkippedBoot<'a>>,
     totals: Totals,
     exit_status: i32,
+}
+
+#[derive(Serialize)]
+struct SkippedBoot<'a> {
+    boot_path: &'static str,
+    scenarios: Vec<&'static str>,
+    smp: u32,
+    reason: &'a str,
 }
 
 #[derive(Serialize)]
@@ -28,6 +38,7 @@ struct Boot<'a> {
     name: &'a str,
     scenarios: Vec<&'static str>,
     smp: u32,
+    boot_path: &'static str,
     outcome: &'static str,
     reason: &'a str,
     /// QEMU's exit status; null when it was killed or never ran.
@@ -49,6 +60,26 @@ struct ScenarioResult<'a> {
     expected: &'static str,
     as_expected: bool,
     diagnostics: &'a [String],
+    /// Stack scenarios only: the guard verdict (`verdict.rs`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    guard: Option<Guard<'a>>,
+}
+
+#[derive(Serialize)]
+struct Guard<'a> {
+    /// caught-good, caught-diagnostics-wrong, not-caught or guard-jumped.
+    verdict: &'static str,
+    /// Where the fault really was: overflow, underflow, not-caught, guard-jumped.
+    observed: &'static str,
+    expected: &'static str,
+    as_expected: bool,
+    summary: String,
+    failed_checks: &'a [crate::verdict::Failure],
+    hits: usize,
+    suppressed_hits: u64,
+    stack_kind: Option<&'a str>,
+    depth: Option<u64>,
+    corruption: &'a [String],
 }
 
 pub fn write(
@@ -56,9 +87,10 @@ pub fn write(
     mode: Mode,
     run_dir: &Path,
     records: &[BootRecord],
+    skipped: &[Skipped],
     exit_status: i32,
 ) -> Result<(), Fatal> {
-    let totals = summary::totals(mode, records);
+    let totals = summary::totals_with_skipped(mode, records, skipped);
     let document = Document {
         command: match mode {
             Mode::Run => "run",
@@ -66,6 +98,15 @@ pub fn write(
         },
         run_dir,
         boots: records.iter().map(boot).collect(),
+        skipped_boots: skipped
+            .iter()
+            .map(|s| SkippedBoot {
+                boot_path: s.path.as_str(),
+                scenarios: s.scenarios.iter().map(|s| s.name).collect(),
+                smp: s.smp,
+                reason: &s.reason,
+            })
+            .collect(),
         totals: Totals {
             passed: totals.passed,
             failed: totals.failed,
@@ -84,6 +125,7 @@ fn boot(record: &BootRecord) -> Boot<'_> {
         name: &record.boot.name,
         scenarios: record.boot.names(),
         smp: record.boot.smp,
+        boot_path: record.boot.path.as_str(),
         outcome: record.verdict.outcome.as_str(),
         reason: &record.verdict.reason,
         exit_status: record.exit_status,
@@ -103,6 +145,19 @@ fn boot(record: &BootRecord) -> Boot<'_> {
                 expected: r.scenario.expect.as_str(),
                 as_expected: r.as_expected(),
                 diagnostics: &r.diagnostics,
+                guard: r.guard.as_ref().map(|g| Guard {
+                    verdict: g.category_str(),
+                    observed: g.observed.as_str(),
+                    expected: g.expected.as_str(),
+                    as_expected: g.as_expected(),
+                    summary: g.describe(),
+                    failed_checks: &g.failures,
+                    hits: g.hits,
+                    suppressed_hits: g.suppressed,
+                    stack_kind: g.stack_kind.as_deref(),
+                    depth: g.depth,
+                    corruption: &g.corruption,
+                }),
             })
             .collect(),
     }

@@ -2,6 +2,7 @@
 //! whether the scenario behaved as its catalog entry says it should.
 
 use crate::classify::Verdict;
+use crate::verdict::StackVerdict;
 use abi::{Outcome, Scenario};
 
 #[derive(Clone, Debug)]
@@ -14,11 +15,19 @@ pub struct ScenarioResult {
     pub diagnostics: Vec<String>,
     /// Whether this result carries the boot's failure (and so its details).
     pub ended_the_boot: bool,
+    /// For stack scenarios: was the fault caught, and told well (`verdict`).
+    pub guard: Option<StackVerdict>,
 }
 
 impl ScenarioResult {
+    /// The outcome is the expected one and, for a stack scenario, so is the
+    /// guard verdict: an `ok` from the guest is not enough on its own.
     pub fn as_expected(&self) -> bool {
-        self.outcome == self.scenario.expect
+        self.outcome == self.scenario.expect && self.guard_as_expected()
+    }
+
+    pub fn guard_as_expected(&self) -> bool {
+        self.guard.as_ref().is_none_or(StackVerdict::as_expected)
     }
 }
 
@@ -44,6 +53,7 @@ pub fn scenario_results(scenarios: &[&'static Scenario], verdict: &Verdict) -> V
                     skipped: r.is_skip(),
                     diagnostics: r.diagnostics.clone(),
                     ended_the_boot: false,
+                    guard: None,
                 },
                 None => ScenarioResult {
                     scenario,
@@ -51,6 +61,7 @@ pub fn scenario_results(scenarios: &[&'static Scenario], verdict: &Verdict) -> V
                     skipped: false,
                     diagnostics: reported.map(|r| r.diagnostics.clone()).unwrap_or_default(),
                     ended_the_boot: false,
+                    guard: None,
                 },
             }
         })

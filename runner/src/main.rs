@@ -4,16 +4,26 @@
 mod bench;
 mod classify;
 mod cli;
+mod compare;
+mod compare_boot;
+mod console;
+mod demo;
 mod fatal;
 mod glob;
 mod json;
 mod judge;
+mod junit;
+mod limine;
+mod media;
 mod process;
 mod qemu;
 mod select;
 mod session;
+mod stack_report;
 mod status;
 mod summary;
+mod symbols;
+mod verdict;
 mod workspace;
 
 use abi::{Scenario, SCENARIOS};
@@ -52,7 +62,12 @@ fn dispatch(command: Command, options: &Options) -> Result<i32, Fatal> {
             let smp = options.smp.unwrap_or(1);
             let wanted: Vec<(&'static Scenario, u32)> =
                 chosen.into_iter().map(|s| (s, smp)).collect();
-            session::execute(Mode::Run, select::boots(&wanted), options)
+            session::execute(
+                Mode::Run,
+                select::boots(options.boot, &wanted),
+                Vec::new(),
+                options,
+            )
         }
         Command::Test { all } => {
             let wanted: Vec<(&'static Scenario, u32)> = SCENARIOS
@@ -63,8 +78,17 @@ fn dispatch(command: Command, options: &Options) -> Result<i32, Fatal> {
                     None => s.test_smp.iter().map(|&n| (s, n)).collect(),
                 })
                 .collect();
-            session::execute(Mode::Test, select::boots(&wanted), options)
+            let mut boots = select::boots_on(options.boot, &wanted);
+            // The default run also goes through real Limine where it can.
+            let skipped = match options.boot {
+                cli::BootPath::Direct => session::add_limine_boots(&mut boots, options),
+                _ => Vec::new(),
+            };
+            select::name_boots(&mut boots);
+            session::execute(Mode::Test, boots, skipped, options)
         }
+        Command::CompareBoot => compare_boot::execute(options),
+        Command::Demo { patterns } => demo::execute(&patterns, options),
         Command::Bench { runs } => bench::execute(runs, options),
     }
 }

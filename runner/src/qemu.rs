@@ -16,9 +16,15 @@ pub struct Boot<'a> {
     /// `None` boots the loader alone, which must then fail with `LoaderError`
     /// (the bench's baseline).
     pub guest: Option<&'a Path>,
+    /// The Limine paths: the ISO holding guest, Limine and config.
+    pub iso: Option<&'a Path>,
+    /// limine-uefi: OVMF's code and this boot's own copy of its variables.
+    pub firmware: Option<(&'a Path, &'a Path)>,
     pub scenarios: &'a [&'a str],
     pub smp: u32,
     pub accel: Accel,
+    /// More `key=value` words for the guest (the stack options, `abi::cmdline`).
+    pub cmdline_extra: &'a [String],
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -68,18 +74,24 @@ pub fn program() -> Result<PathBuf, Fatal> {
 }
 
 /// The guest's command line (see `abi::cmdline`).
-pub fn guest_cmdline(scenarios: &[&str], smp: u32) -> String {
-    format!(
+pub fn guest_cmdline(scenarios: &[&str], smp: u32, extra: &[String]) -> String {
+    let mut line = format!(
         "{}={} {}={smp}",
         abi::cmdline::SCENARIOS,
         scenarios.join(","),
         abi::cmdline::EXPECT_CPUS
-    )
+    );
+    for word in extra {
+        line.push(' ');
+        line.push_str(word);
+    }
+    line
 }
 
 pub fn invocation(program: &Path, boot: &Boot) -> Invocation {
     let args = match boot.path {
         BootPath::Direct => direct(boot),
+        BootPath::LimineBios | BootPath::LimineUefi => limine(boot),
     };
     Invocation {
         program: program.to_path_buf(),
@@ -99,8 +111,29 @@ fn direct(boot: &Boot) -> Vec<String> {
     }
     args.extend([
         "-append".to_string(),
-        guest_cmdline(boot.scenarios, boot.smp),
+        guest_cmdline(boot.scenarios, boot.smp, boot.cmdline_extra),
     ]);
+    args
+}
+
+/// Real Limine from a CD on q35: SeaBIOS boots it through El Torito, or
+/// OVMF (given as pflash) through the EFI boot image. The command line is in
+/// the ISO's config.
+fn limine(boot: &Boot) -> Vec<String> {
+    let mut args = vec!["-M".to_string(), "q35".to_string()];
+    args.extend(accel(boot.accel));
+    args.extend(common(boot.smp));
+    if let Some((code, vars)) = boot.firmware {
+        args.extend([
+            "-drive".to_string(),
+            format!("if=pflash,format=raw,readonly=on,file={}", code.display()),
+            "-drive".to_string(),
+            format!("if=pflash,format=raw,file={}", vars.display()),
+        ]);
+    }
+    if let Some(iso) = boot.iso {
+        args.extend(["-cdrom".to_string(), iso.display().to_string()]);
+    }
     args
 }
 
@@ -157,9 +190,12 @@ mod tests {
             path: BootPath::Direct,
             loader: Path::new("/t/loader"),
             guest: Some(Path::new("/t/my guest")),
+            iso: None,
+            firmware: None,
             scenarios: &["boot.smoke", "core.leak"],
             smp: 4,
             accel: Accel::Tcg,
+            cmdline_extra: &[],
         };
         let inv = invocation(Path::new("/usr/bin/qemu-system-x86_64"), &boot);
         assert_eq!(
@@ -180,6 +216,41 @@ mod tests {
     }
 
     #[test]
+    fn limine_boot_commands() {
+        let bios = Boot {
+            path: BootPath::LimineBios,
+            loader: Path::new("/t/loader"),
+            guest: Some(Path::new("/t/guest")),
+            iso: Some(Path::new("/t/a.iso")),
+            firmware: None,
+            scenarios: &["boot.smoke"],
+            smp: 2,
+            accel: Accel::Tcg,
+            cmdline_extra: &[],
+        };
+        let line = invocation(Path::new("q"), &bios).shell_line();
+        assert!(
+            line.starts_with("q -M q35 -cpu max -m 256M -smp 2 "),
+            "{line}"
+        );
+        assert!(line.ends_with(" -cdrom /t/a.iso"), "{line}");
+        assert!(!line.contains("pflash") && !line.contains("-kernel") && !line.contains("-append"));
+        let uefi = Boot {
+            path: BootPath::LimineUefi,
+            firmware: Some((Path::new("/o/CODE.fd"), Path::new("/r/vars.fd"))),
+            ..bios
+        };
+        let line = invocation(Path::new("q"), &uefi).shell_line();
+        assert!(
+            line.contains(
+                "-drive if=pflash,format=raw,readonly=on,file=/o/CODE.fd \
+                 -drive if=pflash,format=raw,file=/r/vars.fd -cdrom /t/a.iso"
+            ),
+            "{line}"
+        );
+    }
+
+    #[test]
     fn quoting_survives_a_shell() {
         assert_eq!(shell_quote("it's"), r"'it'\''s'");
         assert_eq!(shell_quote(""), "''");
@@ -188,7 +259,7 @@ mod tests {
 
     #[test]
     fn cmdline_reads_back_through_abi() {
-        let line = guest_cmdline(&["a.b", "c.d"], 2);
+        let line = guest_cmdline(&["a.b", "c.d"], 2, &["guard_pages=0".to_string()]);
         assert_eq!(
             abi::cmdline::scenarios(&line).collect::<Vec<_>>(),
             ["a.b", "c.d"]
@@ -196,6 +267,10 @@ mod tests {
         assert_eq!(
             abi::cmdline::value(&line, abi::cmdline::EXPECT_CPUS),
             Some("2")
+        );
+        assert_eq!(
+            abi::cmdline::value(&line, abi::cmdline::GUARD_PAGES),
+            Some("0")
         );
     }
 }

@@ -1,6 +1,7 @@
 //! Which scenarios to boot, and how they share boots. Decided before anything
 //! is built, so a typo costs nothing.
 
+use crate::cli::BootPath;
 use crate::glob;
 use abi::Scenario;
 
@@ -41,6 +42,7 @@ pub struct Boot {
     pub name: String,
     pub scenarios: Vec<&'static Scenario>,
     pub smp: u32,
+    pub path: BootPath,
 }
 
 impl Boot {
@@ -49,9 +51,18 @@ impl Boot {
     }
 }
 
+/// Group (scenario, CPU count) pairs into boots on `path` (see `boots_on`),
+/// named.
+pub fn boots(path: BootPath, wanted: &[(&'static Scenario, u32)]) -> Vec<Boot> {
+    let mut boots = boots_on(path, wanted);
+    name_boots(&mut boots);
+    boots
+}
+
 /// Group (scenario, CPU count) pairs into boots: everything that is not
 /// `isolated` shares one boot per CPU count; each isolated one boots alone.
-pub fn boots(wanted: &[(&'static Scenario, u32)]) -> Vec<Boot> {
+/// Unnamed: `name_boots` names a whole plan once it is assembled.
+pub fn boots_on(path: BootPath, wanted: &[(&'static Scenario, u32)]) -> Vec<Boot> {
     let mut boots: Vec<Boot> = Vec::new();
     let mut shared_at: Vec<(u32, usize)> = Vec::new();
     for &(scenario, smp) in wanted {
@@ -66,10 +77,17 @@ pub fn boots(wanted: &[(&'static Scenario, u32)]) -> Vec<Boot> {
                     name: String::new(),
                     scenarios: vec![scenario],
                     smp,
+                    path,
                 });
             }
         }
     }
+    boots
+}
+
+/// `NN-<shared|scenario>-smpN[-path]`: unique within the plan, so it can
+/// name the serial log.
+pub fn name_boots(boots: &mut [Boot]) {
     for (i, boot) in boots.iter_mut().enumerate() {
         let what = if boot.scenarios[0].isolated {
             boot.scenarios[0].name
@@ -77,8 +95,10 @@ pub fn boots(wanted: &[(&'static Scenario, u32)]) -> Vec<Boot> {
             "shared"
         };
         boot.name = format!("{:02}-{what}-smp{}", i + 1, boot.smp);
+        if boot.path != BootPath::Direct {
+            boot.name += &format!("-{}", boot.path.as_str());
+        }
     }
-    boots
 }
 
 #[cfg(test)]
@@ -146,7 +166,10 @@ mod tests {
     #[test]
     fn shared_boots_per_cpu_count_and_isolated_alone() {
         let [a, b, _, h] = &CATALOG;
-        let plan = boots(&[(a, 1), (h, 1), (b, 1), (a, 4), (h, 1), (b, 4)]);
+        let plan = boots(
+            BootPath::Direct,
+            &[(a, 1), (h, 1), (b, 1), (a, 4), (h, 1), (b, 4)],
+        );
         let summary: Vec<(String, Vec<&str>, u32)> = plan
             .iter()
             .map(|b| (b.name.clone(), b.names(), b.smp))
@@ -176,5 +199,17 @@ mod tests {
                 ),
             ]
         );
+    }
+
+    #[test]
+    fn boots_on_other_paths_carry_the_path_in_their_name() {
+        let [a, b, _, _] = &CATALOG;
+        let mut plan = boots_on(BootPath::Direct, &[(a, 1)]);
+        plan.extend(boots_on(BootPath::LimineUefi, &[(a, 4), (b, 4)]));
+        name_boots(&mut plan);
+        let names: Vec<&str> = plan.iter().map(|b| b.name.as_str()).collect();
+        assert_eq!(names, ["01-shared-smp1", "02-shared-smp4-limine-uefi"]);
+        assert_eq!(plan[1].names(), ["boot.smoke", "core.leak"]);
+        assert_eq!(plan[1].path, BootPath::LimineUefi);
     }
 }

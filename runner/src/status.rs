@@ -25,7 +25,8 @@ Exit status (when boots end in different ways, the highest code wins):
     130  interrupted (Ctrl-C, SIGTERM)
 
 Environment: QEMU overrides the qemu-system-x86_64 binary; CARGO the cargo used to build;
-CARGO_TARGET_DIR where builds and serial logs (runs/<run id>/) go.";
+CARGO_TARGET_DIR where builds and serial logs (runs/<run id>/) go; LIMINE_DIR a Limine binary
+release for --boot limine-bios/limine-uefi (else the cache `make limine` fills).";
 
 /// The status for a scenario that ended in `outcome` when it should not have.
 pub fn for_outcome(outcome: Outcome) -> i32 {

@@ -1,13 +1,14 @@
 //! The report a person reads: one line per scenario, the reasons under the
 //! failures, and the totals.
 
+use crate::cli::BootPath;
 use crate::judge::ScenarioResult;
-use crate::session::{BootRecord, Mode};
+use crate::session::{BootRecord, Mode, Skipped};
 use abi::Outcome;
 use std::io::IsTerminal;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Mark {
+pub enum Mark {
     Passed,
     Failed,
     Skipped,
@@ -30,17 +31,17 @@ impl std::fmt::Display for Totals {
     }
 }
 
-pub fn print(mode: Mode, records: &[BootRecord]) {
+pub fn print(mode: Mode, records: &[BootRecord], skipped: &[Skipped]) {
     let colour = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     println!();
-    for line in render(mode, records, colour) {
+    for line in render(mode, records, skipped, colour) {
         println!("{line}");
     }
 }
 
-fn mark(mode: Mode, result: &ScenarioResult) -> Mark {
+pub fn mark(mode: Mode, result: &ScenarioResult) -> Mark {
     let good = match mode {
-        Mode::Run => result.outcome == Outcome::Pass,
+        Mode::Run => result.outcome == Outcome::Pass && result.guard_as_expected(),
         Mode::Test => result.as_expected(),
     };
     match (good, result.skipped) {
@@ -50,8 +51,12 @@ fn mark(mode: Mode, result: &ScenarioResult) -> Mark {
     }
 }
 
-pub fn totals(mode: Mode, records: &[BootRecord]) -> Totals {
-    let mut totals = Totals::default();
+/// The totals, counting each scenario of a skipped boot as skipped.
+pub fn totals_with_skipped(mode: Mode, records: &[BootRecord], skipped: &[Skipped]) -> Totals {
+    let mut totals = Totals {
+        skipped: skipped.iter().map(|s| s.scenarios.len()).sum(),
+        ..Totals::default()
+    };
     for result in records.iter().flat_map(|r| &r.results) {
         match mark(mode, result) {
             Mark::Passed => totals.passed += 1,
@@ -62,15 +67,44 @@ pub fn totals(mode: Mode, records: &[BootRecord]) -> Totals {
     totals
 }
 
-pub fn render(mode: Mode, records: &[BootRecord], colour: bool) -> Vec<String> {
+pub fn render(
+    mode: Mode,
+    records: &[BootRecord],
+    skipped: &[Skipped],
+    colour: bool,
+) -> Vec<String> {
     let mut out = Vec::new();
     for record in records {
         for result in &record.results {
             render_result(mode, record, result, colour, &mut out);
         }
     }
-    out.push(totals(mode, records).to_string());
+    let (on, off) = if colour {
+        ("\x1b[33m", "\x1b[0m")
+    } else {
+        ("", "")
+    };
+    for skip in skipped {
+        for scenario in &skip.scenarios {
+            out.push(format!(
+                "{on}SKIP{off} {} smp={}{}: {}",
+                scenario.name,
+                skip.smp,
+                via(skip.path),
+                skip.reason
+            ));
+        }
+    }
+    out.push(totals_with_skipped(mode, records, skipped).to_string());
     out
+}
+
+/// ` [limine-bios]` after a scenario booted some other way than direct.
+fn via(path: BootPath) -> String {
+    match path {
+        BootPath::Direct => String::new(),
+        other => format!(" [{}]", other.as_str()),
+    }
 }
 
 fn render_result(
@@ -85,6 +119,8 @@ fn render_result(
         (_, Mark::Skipped) => "SKIP".to_string(),
         (Mode::Test, Mark::Passed) => "PASS".to_string(),
         (Mode::Test, Mark::Failed) => "FAIL".to_string(),
+        // The guest said ok, but the fault was not caught or not told well.
+        (Mode::Run, Mark::Failed) if result.outcome == Outcome::Pass => "FAIL".to_string(),
         (Mode::Run, _) => result.outcome.as_str().to_ascii_uppercase(),
     };
     let paint = match (colour, mark) {
@@ -94,11 +130,12 @@ fn render_result(
         (true, Mark::Skipped) => ("\x1b[33m", "\x1b[0m"),
     };
     let mut line = format!(
-        "{}{label}{} {} smp={} {:.2}s",
+        "{}{label}{} {} smp={}{} {:.2}s",
         paint.0,
         paint.1,
         result.scenario.name,
         record.boot.smp,
+        via(record.boot.path),
         record.duration.as_secs_f64()
     );
     let expected = result.scenario.expect;
@@ -106,31 +143,30 @@ fn render_result(
         line += &format!(" ({}, as expected)", expected.as_str());
     }
     if mark == Mark::Skipped {
-        if let Some(ktap::Directive::Skip(reason)) = record
-            .verdict
-            .report
-            .result_named(result.scenario.name)
-            .and_then(|r| r.directive.clone())
-        {
+        if let Some(reason) = skip_reason(record, result) {
             line += &format!(": {reason}");
         }
     }
-    if mark == Mark::Failed {
+    if mark == Mark::Failed && !outcome_is_fine(mode, result) {
         line += ": ";
-        if mode == Mode::Test {
-            line += &format!(
-                "{}, expected {}: ",
-                result.outcome.as_str(),
-                expected.as_str()
-            );
-        }
-        line += &reason(record, result);
+        line += &outcome_reason(mode, record, result);
+    }
+    if let Some(guard) = &result.guard {
+        line += &format!(" — {}", guard.describe());
     }
     out.push(line);
     if mark != Mark::Failed {
         return;
     }
     let indent = |text: &str| format!("    {text}");
+    if let Some(guard) = &result.guard {
+        out.extend(
+            guard
+                .failures
+                .iter()
+                .map(|f| indent(&format!("✗ {}: {}", f.check.name(), f.detail))),
+        );
+    }
     let diagnostics: Vec<String> = result
         .diagnostics
         .iter()
@@ -154,6 +190,55 @@ fn render_result(
             "serial log: {}",
             record.serial_log.display()
         )));
+    }
+}
+
+/// The KTAP `# SKIP` reason, if the guest gave one.
+pub fn skip_reason(record: &BootRecord, result: &ScenarioResult) -> Option<String> {
+    match record
+        .verdict
+        .report
+        .result_named(result.scenario.name)
+        .and_then(|r| r.directive.clone())
+    {
+        Some(ktap::Directive::Skip(reason)) => Some(reason),
+        _ => None,
+    }
+}
+
+/// Whether the outcome alone would have passed (a failure is then the guard verdict's).
+fn outcome_is_fine(mode: Mode, result: &ScenarioResult) -> bool {
+    match mode {
+        Mode::Run => result.outcome == Outcome::Pass,
+        Mode::Test => result.outcome == result.scenario.expect,
+    }
+}
+
+fn outcome_reason(mode: Mode, record: &BootRecord, result: &ScenarioResult) -> String {
+    let mut text = String::new();
+    if mode == Mode::Test {
+        text += &format!(
+            "{}, expected {}: ",
+            result.outcome.as_str(),
+            result.scenario.expect.as_str()
+        );
+    }
+    text + &reason(record, result)
+}
+
+/// Why a failed result failed, in one line (the summary's and JUnit's message).
+pub fn failure_reason(mode: Mode, record: &BootRecord, result: &ScenarioResult) -> String {
+    let outcome = (!outcome_is_fine(mode, result)).then(|| outcome_reason(mode, record, result));
+    let guard = result
+        .guard
+        .as_ref()
+        .filter(|g| !g.as_expected())
+        .map(|g| g.describe());
+    match (outcome, guard) {
+        (Some(o), Some(g)) => format!("{o} — {g}"),
+        (Some(o), None) => o,
+        (None, Some(g)) => g,
+        (None, None) => reason(record, result),
     }
 }
 
@@ -196,6 +281,7 @@ mod tests {
                 name: "01-x".into(),
                 scenarios,
                 smp: 4,
+                path: BootPath::Direct,
             },
             invocation: Invocation {
                 program: "q".into(),
@@ -220,7 +306,7 @@ mod tests {
             Ended::TimedOut(Duration::from_secs(3)),
             "KTAP version 1\n1..1\n# spinning\n",
         );
-        let lines = render(Mode::Run, &[shared, hang], false);
+        let lines = render(Mode::Run, &[shared, hang], &[], false);
         assert_eq!(lines[0], "PASS boot.smoke smp=4 0.21s");
         assert_eq!(lines[1], "FAIL core.leak smp=4 0.21s: not ok");
         assert_eq!(lines[2], "    # leaked 3 frames");
@@ -243,7 +329,7 @@ mod tests {
             Ended::Exited(GuestExit::Pass.qemu_status()),
             "",
         );
-        let lines = render(Mode::Test, &[hang, panic], true);
+        let lines = render(Mode::Test, &[hang, panic], &[], true);
         assert_eq!(
             lines[0],
             "\x1b[32mPASS\x1b[0m selftest.hang smp=4 0.21s (timeout, as expected)"
@@ -251,5 +337,32 @@ mod tests {
         assert!(lines[1]
             .contains("FAIL\x1b[0m selftest.panic smp=4 0.21s: malformed, expected panic: "));
         assert_eq!(lines.last().unwrap(), "1 passed, 1 failed");
+    }
+
+    #[test]
+    fn other_paths_are_named_and_skipped_boots_say_why() {
+        let mut uefi = record(
+            &["boot.smoke"],
+            Ended::Exited(GuestExit::Pass.qemu_status()),
+            "KTAP version 1\n1..1\nok 1 boot.smoke\n",
+        );
+        uefi.boot.path = BootPath::LimineUefi;
+        let skipped = [Skipped {
+            path: BootPath::LimineBios,
+            scenarios: vec![
+                abi::scenario::find("boot.smoke").unwrap(),
+                abi::scenario::find("boot.conformance").unwrap(),
+            ],
+            smp: 1,
+            reason: "Limine not found: set LIMINE_DIR or run `make limine`".into(),
+        }];
+        let lines = render(Mode::Test, &[uefi], &skipped, false);
+        assert_eq!(lines[0], "PASS boot.smoke smp=4 [limine-uefi] 0.21s");
+        assert_eq!(
+            lines[1],
+            "SKIP boot.smoke smp=1 [limine-bios]: Limine not found: set LIMINE_DIR or run `make limine`"
+        );
+        assert!(lines[2].starts_with("SKIP boot.conformance smp=1 [limine-bios]: "));
+        assert_eq!(lines.last().unwrap(), "1 passed, 0 failed, 2 skipped");
     }
 }

@@ -97,7 +97,17 @@ pub fn build() -> Result<Artifacts, Fatal> {
             "building guest and loader failed ({status}): {hint}"
         )));
     }
-    artifacts_from_messages(&messages).map_err(Fatal::setup)
+    artifacts_from_messages(&messages)
+        .map_err(Fatal::setup)
+        .and_then(with_symbol_table)
+}
+
+/// Boot a copy of the guest with its `.ksyms` table filled in (`symbols::embed`),
+/// so its oops can name functions; cargo's own output stays as cargo left it.
+fn with_symbol_table(artifacts: Artifacts) -> Result<Artifacts, Fatal> {
+    let guest = crate::symbols::embed(&artifacts.guest)
+        .map_err(|e| Fatal::setup(format!("cannot embed the guest's symbol table: {e}")))?;
+    Ok(Artifacts { guest, ..artifacts })
 }
 
 /// The images as a previous build left them (`--no-build`).
@@ -115,7 +125,7 @@ pub fn prebuilt() -> Result<Artifacts, Fatal> {
             )));
         }
     }
-    Ok(artifacts)
+    with_symbol_table(artifacts)
 }
 
 /// The executables of the `guest` and `loader` binaries, from cargo's JSON

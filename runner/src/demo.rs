@@ -1,0 +1,339 @@
+//! `runner demo` (`make demo`): boot a few stack scenarios and show each
+//! diagnostic the way a person wants to read it: the guest's oops as it
+//! printed it, the trace symbolized by the runner with file:line from the
+//! ELF's DWARF, and a picture of the stack area with the hit marked.
+
+use crate::cli::Options;
+use crate::fatal::Fatal;
+use crate::select;
+use crate::session::{self, Mode};
+use crate::stack_report::{self, Alloc, Hit};
+use crate::symbols::Symbols;
+use crate::verdict::linux_kind;
+
+/// What `make demo` shows when no pattern is given.
+pub const DEFAULT: &[&str] = &[
+    "stack.recursion",
+    "stack.underflow",
+    "stack.probe_skip",
+    "stack.irq",
+];
+
+const PAGE: u64 = 4096;
+
+/// Boot the scenarios matching `patterns` (default: `DEFAULT`) and print
+/// each one's diagnostics. Returns the run's status, like `runner run`.
+pub fn execute(patterns: &[String], options: &Options) -> Result<i32, Fatal> {
+    let patterns: Vec<String> = if patterns.is_empty() {
+        DEFAULT.iter().map(|s| s.to_string()).collect()
+    } else {
+        patterns.to_vec()
+    };
+    let chosen = select::by_patterns(abi::SCENARIOS, &patterns).map_err(Fatal::usage)?;
+    let smp = options.smp.unwrap_or(1);
+    let wanted: Vec<(&'static abi::Scenario, u32)> = chosen.into_iter().map(|s| (s, smp)).collect();
+    let boots = select::boots(options.boot, &wanted);
+    let setup = session::setup(options, &[options.boot])?;
+    let records = session::boot_all(Mode::Run, &setup, boots, options)?;
+    for record in &records {
+        let serial = std::fs::read(&record.serial_log).unwrap_or_default();
+        let serial = String::from_utf8_lossy(&serial);
+        for result in &record.results {
+            let verdict = result.guard.as_ref().map(|g| g.describe());
+            println!();
+            for line in render(
+                result.scenario.name,
+                verdict.as_deref(),
+                &serial,
+                setup.symbols.as_ref(),
+            ) {
+                println!("{line}");
+            }
+        }
+    }
+    println!();
+    println!("serial logs: {}", setup.run_dir.display());
+    Ok(session::exit_status(Mode::Run, &records))
+}
+const WIDTH: usize = 44;
+
+/// The demo text for one scenario of one boot's serial log.
+pub fn render(
+    scenario: &str,
+    verdict: Option<&str>,
+    serial: &str,
+    symbols: Option<&Symbols>,
+) -> Vec<String> {
+    let events = stack_report::parse(serial);
+    let lines: Vec<&str> = serial.lines().collect();
+    let mut out = vec![format!("━━━ {scenario} ━━━")];
+    if let Some(v) = verdict {
+        out.push(format!("runner's verdict: {v}"));
+    }
+    let allocs: Vec<&Alloc> = events.allocs_of(scenario).collect();
+    let hits: Vec<&Hit> = events.hits_of(scenario).collect();
+    if hits.is_empty() {
+        out.push("no GUARD-HIT: nothing caught the fault".into());
+        for c in events.corruptions_of(scenario) {
+            out.push(format!(
+                "found afterwards: {} is {:#x}, expected {:#x} (stack {:#x}..{:#x})",
+                c.what, c.found, c.expected, c.lo, c.hi
+            ));
+        }
+        if let Some(a) = allocs.first() {
+            out.push(String::new());
+            out.extend(picture(a, None));
+        }
+        return out;
+    }
+    // The first report tells the story; the others are alike (suppressed
+    // storms and one-per-CPU runs say how many there were).
+    let hit = hits[0];
+    if hits.len() > 1 {
+        out.push(format!("{} reports; the first:", hits.len()));
+    }
+    out.push(String::new());
+    out.push("── the guest's oops ──".into());
+    out.extend(oops(&lines, hit.line).iter().map(|l| format!("  {l}")));
+    out.push(String::new());
+    out.push("── symbolized by the runner (DWARF, addr2line) ──".into());
+    match symbols {
+        Some(symbols) => out.extend(trace(hit, symbols)),
+        None => out.push("  (no guest ELF to read)".into()),
+    }
+    let alloc = allocs
+        .iter()
+        .find(|a| a.task_id == hit.task_id && a.cpu == hit.cpu)
+        .or(allocs.first());
+    out.push(String::new());
+    out.push("── the stack area ──".into());
+    match alloc {
+        Some(a) => out.extend(picture(a, Some(hit))),
+        None => out.push("  (the scenario announced no stack)".into()),
+    }
+    out
+}
+
+/// The oops lines the guest printed before the GUARD-HIT at `hit_line`:
+/// back to the `BUG:` line that opens it.
+pub fn oops<'a>(lines: &[&'a str], hit_line: usize) -> Vec<&'a str> {
+    let end = hit_line.min(lines.len());
+    let start = lines[..end]
+        .iter()
+        .rposition(|l| l.starts_with("BUG:"))
+        .unwrap_or(end);
+    lines[start..end]
+        .iter()
+        .map(|l| l.trim_end())
+        .filter(|l| !l.starts_with("STACK-ALLOC ") && !l.starts_with("# "))
+        .collect()
+}
+
+fn trace(hit: &Hit, symbols: &Symbols) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut push = |label: &str, addr: u64, lookup: u64, repeat: usize| {
+        let frames = symbols.frames(lookup);
+        let times = if repeat > 1 {
+            format!(" (x{repeat})")
+        } else {
+            String::new()
+        };
+        if frames.is_empty() {
+            out.push(format!("  {label:>4} {addr:016x} ?{times}"));
+        }
+        for (i, f) in frames.iter().enumerate() {
+            let name = if i == 0 {
+                symbols
+                    .symbol_offset(addr)
+                    .filter(|s| s.starts_with(f.function.as_str()))
+                    .unwrap_or_else(|| f.function.clone())
+            } else {
+                format!("(inlined into the next) {}", f.function)
+            };
+            let at = f
+                .location
+                .as_ref()
+                .map(|l| format!(" at {l}"))
+                .unwrap_or_default();
+            let label = if i == 0 { label } else { "" };
+            out.push(format!("  {label:>4} {addr:016x} {name}{at}{times}"));
+        }
+    };
+    push("RIP", hit.rip, hit.rip, 1);
+    let mut i = 0;
+    while i < hit.backtrace.len() {
+        let addr = hit.backtrace[i];
+        let run = hit.backtrace[i..]
+            .iter()
+            .take_while(|&&a| a == addr)
+            .count();
+        // A return address points after its call: name the call.
+        push("", addr, addr.saturating_sub(1), run);
+        i += run;
+    }
+    out
+}
+
+/// An ASCII map of the announced stack and its guard pages, high addresses
+/// on top (stacks grow down), with the fault address marked.
+pub fn picture(a: &Alloc, hit: Option<&Hit>) -> Vec<String> {
+    let below = a.lo.saturating_sub(a.guard_below * PAGE);
+    let above = a.hi + a.guard_above * PAGE;
+    let fault = hit.map(|h| h.fault_addr);
+    let rule = format!("+{}+", "-".repeat(WIDTH));
+    let boxed = |text: &str| format!("|{text:<WIDTH$}|");
+    let addr_line = |addr: u64, tail: &str| format!("  {addr:016x} {rule}{tail}");
+    let body = |text: &str| format!("  {:16} {}", "", boxed(text));
+    let mark = |addr: u64| {
+        format!(
+            "  {addr:016x} {}  <-- hit here (cr2)",
+            boxed(&format!("  X {}", describe_fault(a, addr)))
+        )
+    };
+    let mut out = Vec::new();
+    let marked = std::cell::Cell::new(false);
+    let mark_if = |out: &mut Vec<String>, lo: u64, hi: u64| {
+        if let Some(f) = fault {
+            if !marked.get() && (lo..hi).contains(&f) {
+                out.push(mark(f));
+                marked.set(true);
+            }
+        }
+    };
+    // Beyond the upper guard (an underflow that jumped it).
+    if let Some(f) = fault.filter(|&f| f >= above) {
+        out.push(mark(f));
+        out.push(body("  ... (not this stack's)"));
+        marked.set(true);
+    }
+    out.push(addr_line(above, ""));
+    if a.guard_above > 0 {
+        out.push(body(&format!(
+            " guard page above ({} page, unmapped)",
+            a.guard_above
+        )));
+        mark_if(&mut out, a.hi, above);
+    }
+    out.push(addr_line(a.hi, "  <- stack top (hi)"));
+    out.push(body(&format!(
+        " {} stack, {} KiB",
+        linux_kind(&a.stack_kind),
+        (a.hi - a.lo) / 1024
+    )));
+    out.push(body(&format!(
+        "   task {} '{}', CPU {}",
+        a.task_id, a.task_name, a.cpu
+    )));
+    if let Some(h) = hit {
+        if (a.lo..a.hi).contains(&h.rsp) || h.rsp == a.lo {
+            out.push(body(&format!("   rsp {:#x}", h.rsp)));
+        }
+    }
+    out.push(body("   grows down ↓"));
+    mark_if(&mut out, a.lo, a.hi);
+    out.push(addr_line(a.lo, "  <- stack bottom (lo)"));
+    if a.guard_below > 0 {
+        out.push(body(&format!(
+            " guard page below ({} page, unmapped)",
+            a.guard_below
+        )));
+        mark_if(&mut out, below, a.lo);
+        out.push(addr_line(below, ""));
+    } else {
+        out.push(body(" no guard page: whatever lies below"));
+    }
+    if let Some(f) = fault.filter(|_| !marked.get()) {
+        out.push(body("  ... (not this stack's)"));
+        out.push(mark(f));
+    }
+    out
+}
+
+fn describe_fault(a: &Alloc, addr: u64) -> String {
+    if addr < a.lo {
+        format!("{} bytes below the stack", a.lo - addr)
+    } else if addr >= a.hi {
+        format!("{} bytes above the stack", addr - a.hi + 1)
+    } else {
+        "inside the stack".into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stack_report::{parse, tests as lines};
+
+    #[test]
+    fn the_picture_marks_the_hit_where_it_is() {
+        let log = format!("{}\n{}\n", lines::ALLOC, lines::HIT);
+        let e = parse(&log);
+        let pic = picture(&e.allocs[0], Some(&e.hits[0]));
+        let text = pic.join("\n");
+        let hit = pic
+            .iter()
+            .position(|l| l.ends_with("<-- hit here (cr2)"))
+            .unwrap();
+        let lo = pic.iter().position(|l| l.contains("stack bottom")).unwrap();
+        let end = pic
+            .iter()
+            .position(|l| l.contains("ffffc9000001e000"))
+            .unwrap();
+        assert!(lo < hit && hit < end, "{text}");
+        assert!(
+            pic[hit].contains("ffffc9000001ef48") && pic[hit].contains("184 bytes below"),
+            "{text}"
+        );
+        assert!(
+            text.contains("ffffc90000024000") && text.contains("TASK stack, 16 KiB"),
+            "{text}"
+        );
+        // Every box line has the same width.
+        let widths: Vec<usize> = pic
+            .iter()
+            .map(|l| l.find("|").map_or(0, |_| l.chars().count()))
+            .collect();
+        assert!(
+            widths.iter().filter(|&&w| w > 0).all(|&w| w >= WIDTH),
+            "{text}"
+        );
+
+        // A jumped guard is marked below the guard, outside the box.
+        let far = lines::HIT.replace("0xffffc9000001ef48", "0xffffc9000001dbf8");
+        let e = parse(&format!("{}\n{far}\n", lines::ALLOC));
+        let pic = picture(&e.allocs[0], Some(&e.hits[0]));
+        assert!(
+            pic.last().unwrap().contains("ffffc9000001dbf8"),
+            "{}",
+            pic.join("\n")
+        );
+        // An underflow is marked in the upper guard.
+        let up = lines::HIT.replace("0xffffc9000001ef48", "0xffffc90000023038");
+        let e = parse(&format!("{}\n{up}\n", lines::ALLOC));
+        let pic = picture(&e.allocs[0], Some(&e.hits[0]));
+        let hit = pic
+            .iter()
+            .position(|l| l.ends_with("<-- hit here (cr2)"))
+            .unwrap();
+        let top = pic.iter().position(|l| l.contains("stack top")).unwrap();
+        assert!(
+            hit < top && pic[hit].contains("57 bytes above"),
+            "{}",
+            pic.join("\n")
+        );
+    }
+
+    #[test]
+    fn the_oops_is_cut_from_its_bug_line() {
+        let log = "ok 1 x\nBUG: old\nok 2 y\nBUG: TASK stack guard page was hit\nOops: ...\n# diag\nCall Trace:\nGUARD-HIT {}\n";
+        let lines: Vec<&str> = log.lines().collect();
+        assert_eq!(
+            oops(&lines, 7),
+            [
+                "BUG: TASK stack guard page was hit",
+                "Oops: ...",
+                "Call Trace:"
+            ]
+        );
+    }
+}

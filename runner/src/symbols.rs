@@ -1,0 +1,284 @@
+//! The guest ELF's symbols, read by the runner: names and file:line for the
+//! addresses a fault report carries (from DWARF, with `addr2line`), and the
+//! `.ksyms` table the guest reads to name them itself (`abi::ksyms`).
+//!
+//! The runner symbolizes independently of the guest so that a check like
+//! "the backtrace contains `stack_recurse`" holds the guest's addresses
+//! against the ELF, not against whatever names the guest chose to print.
+
+use object::{Object, ObjectSection, ObjectSymbol, SymbolKind};
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+/// What the verdicts need from a symbolizer; tests supply a table.
+pub trait Symbolize {
+    /// Every function name `addr` lies in, innermost first (inlined frames
+    /// and symbol aliases included). Empty if unknown.
+    fn functions(&self, addr: u64) -> Vec<String>;
+}
+
+/// One frame of an address's inline chain.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Frame {
+    pub function: String,
+    /// `path:line`, the path relative to the workspace when inside it.
+    pub location: Option<String>,
+}
+
+type Reader = gimli::EndianRcSlice<gimli::RunTimeEndian>;
+
+/// A loaded guest ELF.
+pub struct Symbols {
+    dwarf: Option<addr2line::Context<Reader>>,
+    /// Function symbols sorted by address: (address, size, demangled name).
+    table: Vec<(u64, u64, String)>,
+    root: Option<PathBuf>,
+}
+
+impl Symbols {
+    pub fn load(path: &Path) -> Result<Symbols, String> {
+        let data =
+            std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        Symbols::parse(&data).map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    pub fn parse(data: &[u8]) -> Result<Symbols, String> {
+        let file = object::File::parse(data).map_err(|e| e.to_string())?;
+        let mut table: Vec<(u64, u64, String)> = function_symbols(&file)
+            .into_iter()
+            .map(|(a, s, n)| (a, s, n.to_string()))
+            .collect();
+        table.sort();
+        let endian = if file.is_little_endian() {
+            gimli::RunTimeEndian::Little
+        } else {
+            gimli::RunTimeEndian::Big
+        };
+        // Each section is copied into an Rc so the context owns its data.
+        let load = |id: gimli::SectionId| -> Result<Reader, String> {
+            let bytes: Rc<[u8]> = match file.section_by_name(id.name()) {
+                Some(section) => {
+                    Rc::from(&*section.uncompressed_data().map_err(|e| e.to_string())?)
+                }
+                None => Rc::from(&[][..]),
+            };
+            Ok(gimli::EndianRcSlice::new(bytes, endian))
+        };
+        // No DWARF is not fatal: names still come from the symbol table.
+        let dwarf = gimli::Dwarf::load(load)
+            .ok()
+            .and_then(|d| addr2line::Context::from_dwarf(d).ok());
+        Ok(Symbols {
+            dwarf,
+            table,
+            root: Some(crate::workspace::root()),
+        })
+    }
+
+    /// The inline chain at `addr`, innermost first, with file:line; falls
+    /// back to the symbol table when DWARF says nothing.
+    pub fn frames(&self, addr: u64) -> Vec<Frame> {
+        let mut out = Vec::new();
+        if let Some(ctx) = &self.dwarf {
+            if let Ok(mut frames) = ctx.find_frames(addr).skip_all_loads() {
+                while let Ok(Some(frame)) = frames.next() {
+                    let function = frame
+                        .function
+                        .as_ref()
+                        .and_then(|f| f.demangle().ok())
+                        .map(|n| n.into_owned());
+                    let location = frame
+                        .location
+                        .as_ref()
+                        .and_then(|l| Some(format!("{}:{}", self.relative(l.file?), l.line?)));
+                    if let Some(function) = function.or_else(|| self.symbol(addr)) {
+                        out.push(Frame { function, location });
+                    }
+                }
+            }
+        }
+        if out.is_empty() {
+            if let Some(function) = self.symbol(addr) {
+                out.push(Frame {
+                    function,
+                    location: None,
+                });
+            }
+        }
+        out
+    }
+
+    /// The symbol containing `addr`, as `name+0xoff/0xsize`, like Linux.
+    pub fn symbol_offset(&self, addr: u64) -> Option<String> {
+        let (base, size, name) = self.containing(addr)?;
+        Some(match size {
+            0 => format!("{name}+{:#x}", addr - base),
+            _ => format!("{name}+{:#x}/{size:#x}", addr - base),
+        })
+    }
+
+    fn containing(&self, addr: u64) -> Option<&(u64, u64, String)> {
+        let i = self.table.partition_point(|s| s.0 <= addr).checked_sub(1)?;
+        let s = &self.table[i];
+        // An assembly label has no size: it reaches to the next symbol
+        // (the last one reaches nowhere).
+        let fits = match s.1 {
+            0 => i + 1 < self.table.len(),
+            size => addr < s.0 + size,
+        };
+        fits.then_some(s)
+    }
+
+    fn symbol(&self, addr: u64) -> Option<String> {
+        self.containing(addr).map(|s| s.2.clone())
+    }
+
+    fn relative(&self, file: &str) -> String {
+        match &self.root {
+            Some(root) => Path::new(file)
+                .strip_prefix(root)
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|_| file.to_string()),
+            None => file.to_string(),
+        }
+    }
+}
+
+impl Symbolize for Symbols {
+    fn functions(&self, addr: u64) -> Vec<String> {
+        let mut names: Vec<String> = self.frames(addr).into_iter().map(|f| f.function).collect();
+        // Identical functions folded into one address keep all their names.
+        if let Some(&(base, _, _)) = self.containing(addr) {
+            for (_, _, name) in self.table.iter().filter(|s| s.0 == base) {
+                if !names.contains(name) {
+                    names.push(name.clone());
+                }
+            }
+        }
+        names
+    }
+}
+
+/// Defined function symbols: (address, size, demangled name without hash).
+/// Untyped labels in code count too: `global_asm!` entry stubs
+/// (`trap_common`) are NOTYPE, and without them their addresses would be
+/// named after whatever function precedes them.
+fn function_symbols(file: &object::File) -> Vec<(u64, u64, String)> {
+    let in_code = |s: &object::Symbol| {
+        s.section_index()
+            .and_then(|i| file.section_by_index(i).ok())
+            .is_some_and(|sec| sec.kind() == object::SectionKind::Text)
+    };
+    file.symbols()
+        .filter(|s| match s.kind() {
+            SymbolKind::Text => s.is_definition(),
+            SymbolKind::Unknown | SymbolKind::Label => in_code(s),
+            _ => false,
+        })
+        .filter(|s| s.address() != 0 && !s.name().unwrap_or(".L").starts_with(".L"))
+        .filter_map(|s| {
+            let name = s.name().ok()?;
+            Some((s.address(), s.size(), demangle(name)))
+        })
+        .collect()
+}
+
+fn demangle(name: &str) -> String {
+    // `{:#}` leaves out the `::h0123abcd` hash suffix.
+    format!("{:#}", rustc_demangle::demangle(name))
+}
+
+/// Fill the `.ksyms` section of `elf` with its own function symbols
+/// (`abi::ksyms::encode`) and return the patched image. Errors name what is
+/// missing; the bytes of everything else are untouched.
+pub fn with_ksyms(elf: &[u8]) -> Result<(Vec<u8>, usize), String> {
+    let file = object::File::parse(elf).map_err(|e| e.to_string())?;
+    let section = file
+        .section_by_name(abi::ksyms::SECTION_NAME)
+        .ok_or_else(|| format!("no {} section", abi::ksyms::SECTION_NAME))?;
+    let (offset, size) = section
+        .file_range()
+        .ok_or_else(|| format!("{} has no bytes in the file", abi::ksyms::SECTION_NAME))?;
+    let capacity = (size as usize).min(abi::ksyms::SECTION_SIZE);
+    let symbols = function_symbols(&file);
+    let pairs: Vec<(u64, &str)> = symbols.iter().map(|(a, _, n)| (*a, n.as_str())).collect();
+    let (table, count) = abi::ksyms::encode(&pairs, capacity);
+    let mut out = elf.to_vec();
+    let at = offset as usize;
+    out[at..at + capacity].fill(0);
+    out[at..at + table.len()].copy_from_slice(&table);
+    Ok((out, count))
+}
+
+/// `guest` → `guest.ksyms` beside it, with the table filled in. Cargo's own
+/// output is never modified (that would make cargo relink every time); the
+/// copy is rewritten only when the ELF is newer than it.
+pub fn embed(guest: &Path) -> Result<PathBuf, String> {
+    let patched = guest.with_extension("ksyms");
+    let mtime = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    if let (Some(src), Some(dst)) = (mtime(guest), mtime(&patched)) {
+        if dst > src {
+            return Ok(patched);
+        }
+    }
+    let elf = std::fs::read(guest).map_err(|e| format!("cannot read {}: {e}", guest.display()))?;
+    let (bytes, _) = with_ksyms(&elf).map_err(|e| format!("{}: {e}", guest.display()))?;
+    // Write then rename, so a concurrent runner never boots half a file.
+    let tmp = guest.with_extension(format!("ksyms.{}", std::process::id()));
+    std::fs::write(&tmp, bytes).map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
+    std::fs::rename(&tmp, &patched)
+        .map_err(|e| format!("cannot rename to {}: {e}", patched.display()))?;
+    Ok(patched)
+}
+
+#[cfg(test)]
+pub mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    /// A symbolizer from a fixed table: address → names.
+    pub struct Fake(pub HashMap<u64, Vec<&'static str>>);
+
+    impl Symbolize for Fake {
+        fn functions(&self, addr: u64) -> Vec<String> {
+            self.0
+                .get(&addr)
+                .map(|v| v.iter().map(|s| s.to_string()).collect())
+                .unwrap_or_default()
+        }
+    }
+
+    /// The runner's own executable stands in for a guest ELF: it has a
+    /// symbol table and DWARF, but no `.ksyms`.
+    fn me() -> Vec<u8> {
+        std::fs::read(std::env::current_exe().unwrap()).unwrap()
+    }
+
+    #[test]
+    fn names_and_lines_from_a_real_elf() {
+        let data = me();
+        let symbols = Symbols::parse(&data).unwrap();
+        let target = demangle as fn(&str) -> String as usize as u64;
+        // A PIE's symbols are link-time addresses; find ours by name instead.
+        let (addr, _, _) = symbols
+            .table
+            .iter()
+            .find(|s| s.2.ends_with("symbols::demangle"))
+            .cloned()
+            .unwrap_or((target, 0, String::new()));
+        let names = symbols.functions(addr);
+        assert!(
+            names.iter().any(|n| n.contains("demangle")),
+            "{names:?} at {addr:#x}"
+        );
+        assert!(symbols.symbol_offset(addr).unwrap().contains("+0x0/"));
+        assert!(symbols.functions(u64::MAX).is_empty());
+    }
+
+    #[test]
+    fn ksyms_needs_its_section() {
+        let err = with_ksyms(&me()).unwrap_err();
+        assert!(err.contains(".ksyms"), "{err}");
+        assert!(with_ksyms(b"not an elf").is_err());
+    }
+}
