@@ -130,3 +130,23 @@ fn cmdline() -> (&'static str, &'static str) {
     }
     ("", "none")
 }
+
+/// The protocol's number for a memory-map entry type (the limine crate's
+/// constants are the protocol's numbers in order).
+pub fn memmap_kind(t: limine::memory_map::EntryType) -> u64 {
+    use limine::memory_map::EntryType;
+    const KINDS: [EntryType; 8] = [
+        EntryType::USABLE,
+        EntryType::RESERVED,
+        EntryType::ACPI_RECLAIMABLE,
+        EntryType::ACPI_NVS,
+        EntryType::BAD_MEMORY,
+        EntryType::BOOTLOADER_RECLAIMABLE,
+        EntryType::EXECUTABLE_AND_MODULES,
+        EntryType::FRAMEBUFFER,
+    ];
+    KINDS
+        .iter()
+        .position(|k| *k == t)
+        .map_or(u64::MAX, |k| k as u64)
+}

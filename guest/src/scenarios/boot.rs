@@ -46,24 +46,7 @@ fn memory_map(boot: &BootInfo, c: &mut Checks) {
     ) {
         return;
     }
-    // The limine crate's EntryType has no conversion to the protocol's
-    // number; its constants are the protocol's numbers in order.
-    const KINDS: [EntryType; 8] = [
-        EntryType::USABLE,
-        EntryType::RESERVED,
-        EntryType::ACPI_RECLAIMABLE,
-        EntryType::ACPI_NVS,
-        EntryType::BAD_MEMORY,
-        EntryType::BOOTLOADER_RECLAIMABLE,
-        EntryType::EXECUTABLE_AND_MODULES,
-        EntryType::FRAMEBUFFER,
-    ];
-    let kind = |t: EntryType| {
-        KINDS
-            .iter()
-            .position(|k| *k == t)
-            .map_or(u64::MAX, |k| k as u64)
-    };
+    let kind = crate::boot::memmap_kind;
     let entries = || {
         map.iter()
             .map(|e| memmap::Entry::new(e.base, e.length, kind(e.entry_type)))

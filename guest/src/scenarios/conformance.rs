@@ -86,8 +86,9 @@ pub fn conformance(boot: &BootInfo, c: &mut Checks) {
     // The memory map, through the same promise checks boot.smoke makes.
     if let Some(map) = boot.memory_map {
         let entries = || {
-            map.iter()
-                .map(|e| memmap::Entry::new(e.base, e.length, kind_number(e.entry_type)))
+            map.iter().map(|e| {
+                memmap::Entry::new(e.base, e.length, crate::boot::memmap_kind(e.entry_type))
+            })
         };
         let r = memmap::check(entries());
         fact("memmap.entries", format_args!("{}", map.len()));
@@ -192,25 +193,6 @@ pub fn conformance(boot: &BootInfo, c: &mut Checks) {
     );
 }
 
-/// The protocol's number for a memory-map entry type (the limine crate's
-/// constants are the protocol's numbers in order).
-fn kind_number(t: EntryType) -> u64 {
-    const KINDS: [EntryType; 8] = [
-        EntryType::USABLE,
-        EntryType::RESERVED,
-        EntryType::ACPI_RECLAIMABLE,
-        EntryType::ACPI_NVS,
-        EntryType::BAD_MEMORY,
-        EntryType::BOOTLOADER_RECLAIMABLE,
-        EntryType::EXECUTABLE_AND_MODULES,
-        EntryType::FRAMEBUFFER,
-    ];
-    KINDS
-        .iter()
-        .position(|k| *k == t)
-        .map_or(u64::MAX, |k| k as u64)
-}
-
 /// `usable:2,reserved:7,...`: how many entries of each type, in protocol order.
 struct Kinds(&'static [&'static limine::memory_map::Entry]);
 
@@ -221,7 +203,7 @@ impl fmt::Display for Kinds {
             let n = self
                 .0
                 .iter()
-                .filter(|e| kind_number(e.entry_type) == kind)
+                .filter(|e| crate::boot::memmap_kind(e.entry_type) == kind)
                 .count();
             if n > 0 {
                 let sep = if first { "" } else { "," };
