@@ -7,11 +7,19 @@
 //! queued with `call_rcu` before it began then run, in a batch, on the CPU
 //! that queued them. The grace-period bookkeeping is `kcore::rcu`
 //! (host-tested); this module feeds it quiescent states and runs callbacks.
+//!
+//! As in Linux, a context switch only *notes* its quiescent state in a
+//! per-CPU word (`rcu_qs()`); the scheduler tick reports it to the
+//! grace-period machinery (`rcu_sched_clock_irq()`). That keeps the global
+//! lock off the switch path, and it makes a grace period last a tick or two
+//! (4-8 ms at 250 Hz) however fast tasks come and go, so a fork-heavy load
+//! queues many frees per grace period: the condition under which the LWN
+//! seed found the stack cache useless with RCU-deferred freeing.
 use crate::arch::x86_64::percpu;
 use crate::sync::IrqLock;
 use alloc::boxed::Box;
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use kcore::rcu::Rcu;
 
 type Callback = Box<dyn FnOnce() + Send>;
@@ -23,8 +31,39 @@ pub fn init(cpus: usize) {
     *STATE.lock() = Some(Rcu::new(cpus));
 }
 
+/// `gp_seq()` and `completed()`, readable without the lock: a switch notes
+/// its quiescent state against the first, the tick skips the lock when the
+/// two are equal (no grace period to report to).
+static GP_SEQ: AtomicU64 = AtomicU64::new(0);
+static COMPLETED: AtomicU64 = AtomicU64::new(0);
+/// Per CPU: `GP_SEQ` when it last passed a quiescent state at a switch or
+/// in the idle loop, not yet reported.
+static NOTED: [AtomicU64; percpu::MAX_CPUS] = [const { AtomicU64::new(0) }; percpu::MAX_CPUS];
+/// Per CPU: a grace period ended with callbacks of this CPU's ready.
+static READY: [AtomicBool; percpu::MAX_CPUS] = [const { AtomicBool::new(false) }; percpu::MAX_CPUS];
+
 fn with<R>(f: impl FnOnce(&mut Rcu<Callback>) -> R) -> Option<R> {
-    STATE.lock().as_mut().map(f)
+    with_state(STATE.lock().as_mut(), f)
+}
+
+/// Run `f` on the state, then publish what changed to the lock-free side.
+fn with_state<R>(
+    state: Option<&mut Rcu<Callback>>,
+    f: impl FnOnce(&mut Rcu<Callback>) -> R,
+) -> Option<R> {
+    let r = state?;
+    let completed = r.completed();
+    let out = f(r);
+    if r.completed() != completed {
+        for (cpu, ready) in READY.iter().enumerate().take(r.n_cpus()) {
+            if r.has_done(cpu) {
+                ready.store(true, Ordering::Release);
+            }
+        }
+        COMPLETED.store(r.completed(), Ordering::Release);
+    }
+    GP_SEQ.store(r.gp_seq(), Ordering::Release);
+    Some(out)
 }
 
 /// A read-side critical section: no quiescent state on this CPU until it
@@ -49,48 +88,60 @@ pub fn call_rcu(f: impl FnOnce() + Send + 'static) {
     assert!(queued.is_some(), "call_rcu before rcu::init");
 }
 
+/// Callbacks taken from the queue whose run has not finished.
+static IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
+
 /// This CPU passed a quiescent state (the scheduler and the idle loop call
-/// this; so does the tick when it interrupted code outside any read-side
-/// section). Returns the callbacks now ready on this CPU, for the caller to
-/// run outside the lock.
-fn quiescent_state() -> Vec<Callback> {
+/// this): note it for the tick to report, and run whatever callbacks of
+/// this CPU's a finished grace period made ready.
+pub fn quiescent_state_and_run() {
     let cpu = percpu::this();
     if cpu.preempt_count() != 0 {
-        return Vec::new();
+        return;
     }
-    with(|r| {
-        r.quiescent_state(cpu.id);
+    NOTED[cpu.id].store(GP_SEQ.load(Ordering::Acquire), Ordering::Release);
+    if !READY[cpu.id].swap(false, Ordering::AcqRel) {
+        return;
+    }
+    let done = with(|r| {
         let done: Vec<Callback> = r.take_done(cpu.id).collect();
         // Counted under the lock, so `rcu_barrier` never sees a batch that
         // is neither queued nor counted as running.
         IN_FLIGHT.fetch_add(done.len(), Ordering::AcqRel);
         done
     })
-    .unwrap_or_default()
-}
-
-/// Callbacks taken from the queue whose run has not finished.
-static IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
-
-/// Report a quiescent state and run this CPU's ready callbacks.
-pub fn quiescent_state_and_run() {
-    for cb in quiescent_state() {
+    .unwrap_or_default();
+    for cb in done {
         cb();
         IN_FLIGHT.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
-/// From the tick: report a quiescent state if the interrupted code was
-/// outside any read-side section, but leave the callbacks queued (they run
-/// at the next switch or idle, not in interrupt context).
+/// From the tick: report this CPU's quiescent state, either the tick's own
+/// (it interrupted code outside any read-side section) or one a switch
+/// noted during the grace period in progress. Callbacks stay queued; they
+/// run at the next switch or idle, not in interrupt context.
 pub fn tick() {
     let cpu = percpu::this();
-    if cpu.preempt_count() == 0 {
-        if let Some(mut g) = STATE.try_lock() {
-            if let Some(r) = g.as_mut() {
+    let seq = GP_SEQ.load(Ordering::Acquire);
+    if seq == COMPLETED.load(Ordering::Acquire) {
+        return;
+    }
+    let now = cpu.preempt_count() == 0;
+    let noted = NOTED[cpu.id].load(Ordering::Acquire);
+    if !now && noted != seq {
+        return;
+    }
+    // Another CPU may hold the lock with this one's tick pending: try
+    // again at the next tick rather than spin in interrupt context.
+    if let Some(mut g) = STATE.try_lock() {
+        with_state(g.as_mut(), |r| {
+            if now {
                 r.quiescent_state(cpu.id);
+            } else {
+                r.noted_quiescent_state(cpu.id, noted);
             }
-        }
+        });
     }
 }
 

@@ -138,6 +138,20 @@ impl<C> Rcu<C> {
         }
     }
 
+    /// A quiescent state `cpu` noted earlier, without the lock, when
+    /// `gp_seq()` read `noted_gp` (Linux's `rcu_qs()` sets a per-CPU flag
+    /// at the context switch; the tick reports it). It counts only for that
+    /// grace period, and only if it is still in progress: a note taken
+    /// before a grace period started says nothing about readers that began
+    /// before that start. Returns whether it counted.
+    pub fn noted_quiescent_state(&mut self, cpu: usize, noted_gp: u64) -> bool {
+        let counts = self.gp_in_progress() && noted_gp == self.started && self.cpus[cpu].need_qs;
+        if counts {
+            self.quiescent_state(cpu);
+        }
+        counts
+    }
+
     /// An offline CPU runs no readers, so the grace period stops waiting
     /// for it; a CPU coming online has no readers older than the grace
     /// period in progress, so that one does not wait for it either. Its
@@ -315,6 +329,26 @@ mod tests {
         let k = r.counters();
         assert_eq!((k.callbacks_queued, k.callbacks_run, k.pending), (1, 1, 0));
         assert_eq!((k.last_batch, k.max_batch, k.batch_hist[1]), (1, 1, 1));
+    }
+
+    #[test]
+    fn a_note_counts_only_for_the_grace_period_it_was_taken_in() {
+        let mut r = Rcu::new(2);
+        let stale = r.gp_seq(); // noted before any grace period
+        r.call_rcu(0, 1);
+        assert!(
+            !r.noted_quiescent_state(0, stale),
+            "taken before GP 1 began"
+        );
+        let during = r.gp_seq();
+        assert!(r.noted_quiescent_state(0, during));
+        assert!(!r.noted_quiescent_state(0, during), "counted once");
+        assert!(r.noted_quiescent_state(1, during));
+        assert_eq!(take(&mut r, 0), [1]);
+        r.call_rcu(1, 2); // GP 2: the GP 1 notes are stale now
+        assert!(!r.noted_quiescent_state(0, during));
+        assert!(!r.noted_quiescent_state(1, during));
+        assert!(r.gp_in_progress());
     }
 
     #[test]

@@ -8,7 +8,10 @@
 //! handed out while the set is non-empty. On top of that, the counter view:
 //! a callback queued while `gp_seq()` was `s` waits for grace period `s+1`
 //! and is handed out exactly when `completed() >= s+1`, to its own CPU,
-//! oldest first, once.
+//! oldest first, once. Quiescent states may also be noted without the lock
+//! and reported later (`noted_quiescent_state`, as the guest's tick does):
+//! the note is when the CPU quiesced, so only callbacks queued before it
+//! lose that CPU as a reader.
 use kcore::rcu::Rcu;
 use proptest::prelude::*;
 
@@ -16,6 +19,8 @@ use proptest::prelude::*;
 enum Op {
     Call(usize),
     Qs(usize),
+    Note(usize),
+    Report(usize),
     Take(usize),
     Online(usize, bool),
     Sync,
@@ -26,6 +31,8 @@ fn op(n: usize) -> impl Strategy<Value = Op> {
     prop_oneof![
         4 => (0..n).prop_map(Op::Call),
         6 => (0..n).prop_map(Op::Qs),
+        3 => (0..n).prop_map(Op::Note),
+        3 => (0..n).prop_map(Op::Report),
         3 => (0..n).prop_map(Op::Take),
         1 => (0..n, any::<bool>()).prop_map(|(c, o)| Op::Online(c, o)),
         1 => Just(Op::Sync),
@@ -52,6 +59,8 @@ struct Model {
     barriers: Vec<u64>,
     run: u64,
     last_taken: Vec<Option<usize>>,
+    /// Per CPU: `gp_seq()` when it last noted a quiescent state.
+    noted: Vec<u64>,
 }
 
 impl Model {
@@ -132,6 +141,7 @@ proptest! {
             barriers: Vec::new(),
             run: 0,
             last_taken: vec![None; n],
+            noted: vec![0; n],
         };
         for op in &ops {
             match *op {
@@ -150,6 +160,17 @@ proptest! {
                     if m.online & (1 << cpu) != 0 {
                         m.quiesce(cpu);
                         r.quiescent_state(cpu);
+                    }
+                }
+                Op::Note(cpu) => {
+                    if m.online & (1 << cpu) != 0 {
+                        m.quiesce(cpu);
+                        m.noted[cpu] = r.gp_seq();
+                    }
+                }
+                Op::Report(cpu) => {
+                    if m.online & (1 << cpu) != 0 {
+                        r.noted_quiescent_state(cpu, m.noted[cpu]);
                     }
                 }
                 Op::Take(cpu) => take(&mut r, &mut m, cpu)?,
