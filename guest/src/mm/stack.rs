@@ -160,12 +160,14 @@ impl Stack {
             Owner::Stack { kind, id: owner_id },
         )
         .map_err(|_| StackError::NoMemory)?;
-        Ok(Stack {
+        let stack = Stack {
             kind,
             bottom: VirtAddr::new(a.base),
             top: VirtAddr::new(a.top()),
             backing: Backing::Vmap,
-        })
+        };
+        stack.clear();
+        Ok(stack)
     }
 
     /// A pre-4.8 style stack: contiguous frames, aligned to their size,
@@ -181,6 +183,7 @@ impl Stack {
             top: bottom + (n * PAGE) as u64,
             backing: Backing::Direct { frames: n },
         };
+        stack.clear();
         stack.set_legacy(LegacyThreadInfo {
             flags: 0,
             task: task_id,
@@ -224,6 +227,10 @@ impl Stack {
     /// Zero the whole stack: a reused stack must not leak the old task's
     /// data or stale pointers into the new one (Linux: "Clear stale pointers
     /// from reused stack").
+    /// Every new stack starts zeroed, fresh or reused (Linux's
+    /// THREADINFO_GFP has __GFP_ZERO, and the cache path clears "stale
+    /// pointers from reused stack"): nothing of a previous owner leaks into
+    /// a new task, and the strategies are compared doing the same work.
     fn clear(&self) {
         // SAFETY: [bottom, top) is mapped writable and owned by this Stack,
         // which is not in use by any task while cached.
