@@ -9,7 +9,7 @@ use crate::boot::BootInfo;
 use crate::mm::stack::{self, StackKind, Strategy};
 use crate::mm::vmalloc::{self, Owner};
 use crate::mm::{self, paging};
-use crate::task::{self, ExitStatus, FreeMode, JoinHandle};
+use crate::task::{self, ExitStatus, JoinHandle};
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use kcore::vmalloc::Guards;
@@ -345,49 +345,4 @@ pub fn guard_layout(_: &BootInfo, c: &mut Checks) {
         "guard pages per side: {}",
         stack::guard_pages()
     ));
-}
-
-/// `bench.spawn`: spawn + run-empty + exit + join cost per stack strategy
-/// and stack-free mode, on this CPU (so the task switch is part of the
-/// cost), with the per-CPU stack cache's hit rate: the LWN seed's numbers.
-pub fn bench_spawn(_: &BootInfo, c: &mut Checks) {
-    const ITERS: usize = 10_000;
-    let (original, original_mode) = (stack::strategy(), task::free_mode());
-    let here = percpu::this().id;
-    for s in Strategy::ALL {
-        for mode in FreeMode::ALL {
-            stack::set_strategy(s);
-            task::set_free_mode(mode);
-            task::settle(2_000);
-            stack::reset_cache_stats();
-            let mut samples = Vec::with_capacity(ITERS);
-            for _ in 0..ITERS {
-                let t0 = time::tsc();
-                match task::spawn_on(here, "bench", || 0) {
-                    Ok(h) => {
-                        h.join();
-                    }
-                    Err(e) => {
-                        c.check(false, format_args!("{}: spawn: {e:?}", s.name()));
-                        break;
-                    }
-                }
-                samples.push(time::tsc() - t0);
-            }
-            samples.sort_unstable();
-            let median = samples[samples.len() / 2];
-            let p90 = samples[samples.len() * 9 / 10];
-            let (hits, lookups) = stack::cache_stats();
-            c.info(format_args!(
-                "bench spawn strategy={} free={} iterations={} median_cycles={median} p90_cycles={p90} median_ns={} p90_ns={} cache_hits={hits} cache_lookups={lookups}",
-                s.name(),
-                mode.name(),
-                samples.len(),
-                time::cycles_to_ns(median),
-                time::cycles_to_ns(p90),
-            ));
-        }
-    }
-    stack::set_strategy(original);
-    task::set_free_mode(original_mode);
 }

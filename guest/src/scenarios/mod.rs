@@ -3,6 +3,7 @@
 //! Each scenario is a function that records checks; a scenario passes when
 //! none of its checks failed. Names and expectations come from `abi`, which
 //! the runner reads too.
+mod bench;
 mod boot;
 mod conformance;
 mod kernel;
@@ -28,7 +29,8 @@ const IMPLEMENTED: &[(&str, ScenarioFn)] = &[
     ("core.shootdown", kernel::shootdown),
     ("core.current", kernel::current),
     ("core.guard_layout", kernel::guard_layout),
-    ("bench.spawn", kernel::bench_spawn),
+    ("bench.spawn", bench::spawn),
+    ("bench.fork_heavy", bench::fork_heavy),
     ("stack.recursion", stack::recursion),
     ("stack.large_frame", stack::large_frame),
     ("stack.probe_skip", stack::probe_skip),
