@@ -316,6 +316,11 @@ pub const SCENARIOS: &[Scenario] = &[
         &[1],
     ),
     check(
+        "life.uaf",
+        "a deliberate use after free of a task struct is caught, reported with the task's history, and contained",
+        &[1, 4],
+    ),
+    check(
         "life.stress",
         "10 000 tasks created and reaped on all CPUs while readers traverse the task list; counters back to baseline",
         &[1, 4],

@@ -82,9 +82,14 @@ pub fn init() {
 }
 
 // SAFETY: allocation and deallocation are serialised by the mutex, and the
-// heap only hands out memory inside ranges mapped for it.
+// heap only hands out memory inside ranges mapped for it; a placed object
+// (`guarded`) is a fresh vmalloc mapping of at least `layout.size()` bytes,
+// page-aligned (placement falls back to the heap for larger alignments).
 unsafe impl GlobalAlloc for KernelHeap {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        if let Some(placed) = super::guarded::take_armed(layout) {
+            return placed;
+        }
         let mut heap = self.heap.lock();
         let ptr = match heap.allocate_first_fit(layout) {
             Ok(p) => p.as_ptr(),
@@ -110,6 +115,11 @@ unsafe impl GlobalAlloc for KernelHeap {
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // Placed objects are vmalloc allocations, not counted as heap ones.
+        if super::guarded::owns(ptr) {
+            super::guarded::free(ptr);
+            return;
+        }
         FREES.fetch_add(1, Ordering::Relaxed);
         // SAFETY: GlobalAlloc's contract: `ptr` came from `alloc` with `layout`.
         unsafe {

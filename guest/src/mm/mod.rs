@@ -6,6 +6,7 @@
 //! frames and page tables), then the vmalloc area (its registry lives on the
 //! heap).
 pub mod frames;
+pub mod guarded;
 pub mod heap;
 pub mod hhdm;
 pub mod layout;
@@ -41,7 +42,9 @@ pub struct Snapshot {
 }
 
 pub fn snapshot() -> Snapshot {
-    // Lazily freed vmalloc ranges still hold frames: settle them first.
+    // Lazily freed vmalloc ranges still hold frames, quarantined ones
+    // address space: settle both first.
+    vmalloc::release_quarantine();
     vmalloc::purge();
     Snapshot {
         frames_used: frames::counters().used_frames - paging::table_frames(),

@@ -9,6 +9,7 @@
 //! neighbour, which is the whole point of CONFIG_VMAP_STACK.
 use super::{frames, paging, tlb};
 use crate::sync::IrqLock;
+use alloc::collections::VecDeque;
 use alloc::vec::Vec;
 use kcore::vmalloc::{Allocation, Guards, Lookup, VmArea};
 use x86_64::structures::paging::{PageTableFlags, PhysFrame};
@@ -32,6 +33,12 @@ pub enum Owner {
     Named(&'static str),
     /// Freed, waiting for the batched TLB shootdown (see `vfree`).
     LazyFree,
+    /// A debug-placed object (`mm::guarded`): `what`, and its owner's id.
+    Object { what: &'static str, id: u64 },
+    /// A debug-placed object after its free: unmapped on every CPU, the
+    /// range kept reserved (quarantined) so a stale pointer faults and the
+    /// fault can name what was there.
+    Freed { what: &'static str, id: u64 },
 }
 
 pub type VmAllocation = Allocation<Owner>;
@@ -59,7 +66,7 @@ pub fn vmalloc(pages: usize, guards: Guards, owner: Owner) -> Result<VmAllocatio
     match try_vmalloc(pages, guards, owner) {
         // Lazily freed ranges hold address space and frames: give them back
         // and try once more before failing.
-        Err(_) if purge() > 0 => try_vmalloc(pages, guards, owner),
+        Err(_) if purge() + release_quarantine() > 0 => try_vmalloc(pages, guards, owner),
         r => r,
     }
 }
@@ -138,6 +145,60 @@ pub fn vfree(base: VirtAddr) -> Result<(), VmallocError> {
     Ok(())
 }
 
+/// Ranges of freed debug objects, oldest first (see `vfree_quarantined`).
+static QUARANTINE: IrqLock<VecDeque<u64>> = IrqLock::new(VecDeque::new());
+
+/// How many freed objects stay reserved. Like KFENCE's pool, bounded: a use
+/// after free is caught while its object is among the last this many freed.
+const QUARANTINE_MAX: usize = 256;
+
+/// Free a debug object: unmap it, flush this CPU's TLB, and keep the range
+/// reserved as `owner` until it leaves the quarantine. As in KFENCE, no
+/// IPI here (frees come with interrupts off): another CPU may keep a stale
+/// translation until the next batched shootdown, so its frames join the
+/// lazy list and are reused only after that shootdown, never while a stale
+/// entry could still reach them.
+pub fn vfree_quarantined(base: VirtAddr, owner: Owner) -> Result<(), VmallocError> {
+    let a = match with(|area| area.lookup(base.as_u64())) {
+        Lookup::Mapped { alloc, offset: 0 } => alloc,
+        _ => return Err(VmallocError::NotAllocated),
+    };
+    let frames = unmap(a.base, a.pages);
+    for i in 0..a.pages as u64 {
+        x86_64::instructions::tlb::flush(VirtAddr::new(a.base + i * PAGE));
+    }
+    let _ = with(|area| area.set_owner(a.base, owner));
+    let expired = {
+        let mut q = QUARANTINE.lock();
+        q.push_back(a.base);
+        (q.len() > QUARANTINE_MAX).then(|| q.pop_front()).flatten()
+    };
+    let backlog = {
+        let mut lazy = LAZY.lock();
+        lazy.frames.extend(frames);
+        // An expired range is reusable only after the shootdown, like any
+        // lazily freed one: a stale entry elsewhere may still name it.
+        lazy.bases.extend(expired);
+        lazy.frames.len()
+    };
+    if backlog >= LAZY_MAX_PAGES {
+        purge();
+    }
+    Ok(())
+}
+
+/// Give every quarantined range back, through the lazy list and one
+/// shootdown: when address space runs out, and before counters are
+/// compared. Returns how many ranges were released.
+pub fn release_quarantine() -> usize {
+    let all = core::mem::take(&mut *QUARANTINE.lock());
+    if all.is_empty() {
+        return 0;
+    }
+    LAZY.lock().bases.extend(all);
+    purge()
+}
+
 /// Flush every CPU's TLB of all lazily freed ranges, then release their
 /// frames and addresses. Returns how many ranges were released. Called
 /// when the backlog is full, when memory runs out, and before anyone
@@ -150,7 +211,7 @@ pub fn purge() -> usize {
             core::mem::take(&mut lazy.frames),
         )
     };
-    if bases.is_empty() {
+    if bases.is_empty() && frames.is_empty() {
         return 0;
     }
     tlb::shootdown(VirtAddr::new(VMALLOC_START), VirtAddr::new(VMALLOC_END));

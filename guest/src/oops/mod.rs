@@ -10,6 +10,9 @@
 //! whether the task can be killed or the machine must stop.
 mod backtrace;
 mod json;
+mod uaf;
+
+pub use uaf::{uaf_reports, use_after_free};
 
 use crate::arch::x86_64::percpu;
 use crate::arch::x86_64::trap::TrapFrame;
@@ -32,8 +35,8 @@ pub enum Via {
 /// What the handler must do after the report.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Action {
-    /// Task context: kill the task, keep the machine.
-    KillTask,
+    /// Task context: kill the task (with this reason), keep the machine.
+    Kill(&'static str),
     /// IRQ or exception stack, or no task to blame: stop the machine.
     Fatal,
 }
@@ -133,6 +136,30 @@ impl core::fmt::Display for Sym {
     }
 }
 
+/// The call trace and the end marker, a recursion collapsed into one line
+/// with a count.
+fn write_trace(w: &mut impl Write, bt: &backtrace::Backtrace) -> core::fmt::Result {
+    writeln!(w, "Call Trace:")?;
+    let addrs = bt.addrs();
+    let mut i = 0;
+    while i < addrs.len() {
+        let mut j = i + 1;
+        while j < addrs.len() && addrs[j] == addrs[i] {
+            j += 1;
+        }
+        if j - i > 1 {
+            writeln!(w, " [<{:016x}>] {} (x{})", addrs[i], Sym(addrs[i]), j - i)?;
+        } else {
+            writeln!(w, " [<{:016x}>] {}", addrs[i], Sym(addrs[i]))?;
+        }
+        i = j;
+    }
+    if bt.truncated {
+        writeln!(w, " ... (more frames)")?;
+    }
+    writeln!(w, "---[ end trace ]---")
+}
+
 /// Report a fault that may be a stack fault. `None` from a page fault
 /// means "not about any stack": the caller reports it generically. A
 /// double fault is always reported here, guard hit or not.
@@ -196,7 +223,7 @@ pub fn stack_fault(frame: &TrapFrame, cr2: u64, via: Via) -> Option<Action> {
         k == StackKind::Task && matches!(a.owner, Owner::Stack { id, .. } if id == task_id)
     });
     let action = if context != "irq" && owner_is_current && !cpu.in_irq() {
-        Action::KillTask
+        Action::Kill("stack overflow")
     } else {
         Action::Fatal
     };
@@ -294,26 +321,7 @@ pub fn stack_fault(frame: &TrapFrame, cr2: u64, via: Via) -> Option<Action> {
             if depth > 0 {
                 writeln!(w, "Recursion depth: {depth}")?;
             }
-            writeln!(w, "Call Trace:")?;
-            let mut i = 0;
-            let addrs = bt.addrs();
-            while i < addrs.len() {
-                // Collapse a recursion into one line with a count.
-                let mut j = i + 1;
-                while j < addrs.len() && addrs[j] == addrs[i] {
-                    j += 1;
-                }
-                if j - i > 1 {
-                    writeln!(w, " [<{:016x}>] {} (x{})", addrs[i], Sym(addrs[i]), j - i)?;
-                } else {
-                    writeln!(w, " [<{:016x}>] {}", addrs[i], Sym(addrs[i]))?;
-                }
-                i = j;
-            }
-            if bt.truncated {
-                writeln!(w, " ... (more frames)")?;
-            }
-            writeln!(w, "---[ end trace ]---")?;
+            write_trace(w, &bt)?;
             w.write_str(abi::guard::HIT_PREFIX)?;
             let mut o = json::Obj::begin(w)?;
             o.str("scenario", scenario())?;
@@ -334,7 +342,7 @@ pub fn stack_fault(frame: &TrapFrame, cr2: u64, via: Via) -> Option<Action> {
             o.hex_list("backtrace", bt.addrs())?;
             o.opt_num("depth", (depth > 0).then_some(depth))?;
             o.str("context", context)?;
-            o.bool("recovered", action == Action::KillTask)?;
+            o.bool("recovered", action != Action::Fatal)?;
             o.end()?;
             writeln!(w)
         })();

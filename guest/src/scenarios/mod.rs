@@ -47,6 +47,7 @@ const IMPLEMENTED: &[(&str, ScenarioFn)] = &[
     ("life.rcu_reader", life::rcu_reader),
     ("life.stack_before_gp", life::stack_before_gp),
     ("life.refcount", life::refcount),
+    ("life.uaf", life::uaf),
     ("life.stress", life::stress),
     ("selftest.hang", selftest::hang),
     ("selftest.triple_fault", selftest::triple_fault),

@@ -18,14 +18,15 @@
 //! behaviour that `thread_info` on the stack forced; `RcuCallback` is
 //! Linux 5.18's `thread_stack_delayed_free`: an RCU callback that first
 //! tries the per-CPU cache.
+use super::history::{self, Event};
 use super::Task;
-use crate::mm::stack;
+use crate::mm::{guarded, stack};
 use crate::rcu;
 use crate::sync::IrqLock;
 use alloc::collections::BTreeMap;
 use alloc::sync::Arc;
 use core::ops::Deref;
-use core::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use kcore::refcount::RefcountEvent;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -66,6 +67,29 @@ pub fn free_mode() -> FreeMode {
 
 pub fn set_free_mode(m: FreeMode) {
     FREE_MODE.store(m as u8, Ordering::Relaxed);
+}
+
+/// Debug mode: task structs in guarded vmalloc pages, unmapped when
+/// freed, and each task's history kept for the report a stale access gets.
+static DEBUG_PLACEMENT: AtomicBool = AtomicBool::new(false);
+
+pub fn set_debug_placement(on: bool) {
+    DEBUG_PLACEMENT.store(on, Ordering::Release);
+    history::set_enabled(on);
+}
+
+pub fn debug_placement() -> bool {
+    DEBUG_PLACEMENT.load(Ordering::Acquire)
+}
+
+/// Give a new task struct its storage: the heap, or (debug mode) pages of
+/// its own that are unmapped when the last reference to them goes.
+pub(super) fn allocate(task: Task) -> Arc<Task> {
+    if !debug_placement() {
+        return Arc::new(task);
+    }
+    let id = task.id;
+    guarded::place("task_struct", id, || Arc::new(task)).0
 }
 
 /// Every task that is not reaped yet, by id: what RCU readers traverse.
@@ -112,8 +136,15 @@ pub(super) fn reap(task: &Arc<Task>) {
         j.reaped = true;
     }
     TASK_LIST.lock().remove(&task.id);
+    history::record(
+        task.id,
+        Event::Reaped {
+            by: super::current_id(),
+        },
+    );
     match task.rcu_users.put() {
         Ok(Some(_handoff)) => {
+            history::record(task.id, Event::RcuQueued);
             // From here the union means "RCU head": nothing can take an
             // rcu_users reference any more (`try_get` fails for good).
             let t = task.clone();
@@ -137,6 +168,7 @@ pub fn put_task_struct(task: &Task) {
 /// a stale pointer sees POISON_FREE, not a plausible task), give back a
 /// stack still held (`AfterGracePeriod`), and count it freed.
 fn free_task(task: &Task) {
+    history::record(task.id, Event::StructFreed);
     task.poison.store(POISON_FREE, Ordering::Release);
     let stack = task.stack.lock().take();
     if let Some(s) = stack {
@@ -150,7 +182,18 @@ fn free_task(task: &Task) {
 /// the stack goes now, in an RCU callback, or with the struct, per the
 /// mode; then the scheduler's `usage` goes.
 pub(super) fn switched_away_dead(task: &Arc<Task>) {
-    match free_mode() {
+    let mode = free_mode();
+    history::record(
+        task.id,
+        Event::SwitchedAway {
+            stack: match mode {
+                FreeMode::AtExit => "released now",
+                FreeMode::RcuCallback => "queued to an RCU callback",
+                FreeMode::AfterGracePeriod => "kept until the struct goes",
+            },
+        },
+    );
+    match mode {
         FreeMode::AtExit => {
             let s = task.stack.lock().take();
             if let Some(s) = s {

@@ -6,11 +6,13 @@
 //! the running task is found through the per-CPU `current` pointer and a
 //! dead task's stack can be released the moment the CPU has switched away
 //! from it, while the task struct lives on for whoever still holds it.
+pub mod history;
 mod lifetime;
 mod sched;
 
 pub use lifetime::{
-    find_get, for_each_task, free_mode, freed_count, refcount_events, set_free_mode, FreeMode,
+    debug_placement, find_get, for_each_task, free_mode, freed_count, refcount_events,
+    set_debug_placement, set_free_mode, FreeMode,
 };
 
 pub use sched::{idle_loop, preempt_from_irq, timer_tick, yield_now, CpuLocal};
@@ -302,6 +304,12 @@ impl JoinHandle {
         self.task.clone()
     }
 
+    /// Where the task struct lives: an address, not a reference (what a
+    /// buggy reader keeps after dropping its reference).
+    pub fn struct_addr(&self) -> u64 {
+        Arc::as_ptr(&self.task) as u64
+    }
+
     /// Block until the task has ended, reap it, and return how it ended.
     pub fn join(mut self) -> ExitStatus {
         self.joined = true;
@@ -356,7 +364,7 @@ pub fn spawn_on<F: FnOnce() -> u64 + Send + 'static>(
     let id = next_id();
     let stack = stack::alloc_task_stack(id)?;
     let context = Context::new_task(&stack);
-    let task = Arc::new(Task::new(
+    let task = lifetime::allocate(Task::new(
         id,
         name,
         0,
@@ -364,6 +372,7 @@ pub fn spawn_on<F: FnOnce() -> u64 + Send + 'static>(
         Some(stack),
         Some(Box::new(f)),
     ));
+    history::begin(id, task.comm, current_id());
     task.cpu.store(cpu, Ordering::Relaxed);
     lifetime::register(&task);
     sched::enqueue(task.clone());
@@ -391,6 +400,7 @@ pub fn exit(status: ExitStatus) -> ! {
     // soon as the next task runs.
     {
         let me = current();
+        history::record(me.id, history::Event::Exited(status));
         me.set_state(State::Dead);
         let (waiter, detached) = {
             let mut j = me.join.lock();

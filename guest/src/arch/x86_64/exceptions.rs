@@ -130,8 +130,11 @@ fn page_fault(frame: &mut TrapFrame) {
     if lkdtm::fire(&lkdtm::PF_RECURSE) {
         lkdtm::pf_handler_recurse(id);
     }
+    // A freed debug-placed object first: its pages lie in the vmalloc
+    // area, where the stack-fault report would take it for a stray stack
+    // access.
     let action = if percpu::ready() {
-        oops::stack_fault(frame, cr2, Via::PageFault)
+        oops::use_after_free(frame, cr2).or_else(|| oops::stack_fault(frame, cr2, Via::PageFault))
     } else {
         None
     };
@@ -168,11 +171,11 @@ fn page_fault(frame: &mut TrapFrame) {
 /// Carry out what the stack-fault report decided.
 fn act(action: Action) -> ! {
     match action {
-        Action::KillTask => {
+        Action::Kill(reason) => {
             // Whatever handler frames were on the dead task's stack are
             // abandoned with it.
             IN_PAGE_FAULT[percpu::this().id].store(0, Ordering::Relaxed);
-            task::exit(ExitStatus::Killed("stack overflow"))
+            task::exit(ExitStatus::Killed(reason))
         }
         Action::Fatal => {
             kprintln!("Kernel panic - not syncing: stack fault outside task context; stopping");

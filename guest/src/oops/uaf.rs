@@ -1,0 +1,131 @@
+//! Use after free of a debug-placed object (`mm::guarded`): the page fault
+//! on its unmapped pages, told the way KFENCE tells it, plus what the
+//! task-struct case needs: the dead task's history (who created, reaped
+//! and freed it, and when), since the struct itself is gone.
+use super::{backtrace, json, scenario, stack_at, write_trace, Action, Sym};
+use crate::arch::x86_64::percpu;
+use crate::arch::x86_64::trap::TrapFrame;
+use crate::mm::guarded;
+use crate::task::history;
+use core::fmt::Write;
+use core::sync::atomic::{AtomicU64, Ordering};
+
+/// What a scenario checks after provoking one.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct UafReport {
+    /// Reports so far, all CPUs.
+    pub count: u64,
+    /// The owner id of the object in the last one (a task id for
+    /// task structs).
+    pub last_owner: u64,
+    /// The last one could print the owner's history.
+    pub last_had_history: bool,
+}
+
+static COUNT: AtomicU64 = AtomicU64::new(0);
+static LAST_OWNER: AtomicU64 = AtomicU64::new(0);
+static LAST_HISTORY: AtomicU64 = AtomicU64::new(0);
+
+pub fn uaf_reports() -> UafReport {
+    UafReport {
+        count: COUNT.load(Ordering::Acquire),
+        last_owner: LAST_OWNER.load(Ordering::Acquire),
+        last_had_history: LAST_HISTORY.load(Ordering::Acquire) != 0,
+    }
+}
+
+/// Report the fault if `cr2` is inside a freed debug-placed object; `None`
+/// otherwise. A task touching freed memory is killed; anywhere else the
+/// machine stops (an interrupt handler cannot be given up alone).
+pub fn use_after_free(frame: &TrapFrame, cr2: u64) -> Option<Action> {
+    let obj = guarded::freed_object_at(cr2)?;
+    let cpu = percpu::this();
+    let (task_id, comm) = cpu
+        .with_current(|t| (t.id, t.name_bytes()))
+        .unwrap_or((0, ([0; 16], 0)));
+    let comm = core::str::from_utf8(&comm.0[..comm.1]).unwrap_or("?");
+    let access = if frame.error_code & 2 != 0 {
+        "write"
+    } else {
+        "read"
+    };
+    let action = if cpu.in_irq() {
+        Action::Fatal
+    } else {
+        Action::Kill("use after free")
+    };
+    let history = (obj.what == "task_struct")
+        .then(|| history::of(obj.id))
+        .flatten();
+    let (lo, hi) = stack_at(cpu.stack_top().as_u64().saturating_sub(1))
+        .map_or((frame.rbp, frame.rbp + 16), |(a, _)| (a.base, a.top()));
+    let bt = backtrace::walk(frame.rbp, lo.min(frame.rbp), hi.max(frame.rbp + 16));
+    let now = crate::arch::x86_64::time::now_ns();
+
+    COUNT.fetch_add(1, Ordering::AcqRel);
+    LAST_OWNER.store(obj.id, Ordering::Release);
+    LAST_HISTORY.store(history.is_some() as u64, Ordering::Release);
+    crate::console::report(|w| {
+        let _ = (|| -> core::fmt::Result {
+            writeln!(
+                w,
+                "BUG: KFENCE: use-after-free {access} in {}",
+                Sym(frame.rip)
+            )?;
+            writeln!(
+                w,
+                "Use-after-free {access} at 0x{cr2:016x} (in {} {}, offset {:#x} of {} bytes at {:016x}, freed and unmapped)",
+                obj.what, obj.id, obj.offset, obj.bytes, obj.base
+            )?;
+            writeln!(w, "CPU: {} PID: {task_id} Comm: {comm}", cpu.id)?;
+            match history {
+                Some(h) => {
+                    writeln!(
+                        w,
+                        "History of task {} '{}' (seconds before this fault):",
+                        obj.id,
+                        h.name()
+                    )?;
+                    for e in h.entries() {
+                        let ago = now.saturating_sub(e.ns);
+                        writeln!(
+                            w,
+                            "  -{}.{:06} CPU {}: {}",
+                            ago / 1_000_000_000,
+                            ago / 1000 % 1_000_000,
+                            e.cpu,
+                            e.event
+                        )?;
+                    }
+                }
+                None => writeln!(w, "No history kept for owner {}", obj.id)?,
+            }
+            writeln!(
+                w,
+                "RIP: {:04x}:{:016x} {}",
+                frame.cs,
+                frame.rip,
+                Sym(frame.rip)
+            )?;
+            writeln!(w, "{frame}")?;
+            write_trace(w, &bt)?;
+            w.write_str(abi::guard::UAF_PREFIX)?;
+            let mut o = json::Obj::begin(w)?;
+            o.str("scenario", scenario())?;
+            o.str("object", obj.what)?;
+            o.num("owner", obj.id)?;
+            o.hex("object_base", obj.base)?;
+            o.hex("fault_addr", cr2)?;
+            o.str("access", access)?;
+            o.num("cpu", cpu.id as u64)?;
+            o.num("task_id", task_id)?;
+            o.str("task_name", comm)?;
+            o.hex("rip", frame.rip)?;
+            o.bool("history", history.is_some())?;
+            o.bool("recovered", action != Action::Fatal)?;
+            o.end()?;
+            writeln!(w)
+        })();
+    });
+    Some(action)
+}
