@@ -19,6 +19,10 @@ pub const GUARD_PAGES: &str = "guard_pages";
 /// struct, after a grace period: pre-4.8), `rcu-cache` (an RCU callback
 /// that tries the per-CPU cache first: Linux 5.18+).
 pub const STACK_FREE: &str = "stack_free";
+/// Where task structs live: `heap` (default) or `vmalloc`, the debug mode
+/// that unmaps each one when it is freed, so a use after free faults and
+/// is reported with the task's history.
+pub const TASK_STRUCTS: &str = "task_structs";
 
 /// The value of `key` in `cmdline`, if present (the last one wins, like Linux).
 pub fn value<'a>(cmdline: &'a str, key: &str) -> Option<&'a str> {

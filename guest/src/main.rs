@@ -58,7 +58,7 @@ fn kernel_main(stack_top: VirtAddr) -> ! {
 /// Apply the stack settings the runner passed on the command line. A value
 /// that does not parse is reported and ignored, never half-applied.
 fn configure(cmdline: &str) {
-    use abi::cmdline::{value, GUARD_PAGES, STACK_FREE, STACK_SIZE, STACK_STRATEGY};
+    use abi::cmdline::{value, GUARD_PAGES, STACK_FREE, STACK_SIZE, STACK_STRATEGY, TASK_STRUCTS};
     use mm::stack;
     if let Some(v) = value(cmdline, STACK_STRATEGY) {
         match stack::Strategy::from_name(v) {
@@ -86,6 +86,11 @@ fn configure(cmdline: &str) {
                 task::free_mode().name()
             ),
         }
+    }
+    match value(cmdline, TASK_STRUCTS) {
+        Some("vmalloc") => task::set_debug_placement(true),
+        Some("heap") | None => {}
+        Some(v) => kprintln!("config: unknown {TASK_STRUCTS}={v} (heap or vmalloc), keeping heap"),
     }
     if let Some(v) = value(cmdline, GUARD_PAGES) {
         match v.parse::<usize>() {

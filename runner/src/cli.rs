@@ -90,6 +90,13 @@ pub struct Options {
     /// How the guest allocates task stacks (guest default vmap-cached).
     #[arg(long, global = true, value_enum, value_name = "NAME")]
     pub stack_strategy: Option<StackStrategy>,
+    /// When a dead task's stack is freed (guest default exit).
+    #[arg(long, global = true, value_enum, value_name = "MODE")]
+    pub stack_free: Option<StackFree>,
+    /// Debug mode: task structs in vmalloc pages of their own, unmapped when
+    /// freed, so a use after free faults and is reported with the task's history.
+    #[arg(long, global = true)]
+    pub debug_task_structs: bool,
 }
 
 impl Options {
@@ -106,7 +113,34 @@ impl Options {
         if let Some(s) = self.stack_strategy {
             words.push(format!("{}={}", abi::cmdline::STACK_STRATEGY, s.as_str()));
         }
+        if let Some(m) = self.stack_free {
+            words.push(format!("{}={}", abi::cmdline::STACK_FREE, m.as_str()));
+        }
+        if self.debug_task_structs {
+            words.push(format!("{}=vmalloc", abi::cmdline::TASK_STRUCTS));
+        }
         words
+    }
+}
+
+/// Stack-free modes, named as the guest's `stack_free=` key spells them.
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StackFree {
+    /// As soon as the dead task has been switched away from (Linux 4.9+).
+    Exit,
+    /// With the task struct, after a grace period (pre-4.8, thread_info on the stack).
+    Rcu,
+    /// From an RCU callback that tries the per-CPU cache first (Linux 5.18+).
+    RcuCache,
+}
+
+impl StackFree {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StackFree::Exit => "exit",
+            StackFree::Rcu => "rcu",
+            StackFree::RcuCache => "rcu-cache",
+        }
     }
 }
 
@@ -214,9 +248,16 @@ mod tests {
             "8192",
             "--stack-strategy",
             "vmap-cached",
+            "--stack-free",
+            "rcu-cache",
+            "--debug-task-structs",
         ]);
         let line = cli.options.guest_args().join(" ");
-        use abi::cmdline::{value, GUARD_PAGES, STACK_SIZE, STACK_STRATEGY};
+        use abi::cmdline::{
+            value, GUARD_PAGES, STACK_FREE, STACK_SIZE, STACK_STRATEGY, TASK_STRUCTS,
+        };
+        assert_eq!(value(&line, STACK_FREE), Some("rcu-cache"));
+        assert_eq!(value(&line, TASK_STRUCTS), Some("vmalloc"));
         assert_eq!(value(&line, GUARD_PAGES), Some("0"));
         assert_eq!(value(&line, STACK_SIZE), Some("8192"));
         assert_eq!(value(&line, STACK_STRATEGY), Some("vmap-cached"));
