@@ -207,6 +207,15 @@ pub const SCENARIOS: &[Scenario] = &[
         test_smp: &[1],
         guard: None,
     },
+    Scenario {
+        name: "bench.fork_heavy",
+        summary: "many short tasks per grace period on all CPUs: cost per task and stack-cache hit rate per free mode",
+        expect: Outcome::Pass,
+        isolated: false,
+        default: false,
+        test_smp: &[4],
+        guard: None,
+    },
     stack(
         "stack.recursion",
         "unbounded recursion on a vmapped task stack: caught, overflow, task killed",
