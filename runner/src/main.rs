@@ -2,6 +2,7 @@
 //! scenario from the KTAP report and QEMU's exit status. See `runner --help`.
 
 mod bench;
+mod bench_rows;
 mod classify;
 mod cli;
 mod compare;
