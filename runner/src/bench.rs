@@ -3,8 +3,10 @@
 //! as a ratio; then the same boot through real Limine, BIOS and UEFI, where
 //! this machine has Limine. Each figure is whole-process wall time of QEMU,
 //! boot to exit. Then the stack suite's wall time and the `bench.*`
-//! scenarios' cost tables.
+//! scenarios' cost tables; all of it also lands in `<target>/bench/`
+//! (`bench_report`).
 
+use crate::bench_report::{self, Costs, PathTimes, Report, StackSuite, Times};
 use crate::bench_rows;
 use crate::classify::Verdict;
 use crate::cli::{BootPath, Options};
@@ -13,11 +15,12 @@ use crate::media;
 use crate::qemu;
 use crate::session::{self, Setup};
 use crate::status;
+use crate::workspace;
 use abi::Outcome;
 use std::path::PathBuf;
 use std::time::Duration;
 
-const SCENARIO: &str = "boot.smoke";
+pub const SCENARIO: &str = "boot.smoke";
 const SPAWN: &str = "bench.spawn";
 const FORK_HEAVY: &str = "bench.fork_heavy";
 /// Without `--smp`: enough CPUs for stacks to come back in bursts, one
@@ -25,42 +28,105 @@ const FORK_HEAVY: &str = "bench.fork_heavy";
 const FORK_HEAVY_SMP: u32 = 4;
 
 pub fn execute(runs: u32, options: &Options) -> Result<i32, Fatal> {
+    let accel = format!("{:?}", options.accel).to_lowercase();
+    let mut report = Report::new(accel, options.smp.unwrap_or(1), runs);
+    let measured = measure_all(runs, options, &mut report);
+    report.complete = measured.is_ok();
+    report.error = measured.as_ref().err().map(|f| f.message.clone());
+    let written = write_report(&report);
+    match measured {
+        Err(fatal) => {
+            if let Err(unwritten) = written {
+                eprintln!("runner: warning: {unwritten}");
+            }
+            Err(fatal)
+        }
+        Ok(()) => written.map(|()| status::OK),
+    }
+}
+
+/// Every step in order, each adding what it measured to `report`, so a
+/// failing step still leaves the earlier figures to write.
+fn measure_all(runs: u32, options: &Options, report: &mut Report) -> Result<(), Fatal> {
     let mut paths = vec![BootPath::Direct];
-    let mut missing = Vec::new();
     for path in [BootPath::LimineBios, BootPath::LimineUefi] {
         match media::check(path) {
             Ok(()) => paths.push(path),
-            Err(why) => missing.push(format!("{}: not measured: {why}", path.as_str())),
+            Err(why) => report
+                .boot
+                .not_measured
+                .push(format!("{}: not measured: {why}", path.as_str())),
         }
     }
     let setup = session::setup(options, &paths)?;
+    report.run_dir = Some(setup.run_dir.clone());
+    boot_times(&setup, options, runs, &paths, report)?;
+    report.stack_suite = Some(stack_suite(&setup, options)?);
+    report.spawn = Some(spawn_costs(&setup, options)?);
+    report.fork_heavy = Some(fork_heavy_costs(&setup, options)?);
+    Ok(())
+}
+
+/// Written whatever happened, but only once something booted: an empty
+/// report would just overwrite the last useful one.
+fn write_report(report: &Report) -> Result<(), Fatal> {
+    if report.is_empty() {
+        return Ok(());
+    }
+    let dir = workspace::target_dir().join("bench");
+    let (json, svg) = bench_report::write(report, &dir).map_err(Fatal::setup)?;
+    let partial = if report.complete {
+        ""
+    } else {
+        " (partial: the steps before the error)"
+    };
+    println!("report: {}{partial}", json.display());
+    println!("chart:  {}{partial}", svg.display());
+    Ok(())
+}
+
+/// `boot.smoke` against the loader alone, then through Limine where it can.
+fn boot_times(
+    setup: &Setup,
+    options: &Options,
+    runs: u32,
+    paths: &[BootPath],
+    report: &mut Report,
+) -> Result<(), Fatal> {
     let smp = options.smp.unwrap_or(1);
     let what = |path: BootPath| {
         format!("{}, {:?}, smp={smp}", path.as_str(), options.accel).to_lowercase()
     };
-    let guest = measure(&setup, options, runs, smp, BootPath::Direct, true)?;
-    let baseline = measure(&setup, options, runs, smp, BootPath::Direct, false)?;
+    let guest = measure(setup, options, runs, smp, BootPath::Direct, true)?;
+    report.boot.paths.push(PathTimes {
+        path: BootPath::Direct.as_str(),
+        times: Times::from(&guest),
+        ratio_vs_direct: 1.0,
+    });
+    let baseline = measure(setup, options, runs, smp, BootPath::Direct, false)?;
+    let ratio = guest.median.as_secs_f64() / baseline.median.as_secs_f64().max(1e-9);
+    report.boot.baseline = Some(Times::from(&baseline));
+    report.boot.ratio_vs_baseline = Some(ratio);
     println!("{SCENARIO} ({}): {guest}", what(BootPath::Direct));
     println!("trivial PVH guest (the loader alone): {baseline}");
-    println!(
-        "ratio (median): {:.1}x",
-        guest.median.as_secs_f64() / baseline.median.as_secs_f64().max(1e-9)
-    );
+    println!("ratio (median): {ratio:.1}x");
     for &path in &paths[1..] {
-        let limine = measure(&setup, options, runs, smp, path, true)?;
+        let limine = measure(setup, options, runs, smp, path, true)?;
+        let vs_direct = limine.median.as_secs_f64() / guest.median.as_secs_f64().max(1e-9);
         println!(
-            "{SCENARIO} ({}): {limine} ({:.0}x direct)",
-            what(path),
-            limine.median.as_secs_f64() / guest.median.as_secs_f64().max(1e-9)
+            "{SCENARIO} ({}): {limine} ({vs_direct:.0}x direct)",
+            what(path)
         );
+        report.boot.paths.push(PathTimes {
+            path: path.as_str(),
+            times: Times::from(&limine),
+            ratio_vs_direct: vs_direct,
+        });
     }
-    for line in missing {
+    for line in &report.boot.not_measured {
         println!("{line}");
     }
-    stack_suite(&setup, options)?;
-    spawn_costs(&setup, options)?;
-    fork_heavy_costs(&setup, options)?;
-    Ok(status::OK)
+    Ok(())
 }
 
 /// One boot's serial log, wall time and verdict.
@@ -132,7 +198,7 @@ fn boot_once(
 
 /// The whole `stack.*` suite on the direct path: the recoverable overflows
 /// share one boot, each fatal one has its own.
-fn stack_suite(setup: &Setup, options: &Options) -> Result<(), Fatal> {
+fn stack_suite(setup: &Setup, options: &Options) -> Result<StackSuite, Fatal> {
     let stack: Vec<&abi::Scenario> = abi::SCENARIOS
         .iter()
         .filter(|s| s.name.starts_with("stack."))
@@ -147,19 +213,22 @@ fn stack_suite(setup: &Setup, options: &Options) -> Result<(), Fatal> {
         let name = format!("bench-{}", s.name);
         total += boot_once(setup, options, &name, &[s.name], s.expect)?.1;
     }
+    let suite = StackSuite {
+        scenarios: stack.len(),
+        boots: 1 + stack.iter().filter(|s| s.isolated).count(),
+        wall_s: total.as_secs_f64(),
+    };
     println!(
         "stack.* suite (direct, {} scenarios in {} boots): {:.2} s wall",
-        stack.len(),
-        1 + stack.iter().filter(|s| s.isolated).count(),
-        total.as_secs_f64()
+        suite.scenarios, suite.boots, suite.wall_s
     );
-    Ok(())
+    Ok(suite)
 }
 
 /// `bench.spawn` in one boot: spawn + run-empty + exit + join cost per
 /// stack strategy and free mode, with ratios against `direct` (same mode,
 /// same boot) and the stack cache's hit rate.
-fn spawn_costs(setup: &Setup, options: &Options) -> Result<(), Fatal> {
+fn spawn_costs(setup: &Setup, options: &Options) -> Result<Costs, Fatal> {
     let (serial, _) = boot_once(setup, options, "bench-spawn", &[SPAWN], Outcome::Pass)?;
     let rows = bench_rows::parse("spawn", &serial);
     if rows.is_empty() {
@@ -170,12 +239,17 @@ fn spawn_costs(setup: &Setup, options: &Options) -> Result<(), Fatal> {
         &rows,
         false,
     );
-    Ok(())
+    // The guest pins every task to the CPU it runs on, whatever --smp says.
+    Ok(Costs {
+        scenario: SPAWN,
+        cpus: 1,
+        rows,
+    })
 }
 
 /// `bench.fork_heavy` in one boot on all CPUs: many short tasks exiting
 /// per grace period, the burst that can overrun the per-CPU stack cache.
-fn fork_heavy_costs(setup: &Setup, options: &Options) -> Result<(), Fatal> {
+fn fork_heavy_costs(setup: &Setup, options: &Options) -> Result<Costs, Fatal> {
     if abi::scenario::find(FORK_HEAVY).is_none() {
         return Err(Fatal::setup(format!(
             "{FORK_HEAVY} is not in the scenario catalog (abi::SCENARIOS): this runner cannot boot it"
@@ -200,7 +274,15 @@ fn fork_heavy_costs(setup: &Setup, options: &Options) -> Result<(), Fatal> {
         &rows,
         true,
     );
-    Ok(())
+    let cpus = rows
+        .iter()
+        .find_map(|r| r.cpus)
+        .and_then(|c| u32::try_from(c).ok());
+    Ok(Costs {
+        scenario: FORK_HEAVY,
+        cpus: cpus.unwrap_or(smp),
+        rows,
+    })
 }
 
 /// The guest's own reason for not running `scenario` at all, as
@@ -225,6 +307,8 @@ fn no_lines(scenario: &str, family: &str) -> Fatal {
 pub struct Stats {
     pub median: Duration,
     pub p90: Duration,
+    pub min: Duration,
+    pub max: Duration,
     pub runs: usize,
 }
 
@@ -313,6 +397,8 @@ pub fn stats(mut times: Vec<Duration>) -> Stats {
         return Stats {
             median: Duration::ZERO,
             p90: Duration::ZERO,
+            min: Duration::ZERO,
+            max: Duration::ZERO,
             runs: 0,
         };
     }
@@ -325,6 +411,8 @@ pub fn stats(mut times: Vec<Duration>) -> Stats {
     Stats {
         median,
         p90,
+        min: times[0],
+        max: times[n - 1],
         runs: n,
     }
 }
@@ -348,6 +436,10 @@ mod tests {
             (Duration::from_millis(20), Duration::from_millis(30))
         );
         assert_eq!(stats(ms(&[7])).p90, Duration::from_millis(7));
+        assert_eq!(
+            (s.min, s.max),
+            (Duration::from_millis(10), Duration::from_millis(30))
+        );
         assert_eq!(stats(vec![]).runs, 0);
         assert_eq!(
             stats(ms(&[20, 30])).to_string(),

@@ -82,6 +82,16 @@ pub fn hit_rate(row: &Row) -> Option<f64> {
     (row.cache_lookups > 0).then(|| row.cache_hits as f64 / row.cache_lookups as f64)
 }
 
+/// The hit rate to one decimal, rounded down from the integer counts, so
+/// 9999 hits of 10000 read 99.9%, not a perfect 100.0%.
+pub fn hit_percent(row: &Row) -> Option<String> {
+    if row.cache_lookups == 0 {
+        return None;
+    }
+    let tenths = u128::from(row.cache_hits) * 1000 / u128::from(row.cache_lookups);
+    Some(format!("{}.{}%", tenths / 10, tenths % 10))
+}
+
 /// How many tasks' stacks each grace period released at once: the burst
 /// size the per-CPU cache has to absorb.
 pub fn tasks_per_grace_period(row: &Row) -> Option<f64> {
@@ -108,7 +118,7 @@ pub fn print_table(title: &str, rows: &[Row], fork_heavy: bool) {
         let (cpus, per_gp) = if fork_heavy {
             (
                 format!(" {:>4}", r.cpus.map_or("-".into(), |c| c.to_string())),
-                format!(" {:>12}", one_decimal(tasks_per_grace_period(r), "")),
+                format!(" {:>12}", one_decimal(tasks_per_grace_period(r))),
             )
         } else {
             (String::new(), String::new())
@@ -121,13 +131,38 @@ pub fn print_table(title: &str, rows: &[Row], fork_heavy: bool) {
             r.median_ns,
             r.p90_cycles,
             ratio_vs_direct(r, rows),
-            one_decimal(hit_rate(r).map(|h| 100.0 * h), "%"),
+            hit_percent(r).as_deref().unwrap_or("-"),
         );
     }
 }
 
-fn one_decimal(value: Option<f64>, unit: &str) -> String {
-    value.map_or("-".to_string(), |v| format!("{v:.1}{unit}"))
+fn one_decimal(value: Option<f64>) -> String {
+    value.map_or("-".to_string(), |v| format!("{v:.1}"))
+}
+
+/// Nine rows, strategy-major as the guest prints them: median cycles
+/// 1000 × (strategy index + 1) + free mode index, vmap-cached hitting 90,
+/// 91, 92 of 100, grace periods 310 × free mode index (none for `exit`).
+#[cfg(test)]
+pub fn fixture(family: &str) -> Vec<Row> {
+    let mut serial = String::new();
+    for (s, strategy) in ["direct", "vmap", "vmap-cached"].iter().enumerate() {
+        for (f, free) in ["exit", "rcu", "rcu-cache"].iter().enumerate() {
+            let (hits, lookups) = if *strategy == "vmap-cached" {
+                (90 + f, 100)
+            } else {
+                (0, 0)
+            };
+            serial += &format!(
+                "# bench {family} strategy={strategy} free={free} cpus=4 tasks=40000 \
+                 median_cycles={} p90_cycles=9 median_ns=1 p90_ns=2 cache_hits={hits} \
+                 cache_lookups={lookups} grace_periods={}\n",
+                1000 * (s + 1) + f,
+                310 * f
+            );
+        }
+    }
+    parse(family, &serial)
 }
 
 #[cfg(test)]
@@ -224,7 +259,18 @@ mod tests {
             }),
             None
         );
-        assert_eq!(one_decimal(Some(129.03), ""), "129.0");
-        assert_eq!(one_decimal(None, "%"), "-");
+        assert_eq!(one_decimal(Some(129.03)), "129.0");
+        assert_eq!(one_decimal(None), "-");
+        let hits = |cache_hits, cache_lookups| {
+            hit_percent(&Row {
+                cache_hits,
+                cache_lookups,
+                ..rows[0].clone()
+            })
+        };
+        assert_eq!(hits(9999, 10000).as_deref(), Some("99.9%"));
+        assert_eq!(hits(10000, 10000).as_deref(), Some("100.0%"));
+        assert_eq!(hits(57, 100).as_deref(), Some("57.0%"));
+        assert_eq!(hits(0, 0), None);
     }
 }
