@@ -2,68 +2,144 @@
 //! can do (the direct path's loader alone), so a regression in either shows
 //! as a ratio; then the same boot through real Limine, BIOS and UEFI, where
 //! this machine has Limine. Each figure is whole-process wall time of QEMU,
-//! boot to exit.
+//! boot to exit. Then the stack suite's wall time and the `bench.*`
+//! scenarios' cost tables; all of it also lands in `<target>/bench/`
+//! (`bench_report`).
 
+use crate::bench_report::{self, Costs, PathTimes, Report, StackSuite, Times};
+use crate::bench_rows;
+use crate::classify::Verdict;
 use crate::cli::{BootPath, Options};
 use crate::fatal::Fatal;
 use crate::media;
 use crate::qemu;
 use crate::session::{self, Setup};
 use crate::status;
+use crate::workspace;
 use abi::Outcome;
+use std::path::PathBuf;
 use std::time::Duration;
 
-const SCENARIO: &str = "boot.smoke";
+pub const SCENARIO: &str = "boot.smoke";
+const SPAWN: &str = "bench.spawn";
+const FORK_HEAVY: &str = "bench.fork_heavy";
+/// Without `--smp`: enough CPUs for stacks to come back in bursts, one
+/// grace period ending for many tasks at once, which one CPU never does.
+const FORK_HEAVY_SMP: u32 = 4;
 
 pub fn execute(runs: u32, options: &Options) -> Result<i32, Fatal> {
+    let accel = format!("{:?}", options.accel).to_lowercase();
+    let mut report = Report::new(accel, options.smp.unwrap_or(1), runs);
+    let measured = measure_all(runs, options, &mut report);
+    report.complete = measured.is_ok();
+    report.error = measured.as_ref().err().map(|f| f.message.clone());
+    let written = write_report(&report);
+    match measured {
+        Err(fatal) => {
+            if let Err(unwritten) = written {
+                eprintln!("runner: warning: {unwritten}");
+            }
+            Err(fatal)
+        }
+        Ok(()) => written.map(|()| status::OK),
+    }
+}
+
+/// Every step in order, each adding what it measured to `report`, so a
+/// failing step still leaves the earlier figures to write.
+fn measure_all(runs: u32, options: &Options, report: &mut Report) -> Result<(), Fatal> {
     let mut paths = vec![BootPath::Direct];
-    let mut missing = Vec::new();
     for path in [BootPath::LimineBios, BootPath::LimineUefi] {
         match media::check(path) {
             Ok(()) => paths.push(path),
-            Err(why) => missing.push(format!("{}: not measured: {why}", path.as_str())),
+            Err(why) => report
+                .boot
+                .not_measured
+                .push(format!("{}: not measured: {why}", path.as_str())),
         }
     }
     let setup = session::setup(options, &paths)?;
+    report.run_dir = Some(setup.run_dir.clone());
+    boot_times(&setup, options, runs, &paths, report)?;
+    report.stack_suite = Some(stack_suite(&setup, options)?);
+    report.spawn = Some(spawn_costs(&setup, options)?);
+    report.fork_heavy = Some(fork_heavy_costs(&setup, options)?);
+    Ok(())
+}
+
+/// Written whatever happened, but only once something booted: an empty
+/// report would just overwrite the last useful one.
+fn write_report(report: &Report) -> Result<(), Fatal> {
+    if report.is_empty() {
+        return Ok(());
+    }
+    let dir = workspace::target_dir().join("bench");
+    let (json, svg) = bench_report::write(report, &dir).map_err(Fatal::setup)?;
+    let partial = if report.complete {
+        ""
+    } else {
+        " (partial: the steps before the error)"
+    };
+    println!("report: {}{partial}", json.display());
+    println!("chart:  {}{partial}", svg.display());
+    Ok(())
+}
+
+/// `boot.smoke` against the loader alone, then through Limine where it can.
+fn boot_times(
+    setup: &Setup,
+    options: &Options,
+    runs: u32,
+    paths: &[BootPath],
+    report: &mut Report,
+) -> Result<(), Fatal> {
     let smp = options.smp.unwrap_or(1);
     let what = |path: BootPath| {
         format!("{}, {:?}, smp={smp}", path.as_str(), options.accel).to_lowercase()
     };
-    let guest = measure(&setup, options, runs, smp, BootPath::Direct, true)?;
-    let baseline = measure(&setup, options, runs, smp, BootPath::Direct, false)?;
+    let guest = measure(setup, options, runs, smp, BootPath::Direct, true)?;
+    report.boot.paths.push(PathTimes {
+        path: BootPath::Direct.as_str(),
+        times: Times::from(&guest),
+        ratio_vs_direct: 1.0,
+    });
+    let baseline = measure(setup, options, runs, smp, BootPath::Direct, false)?;
+    let ratio = guest.median.as_secs_f64() / baseline.median.as_secs_f64().max(1e-9);
+    report.boot.baseline = Some(Times::from(&baseline));
+    report.boot.ratio_vs_baseline = Some(ratio);
     println!("{SCENARIO} ({}): {guest}", what(BootPath::Direct));
     println!("trivial PVH guest (the loader alone): {baseline}");
-    println!(
-        "ratio (median): {:.1}x",
-        guest.median.as_secs_f64() / baseline.median.as_secs_f64().max(1e-9)
-    );
+    println!("ratio (median): {ratio:.1}x");
     for &path in &paths[1..] {
-        let limine = measure(&setup, options, runs, smp, path, true)?;
+        let limine = measure(setup, options, runs, smp, path, true)?;
+        let vs_direct = limine.median.as_secs_f64() / guest.median.as_secs_f64().max(1e-9);
         println!(
-            "{SCENARIO} ({}): {limine} ({:.0}x direct)",
-            what(path),
-            limine.median.as_secs_f64() / guest.median.as_secs_f64().max(1e-9)
+            "{SCENARIO} ({}): {limine} ({vs_direct:.0}x direct)",
+            what(path)
         );
+        report.boot.paths.push(PathTimes {
+            path: path.as_str(),
+            times: Times::from(&limine),
+            ratio_vs_direct: vs_direct,
+        });
     }
-    for line in missing {
+    for line in &report.boot.not_measured {
         println!("{line}");
     }
-    stack_suite(&setup, options)?;
-    spawn_costs(&setup, options)?;
-    Ok(status::OK)
+    Ok(())
 }
 
-/// Boot `scenarios` once on the direct path and return the serial log and
-/// the wall time, failing unless the boot ended as `expected`.
-fn boot_once(
-    setup: &Setup,
-    options: &Options,
-    name: &str,
-    scenarios: &[&str],
-    expected: Outcome,
-) -> Result<(String, Duration), Fatal> {
+/// One boot's serial log, wall time and verdict.
+struct Booted {
+    serial: String,
+    duration: Duration,
+    verdict: Verdict,
+    log: PathBuf,
+}
+
+/// Boot `scenarios` once on the direct path with `smp` CPUs.
+fn boot(setup: &Setup, options: &Options, name: &str, scenarios: &[&str], smp: u32) -> Booted {
     let extra = options.guest_args();
-    let smp = options.smp.unwrap_or(1);
     let invocation = qemu::invocation(
         &setup.qemu,
         &qemu::Boot {
@@ -81,25 +157,48 @@ fn boot_once(
     let log = setup.run_dir.join(format!("{name}.serial"));
     let timeout = Duration::from_secs(options.timeout);
     let (capture, verdict) = session::launch(&invocation, name, &log, scenarios, timeout, options);
-    if verdict.outcome != expected {
-        return Err(Fatal {
-            status: status::for_outcome(verdict.outcome).max(status::TEST_FAILURE),
-            message: format!(
-                "{name} ended in {} instead of {}: {} (serial log: {})",
-                verdict.outcome.as_str(),
-                expected.as_str(),
-                verdict.reason,
-                log.display()
-            ),
-        });
+    Booted {
+        serial: std::fs::read_to_string(&log).unwrap_or_default(),
+        duration: capture.duration,
+        verdict,
+        log,
     }
-    let serial = std::fs::read_to_string(&log).unwrap_or_default();
-    Ok((serial, capture.duration))
+}
+
+/// A boot that did not end as `expected`, as one line naming its serial log.
+fn expect(booted: &Booted, name: &str, expected: Outcome) -> Result<(), Fatal> {
+    if booted.verdict.outcome == expected {
+        return Ok(());
+    }
+    Err(Fatal {
+        status: status::for_outcome(booted.verdict.outcome).max(status::TEST_FAILURE),
+        message: format!(
+            "{name} ended in {} instead of {}: {} (serial log: {})",
+            booted.verdict.outcome.as_str(),
+            expected.as_str(),
+            booted.verdict.reason,
+            booted.log.display()
+        ),
+    })
+}
+
+/// Boot `scenarios` once on the direct path and return the serial log and
+/// the wall time, failing unless the boot ended as `expected`.
+fn boot_once(
+    setup: &Setup,
+    options: &Options,
+    name: &str,
+    scenarios: &[&str],
+    expected: Outcome,
+) -> Result<(String, Duration), Fatal> {
+    let booted = boot(setup, options, name, scenarios, options.smp.unwrap_or(1));
+    expect(&booted, name, expected)?;
+    Ok((booted.serial, booted.duration))
 }
 
 /// The whole `stack.*` suite on the direct path: the recoverable overflows
 /// share one boot, each fatal one has its own.
-fn stack_suite(setup: &Setup, options: &Options) -> Result<(), Fatal> {
+fn stack_suite(setup: &Setup, options: &Options) -> Result<StackSuite, Fatal> {
     let stack: Vec<&abi::Scenario> = abi::SCENARIOS
         .iter()
         .filter(|s| s.name.starts_with("stack."))
@@ -114,105 +213,102 @@ fn stack_suite(setup: &Setup, options: &Options) -> Result<(), Fatal> {
         let name = format!("bench-{}", s.name);
         total += boot_once(setup, options, &name, &[s.name], s.expect)?.1;
     }
+    let suite = StackSuite {
+        scenarios: stack.len(),
+        boots: 1 + stack.iter().filter(|s| s.isolated).count(),
+        wall_s: total.as_secs_f64(),
+    };
     println!(
         "stack.* suite (direct, {} scenarios in {} boots): {:.2} s wall",
-        stack.len(),
-        1 + stack.iter().filter(|s| s.isolated).count(),
-        total.as_secs_f64()
+        suite.scenarios, suite.boots, suite.wall_s
     );
-    Ok(())
-}
-
-/// One row of `bench.spawn`'s output.
-#[derive(Debug, PartialEq)]
-pub struct SpawnRow {
-    pub strategy: String,
-    pub free: String,
-    pub median_cycles: u64,
-    pub p90_cycles: u64,
-    pub median_ns: u64,
-    pub cache_hits: u64,
-    pub cache_lookups: u64,
-}
-
-/// Parse `# bench spawn strategy=.. free=.. median_cycles=..` lines.
-pub fn parse_spawn(serial: &str) -> Vec<SpawnRow> {
-    serial
-        .lines()
-        .filter_map(|line| {
-            let rest = line.trim_end().strip_prefix("# bench spawn ")?;
-            let field = |key: &str| {
-                rest.split_whitespace()
-                    .find_map(|w| w.strip_prefix(key)?.strip_prefix('='))
-            };
-            let num = |key: &str| field(key)?.parse::<u64>().ok();
-            Some(SpawnRow {
-                strategy: field("strategy")?.to_string(),
-                free: field("free").unwrap_or("exit").to_string(),
-                median_cycles: num("median_cycles")?,
-                p90_cycles: num("p90_cycles")?,
-                median_ns: num("median_ns")?,
-                cache_hits: num("cache_hits")?,
-                cache_lookups: num("cache_lookups")?,
-            })
-        })
-        .collect()
+    Ok(suite)
 }
 
 /// `bench.spawn` in one boot: spawn + run-empty + exit + join cost per
 /// stack strategy and free mode, with ratios against `direct` (same mode,
 /// same boot) and the stack cache's hit rate.
-fn spawn_costs(setup: &Setup, options: &Options) -> Result<(), Fatal> {
-    let (serial, _) = boot_once(
-        setup,
-        options,
-        "bench-spawn",
-        &["bench.spawn"],
-        Outcome::Pass,
-    )?;
-    let rows = parse_spawn(&serial);
+fn spawn_costs(setup: &Setup, options: &Options) -> Result<Costs, Fatal> {
+    let (serial, _) = boot_once(setup, options, "bench-spawn", &[SPAWN], Outcome::Pass)?;
+    let rows = bench_rows::parse("spawn", &serial);
     if rows.is_empty() {
-        return Err(Fatal {
-            status: status::for_outcome(Outcome::Malformed),
-            message: "bench.spawn printed no `bench spawn` lines".to_string(),
-        });
+        return Err(no_lines(SPAWN, "spawn"));
     }
-    println!("task spawn+exit+join (bench.spawn, direct path, TSC; ratio vs direct with the same free mode):");
-    println!(
-        "  {:<12} {:<10} {:>14} {:>11} {:>11} {:>7} {:>10}",
-        "strategy", "free", "median cycles", "median ns", "p90 cycles", "ratio", "cache hit"
+    bench_rows::print_table(
+        "task spawn+exit+join (bench.spawn, direct path, TSC; ratio vs direct with the same free mode):",
+        &rows,
+        false,
     );
-    for r in &rows {
-        let direct = rows
-            .iter()
-            .find(|d| d.strategy == "direct" && d.free == r.free)
-            .map_or(r.median_cycles, |d| d.median_cycles);
-        let hit = if r.cache_lookups == 0 {
-            "-".to_string()
-        } else {
-            format!(
-                "{:.1}%",
-                100.0 * r.cache_hits as f64 / r.cache_lookups as f64
-            )
-        };
-        println!(
-            "  {:<12} {:<10} {:>14} {:>11} {:>11} {:>6.2}x {:>10}",
-            r.strategy,
-            r.free,
-            r.median_cycles,
-            r.median_ns,
-            r.p90_cycles,
-            r.median_cycles as f64 / direct.max(1) as f64,
-            hit
-        );
+    // The guest pins every task to the CPU it runs on, whatever --smp says.
+    Ok(Costs {
+        scenario: SPAWN,
+        cpus: 1,
+        rows,
+    })
+}
+
+/// `bench.fork_heavy` in one boot on all CPUs: many short tasks exiting
+/// per grace period, the burst that can overrun the per-CPU stack cache.
+fn fork_heavy_costs(setup: &Setup, options: &Options) -> Result<Costs, Fatal> {
+    if abi::scenario::find(FORK_HEAVY).is_none() {
+        return Err(Fatal::setup(format!(
+            "{FORK_HEAVY} is not in the scenario catalog (abi::SCENARIOS): this runner cannot boot it"
+        )));
     }
-    Ok(())
+    let smp = options.smp.unwrap_or(FORK_HEAVY_SMP);
+    let name = "bench-fork-heavy";
+    let booted = boot(setup, options, name, &[FORK_HEAVY], smp);
+    if let Some(why) = not_runnable(&booted.serial, FORK_HEAVY) {
+        return Err(Fatal::setup(format!(
+            "{FORK_HEAVY} cannot run: the guest says \"{why}\"; build a guest that has it (serial log: {})",
+            booted.log.display()
+        )));
+    }
+    expect(&booted, name, Outcome::Pass)?;
+    let rows = bench_rows::parse("fork_heavy", &booted.serial);
+    if rows.is_empty() {
+        return Err(no_lines(FORK_HEAVY, "fork_heavy"));
+    }
+    bench_rows::print_table(
+        &format!("many tasks per grace period on all CPUs (bench.fork_heavy, direct path, smp={smp}, TSC per task; ratio vs direct with the same free mode):"),
+        &rows,
+        true,
+    );
+    let cpus = rows
+        .iter()
+        .find_map(|r| r.cpus)
+        .and_then(|c| u32::try_from(c).ok());
+    Ok(Costs {
+        scenario: FORK_HEAVY,
+        cpus: cpus.unwrap_or(smp),
+        rows,
+    })
+}
+
+/// The guest's own reason for not running `scenario` at all, as
+/// `guest/src/scenarios/mod.rs` prints it: a name it does not know, or one
+/// the catalog has and this guest build does not implement.
+fn not_runnable<'a>(serial: &'a str, scenario: &str) -> Option<&'a str> {
+    let prefix = format!("# FAIL: {scenario}: ");
+    serial
+        .lines()
+        .filter_map(|line| line.trim().strip_prefix(prefix.as_str()))
+        .find(|why| why.contains("unknown scenario") || why.contains("not implemented"))
+}
+
+fn no_lines(scenario: &str, family: &str) -> Fatal {
+    Fatal {
+        status: status::for_outcome(Outcome::Malformed),
+        message: format!("{scenario} printed no `bench {family}` lines"),
+    }
 }
 
 #[derive(Debug, PartialEq)]
 pub struct Stats {
     pub median: Duration,
     pub p90: Duration,
+    pub min: Duration,
+    pub max: Duration,
     pub runs: usize,
 }
 
@@ -301,6 +397,8 @@ pub fn stats(mut times: Vec<Duration>) -> Stats {
         return Stats {
             median: Duration::ZERO,
             p90: Duration::ZERO,
+            min: Duration::ZERO,
+            max: Duration::ZERO,
             runs: 0,
         };
     }
@@ -313,28 +411,14 @@ pub fn stats(mut times: Vec<Duration>) -> Stats {
     Stats {
         median,
         p90,
+        min: times[0],
+        max: times[n - 1],
         runs: n,
     }
 }
 
 #[cfg(test)]
 mod tests {
-    #[test]
-    fn spawn_lines_parse_and_garbage_is_skipped() {
-        let serial = "noise\n# bench spawn strategy=vmap free=rcu iterations=10 median_cycles=5 p90_cycles=7 median_ns=2 p90_ns=3 cache_hits=1 cache_lookups=4\n# bench spawn strategy=vmap median_cycles=x\n";
-        let rows = super::parse_spawn(serial);
-        assert_eq!(rows.len(), 1);
-        assert_eq!(
-            (
-                rows[0].strategy.as_str(),
-                rows[0].free.as_str(),
-                rows[0].median_cycles,
-                rows[0].cache_lookups
-            ),
-            ("vmap", "rcu", 5, 4)
-        );
-    }
-
     use super::*;
 
     fn ms(v: &[u64]) -> Vec<Duration> {
@@ -352,10 +436,31 @@ mod tests {
             (Duration::from_millis(20), Duration::from_millis(30))
         );
         assert_eq!(stats(ms(&[7])).p90, Duration::from_millis(7));
+        assert_eq!(
+            (s.min, s.max),
+            (Duration::from_millis(10), Duration::from_millis(30))
+        );
         assert_eq!(stats(vec![]).runs, 0);
         assert_eq!(
             stats(ms(&[20, 30])).to_string(),
             "median 25.0 ms, p90 30.0 ms over 2 runs"
         );
+    }
+
+    #[test]
+    fn a_scenario_the_guest_cannot_run_is_told_apart_from_a_failing_one() {
+        let missing = "TAP version 14\n1..1\n# FAIL: bench.fork_heavy: listed in the catalog but not implemented by this guest\nnot ok 1 bench.fork_heavy\n";
+        assert_eq!(
+            not_runnable(missing, "bench.fork_heavy"),
+            Some("listed in the catalog but not implemented by this guest")
+        );
+        let unknown = "# FAIL: bench.fork_heavy: unknown scenario\r\n";
+        assert_eq!(
+            not_runnable(unknown, "bench.fork_heavy"),
+            Some("unknown scenario")
+        );
+        let failing = "# FAIL: bench.fork_heavy: spawn: OutOfMemory\n";
+        assert_eq!(not_runnable(failing, "bench.fork_heavy"), None);
+        assert_eq!(not_runnable(missing, "bench.spawn"), None);
     }
 }

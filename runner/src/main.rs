@@ -2,6 +2,9 @@
 //! scenario from the KTAP report and QEMU's exit status. See `runner --help`.
 
 mod bench;
+mod bench_report;
+mod bench_rows;
+mod bench_svg;
 mod classify;
 mod cli;
 mod compare;
