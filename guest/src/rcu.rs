@@ -72,10 +72,15 @@ fn quiescent_state() -> Vec<Callback> {
 /// Callbacks taken from the queue whose run has not finished.
 static IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
 
-/// Report a quiescent state and run this CPU's ready callbacks.
+/// Report a quiescent state and run this CPU's ready callbacks, each with
+/// preemption off: Linux runs them from softirq, where nothing may sleep,
+/// and `might_sleep` must see that even when a task with interrupts on runs
+/// them (`synchronize_rcu`, `rcu_barrier`).
 pub fn quiescent_state_and_run() {
     for cb in quiescent_state() {
+        percpu::this().preempt_disable();
         cb();
+        percpu::this().preempt_enable();
         IN_FLIGHT.fetch_sub(1, Ordering::AcqRel);
     }
 }
