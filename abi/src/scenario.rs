@@ -307,6 +307,11 @@ pub const SCENARIOS: &[Scenario] = &[
         &[1],
     ),
     check(
+        "life.mm_refs",
+        "drops from RCU callbacks are deferred exactly when the root goes, never when only the struct-only ref goes",
+        &[1, 4],
+    ),
+    check(
         "life.stress",
         "10 000 tasks created and reaped on all CPUs while readers traverse the task list; counters back to baseline",
         &[1, 4],

@@ -45,6 +45,7 @@ const IMPLEMENTED: &[(&str, ScenarioFn)] = &[
     ("life.rcu_reader", life::rcu_reader),
     ("life.stack_before_gp", life::stack_before_gp),
     ("life.refcount", life::refcount),
+    ("life.mm_refs", life::mm_refs),
     ("life.stress", life::stress),
     ("selftest.hang", selftest::hang),
     ("selftest.triple_fault", selftest::triple_fault),
