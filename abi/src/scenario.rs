@@ -316,6 +316,11 @@ pub const SCENARIOS: &[Scenario] = &[
         &[1],
     ),
     check(
+        "life.mm_refs",
+        "drops from RCU callbacks are deferred exactly when the root goes, never when only the struct-only ref goes",
+        &[1, 4],
+    ),
+    check(
         "life.uaf",
         "a deliberate use after free of a task struct is caught, reported with the task's history, and contained",
         &[1, 4],

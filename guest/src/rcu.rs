@@ -111,8 +111,13 @@ pub fn quiescent_state_and_run() {
         done
     })
     .unwrap_or_default();
+    // Preemption off around each, as in softirq, where Linux runs them:
+    // `might_sleep` must see that nothing may sleep here even when a task
+    // with interrupts on runs them (`synchronize_rcu`, `rcu_barrier`).
     for cb in done {
+        percpu::this().preempt_disable();
         cb();
+        percpu::this().preempt_enable();
         IN_FLIGHT.fetch_sub(1, Ordering::AcqRel);
     }
 }

@@ -5,6 +5,7 @@
 //! through it), then frames (they need nothing), then the heap (it needs
 //! frames and page tables), then the vmalloc area (its registry lives on the
 //! heap).
+pub mod address_space;
 pub mod frames;
 pub mod guarded;
 pub mod heap;

@@ -147,3 +147,38 @@ pub fn unmap(page: VirtAddr) -> Option<PhysFrame> {
         Err(e) => panic!("unmap of {:#x}: {e:?}", page.start_address().as_u64()),
     }
 }
+
+/// `pgd_alloc`: the top-level table of a new address space, its user half
+/// empty and its kernel half pointing at the kernel's own lower tables, as
+/// every x86 PGD does. The copy is made under `LOCK`, this kernel's
+/// `pgd_lock`, so a kernel entry being created meanwhile is copied whole or
+/// not at all.
+pub fn pgd_alloc() -> Option<PhysFrame> {
+    let frame = frames::alloc()?;
+    let _guard = LOCK.lock();
+    let (kernel_root, _) = Cr3::read();
+    let src = hhdm::phys_to_virt(kernel_root.start_address()).expect("HHDM offset unknown");
+    let dst = hhdm::phys_to_virt(frame.start_address()).expect("HHDM offset unknown");
+    // SAFETY: `frame` was just allocated, so this is its only reference;
+    // `src` is the active PML4, mapped by the HHDM, only read here while
+    // `LOCK` keeps every writer out. The two frames differ.
+    unsafe {
+        let src = &*src.as_ptr::<PageTable>();
+        let dst = &mut *dst.as_mut_ptr::<PageTable>();
+        dst.zero();
+        for i in 256..512 {
+            dst[i] = src[i].clone();
+        }
+    }
+    Some(frame)
+}
+
+/// `pgd_free`: give back a root made by `pgd_alloc`. Only the root: its
+/// kernel half is the kernel's, its user half must already be torn down.
+/// Linux unlinks the PGD from `pgd_list` here under `pgd_lock`, a lock not
+/// safe against interrupts: that is why the last `mmdrop` may not run in
+/// atomic or RCU-callback context. `LOCK` stands for it.
+pub fn pgd_free(root: PhysFrame) {
+    let _guard = LOCK.lock();
+    frames::free(root);
+}

@@ -3,7 +3,9 @@
 //! These turn the seeds' argument into checks: a reader inside an RCU
 //! read-side section keeps seeing a valid task across its exit; the stack
 //! is back in the per-CPU cache before the grace period ends while the task
-//! struct waits for it; refcount misuse is reported and contained.
+//! struct waits for it; refcount misuse is reported and contained; a use
+//! after free of a debug-placed task struct faults and is explained.
+//! (`life.mm_refs`, the address-space counts, is `life_mm.rs`.)
 use super::Checks;
 use crate::arch::x86_64::{percpu, sabotage, time};
 use crate::boot::BootInfo;

@@ -8,6 +8,7 @@ mod boot;
 mod conformance;
 mod kernel;
 mod life;
+mod life_mm;
 mod selftest;
 mod stack;
 
@@ -47,6 +48,7 @@ const IMPLEMENTED: &[(&str, ScenarioFn)] = &[
     ("life.rcu_reader", life::rcu_reader),
     ("life.stack_before_gp", life::stack_before_gp),
     ("life.refcount", life::refcount),
+    ("life.mm_refs", life_mm::mm_refs),
     ("life.uaf", life::uaf),
     ("life.stress", life::stress),
     ("selftest.hang", selftest::hang),

@@ -9,6 +9,7 @@
 pub mod history;
 mod lifetime;
 mod sched;
+mod wait;
 
 pub use lifetime::{
     debug_placement, find_get, for_each_task, free_mode, freed_count, refcount_events,
@@ -16,6 +17,7 @@ pub use lifetime::{
 };
 
 pub use sched::{idle_loop, preempt_from_irq, timer_tick, yield_now, CpuLocal};
+pub use wait::WaitQueue;
 
 use crate::arch::x86_64::context::Context;
 use crate::arch::x86_64::{interrupts, percpu};
@@ -380,6 +382,15 @@ pub fn spawn_on<F: FnOnce() -> u64 + Send + 'static>(
         task,
         joined: false,
     })
+}
+
+/// Start a kernel thread that lives as long as the machine (a worker that
+/// sleeps until it has work): it counts as permanent, so `settle` does not
+/// wait for it to exit.
+pub fn spawn_daemon(name: &str, f: fn() -> !) -> Result<u64, SpawnError> {
+    let handle = spawn(name, move || -> u64 { f() })?;
+    PERMANENT.fetch_add(1, Ordering::Relaxed);
+    Ok(handle.id())
 }
 
 /// First code of every new task, on its own stack (from `context.rs`).
