@@ -239,6 +239,16 @@ fn spawn_costs(setup: &Setup, options: &Options) -> Result<Costs, Fatal> {
         &rows,
         false,
     );
+    // What the allocator alone costs, no task on the stack: tells the
+    // allocator's share of the spawn cost from running on what it returned.
+    let alone = bench_rows::parse("stack_alloc", &serial);
+    if !alone.is_empty() {
+        bench_rows::print_table(
+            "task stack alloc + release alone, no task (bench.spawn, TSC; ratio vs direct):",
+            &alone,
+            false,
+        );
+    }
     // The guest pins every task to the CPU it runs on, whatever --smp says.
     Ok(Costs {
         scenario: SPAWN,
