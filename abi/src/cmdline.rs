@@ -15,8 +15,8 @@ pub const STACK_STRATEGY: &str = "stack";
 pub const STACK_SIZE: &str = "stack_size";
 /// Guard pages on each side of every vmapped stack (default 1; 0 disables).
 pub const GUARD_PAGES: &str = "guard_pages";
-/// When a dead task's stack goes: `exit` (default), `rcu` (with the task
-/// struct, after a grace period: pre-4.8), `rcu-cache` (an RCU callback
+/// When a dead task's stack goes: `exit` (default), `rcu` or `legacy` (with
+/// the task struct, after a grace period: pre-4.8), `rcu-cache` (an RCU callback
 /// that tries the per-CPU cache first: Linux 5.18+).
 pub const STACK_FREE: &str = "stack_free";
 /// Where task structs live: `heap` (default) or `vmalloc`, the debug mode

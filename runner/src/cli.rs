@@ -129,6 +129,7 @@ pub enum StackFree {
     /// As soon as the dead task has been switched away from (Linux 4.9+).
     Exit,
     /// With the task struct, after a grace period (pre-4.8, thread_info on the stack).
+    #[value(alias = "legacy")]
     Rcu,
     /// From an RCU callback that tries the per-CPU cache first (Linux 5.18+).
     RcuCache,

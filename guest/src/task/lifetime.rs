@@ -50,8 +50,12 @@ impl FreeMode {
             FreeMode::RcuCallback => "rcu-cache",
         }
     }
+    /// By name; `legacy` is the name for `rcu` (pre-4.8).
     pub fn from_name(s: &str) -> Option<FreeMode> {
-        FreeMode::ALL.into_iter().find(|m| m.name() == s)
+        match s {
+            "legacy" => Some(FreeMode::AfterGracePeriod),
+            _ => FreeMode::ALL.into_iter().find(|m| m.name() == s),
+        }
     }
 }
 
