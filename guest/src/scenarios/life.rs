@@ -14,6 +14,7 @@ use crate::mm::stack::{self, Strategy};
 use crate::task::{self, ExitStatus, FreeMode};
 use crate::{mm, oops, rcu};
 use alloc::vec::Vec;
+use core::fmt::Write;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use kcore::refcount::{Refcount, RefcountEvent, REFCOUNT_MAX};
 
@@ -269,10 +270,25 @@ pub fn stress(_: &BootInfo, c: &mut Checks) {
             "frame, vmalloc and heap counters back to baseline: {after:?} (before: {before:?})"
         ),
     );
+    rcu::rcu_barrier();
     if let Some(r) = rcu::counters() {
+        c.check(
+            r.pending == 0,
+            format_args!(
+                "no RCU callback left pending after rcu_barrier ({})",
+                r.pending
+            ),
+        );
         c.info(format_args!(
-            "rcu: {} grace periods, {} callbacks, largest batch {}",
-            r.gps_completed, r.callbacks_run, r.max_batch
+            "rcu: {} grace periods, {} callbacks run, {} pending, batch per grace period: last {}, largest {}",
+            r.gps_completed, r.callbacks_run, r.pending, r.last_batch, r.max_batch
+        ));
+        let mut hist = alloc::string::String::new();
+        for (i, n) in r.batch_hist.iter().enumerate().filter(|(_, &n)| n > 0) {
+            let _ = write!(hist, " {}+:{n}", kcore::rcu::batch_bucket_start(i));
+        }
+        c.info(format_args!(
+            "rcu: grace periods by batch size (callbacks):{hist}"
         ));
     }
 }
