@@ -136,6 +136,18 @@ impl core::fmt::Display for Sym {
     }
 }
 
+/// Where the CPU was, by symbol, and every register.
+fn write_regs(w: &mut impl Write, frame: &TrapFrame) -> core::fmt::Result {
+    writeln!(
+        w,
+        "RIP: {:04x}:{:016x} {}",
+        frame.cs,
+        frame.rip,
+        Sym(frame.rip)
+    )?;
+    writeln!(w, "{frame}")
+}
+
 /// The call trace and the end marker, a recursion collapsed into one line
 /// with a count.
 fn write_trace(w: &mut impl Write, bt: &backtrace::Backtrace) -> core::fmt::Result {
@@ -297,14 +309,7 @@ pub fn stack_fault(frame: &TrapFrame, cr2: u64, via: Via) -> Option<Action> {
                     "#PF"
                 }
             )?;
-            writeln!(
-                w,
-                "RIP: {:04x}:{:016x} {}",
-                frame.cs,
-                frame.rip,
-                Sym(frame.rip)
-            )?;
-            writeln!(w, "{frame}")?;
+            write_regs(w, frame)?;
             writeln!(
                 w,
                 "CR2: {cr2:016x} CR3: {:016x} error code: {:#x}",

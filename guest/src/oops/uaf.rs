@@ -2,7 +2,7 @@
 //! on its unmapped pages, told the way KFENCE tells it, plus what the
 //! task-struct case needs: the dead task's history (who created, reaped
 //! and freed it, and when), since the struct itself is gone.
-use super::{backtrace, json, scenario, stack_at, write_trace, Action, Sym};
+use super::{backtrace, json, scenario, stack_at, write_regs, write_trace, Action, Sym};
 use crate::arch::x86_64::percpu;
 use crate::arch::x86_64::trap::TrapFrame;
 use crate::mm::guarded;
@@ -100,14 +100,7 @@ pub fn use_after_free(frame: &TrapFrame, cr2: u64) -> Option<Action> {
                 }
                 None => writeln!(w, "No history kept for owner {}", obj.id)?,
             }
-            writeln!(
-                w,
-                "RIP: {:04x}:{:016x} {}",
-                frame.cs,
-                frame.rip,
-                Sym(frame.rip)
-            )?;
-            writeln!(w, "{frame}")?;
+            write_regs(w, frame)?;
             write_trace(w, &bt)?;
             w.write_str(abi::guard::UAF_PREFIX)?;
             let mut o = json::Obj::begin(w)?;
