@@ -89,18 +89,12 @@ pub(super) fn owns(ptr: *mut u8) -> bool {
 
 /// For the global allocator: free a placed object into the quarantine.
 pub(super) fn free(ptr: *mut u8) {
-    let base = VirtAddr::new(ptr as u64);
-    let Some(Lookup::Mapped { alloc, .. }) = vmalloc::lookup(base) else {
-        panic!("freeing {ptr:p}: not a placed object");
+    let retire = |owner| match owner {
+        Owner::Object { what, id } => Some(Owner::Freed { what, id }),
+        _ => None,
     };
-    let Owner::Object { what, id } = alloc.owner else {
-        panic!(
-            "freeing {ptr:p}: owned by {:?}, not a placed object",
-            alloc.owner
-        );
-    };
-    vmalloc::vfree_quarantined(base, Owner::Freed { what, id })
-        .unwrap_or_else(|e| panic!("freeing {ptr:p}: {e:?}"));
+    vmalloc::vfree_quarantined(VirtAddr::new(ptr as u64), retire)
+        .unwrap_or_else(|e| panic!("freeing {ptr:p}: not a live placed object ({e:?})"));
     FREED.fetch_add(1, Ordering::Relaxed);
 }
 

@@ -153,14 +153,21 @@ static QUARANTINE: IrqLock<VecDeque<u64>> = IrqLock::new(VecDeque::new());
 const QUARANTINE_MAX: usize = 256;
 
 /// Free a debug object: unmap it, flush this CPU's TLB, and keep the range
-/// reserved as `owner` until it leaves the quarantine. As in KFENCE, no
+/// reserved, owned by what `retire` makes of its live owner (`None`: not
+/// an object this may free), until it leaves the quarantine. As in KFENCE, no
 /// IPI here (frees come with interrupts off): another CPU may keep a stale
 /// translation until the next batched shootdown, so its frames join the
 /// lazy list and are reused only after that shootdown, never while a stale
 /// entry could still reach them.
-pub fn vfree_quarantined(base: VirtAddr, owner: Owner) -> Result<(), VmallocError> {
-    let a = match with(|area| area.lookup(base.as_u64())) {
-        Lookup::Mapped { alloc, offset: 0 } => alloc,
+pub fn vfree_quarantined(
+    base: VirtAddr,
+    retire: impl FnOnce(Owner) -> Option<Owner>,
+) -> Result<(), VmallocError> {
+    let (a, owner) = match with(|area| area.lookup(base.as_u64())) {
+        Lookup::Mapped { alloc, offset: 0 } => match retire(alloc.owner) {
+            Some(owner) => (alloc, owner),
+            None => return Err(VmallocError::NotAllocated),
+        },
         _ => return Err(VmallocError::NotAllocated),
     };
     let frames = unmap(a.base, a.pages);
