@@ -211,18 +211,28 @@ pub fn shootdown(_: &BootInfo, c: &mut Checks) {
         probe::read_u8(addr).is_none(),
         format_args!("after vfree, this CPU faults on it"),
     );
-    // vfree defers the cross-CPU flush (lazy vunmap); the purge is the
-    // shootdown this scenario is about.
-    vmalloc::purge();
-    let faulted = others
+    // The checkers exist before the purge: spawning them after it could
+    // hand the freed range straight back out (a vmapped stack, a
+    // debug-placed task struct), and a read would then succeed.
+    static GO: AtomicBool = AtomicBool::new(false);
+    GO.store(false, Ordering::Release);
+    let checkers: Vec<_> = others
         .iter()
         .filter_map(|&cpu| {
             task::spawn_on(cpu, "tlb-check", move || {
+                while !GO.load(Ordering::Acquire) {
+                    task::yield_now();
+                }
                 u64::from(probe::read_u8(addr).is_none())
             })
             .ok()
         })
-        .collect::<Vec<_>>()
+        .collect();
+    // vfree defers the cross-CPU flush (lazy vunmap); the purge is the
+    // shootdown this scenario is about.
+    vmalloc::purge();
+    GO.store(true, Ordering::Release);
+    let faulted = checkers
         .into_iter()
         .map(JoinHandle::join)
         .filter(|s| *s == ExitStatus::Exited(1))
