@@ -245,12 +245,15 @@ static PERMANENT: AtomicU64 = AtomicU64::new(0);
 
 /// Wait until every task but the permanent ones has been freed: a joined
 /// task is already dead, but its CPU may not have switched away from it
-/// yet, and its struct goes only after an RCU grace period. Returns false
-/// if that did not happen within `timeout_ms`.
+/// yet, and its struct goes only after an RCU grace period. Then wait for
+/// the RCU callbacks queued meanwhile, which may still hold a stack (free
+/// mode `rcu-cache`: its callback can run after the struct's). Returns
+/// false if the tasks were not freed within `timeout_ms`.
 pub fn settle(timeout_ms: u64) -> bool {
     let deadline = crate::arch::x86_64::time::now_ns() + timeout_ms * 1_000_000;
     while crate::arch::x86_64::time::now_ns() < deadline {
         if live_tasks() <= PERMANENT.load(Ordering::Relaxed) {
+            crate::rcu::rcu_barrier();
             return true;
         }
         yield_now();
