@@ -15,10 +15,11 @@
 //! (4-8 ms at 250 Hz) however fast tasks come and go, so a fork-heavy load
 //! queues many frees per grace period: the condition under which the LWN
 //! seed found the stack cache useless with RCU-deferred freeing.
-use crate::arch::x86_64::percpu;
+use crate::arch::x86_64::{percpu, time};
 use crate::sync::IrqLock;
 use alloc::boxed::Box;
 use alloc::vec::Vec;
+use core::fmt::Write;
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use kcore::rcu::Rcu;
 
@@ -62,8 +63,63 @@ fn with_state<R>(
         }
         COMPLETED.store(r.completed(), Ordering::Release);
     }
-    GP_SEQ.store(r.gp_seq(), Ordering::Release);
+    if GP_SEQ.swap(r.gp_seq(), Ordering::AcqRel) != r.gp_seq() {
+        GP_STARTED_NS.store(time::now_ns(), Ordering::Release);
+    }
     Some(out)
+}
+
+/// When the grace period in progress started, and the last one a stall
+/// warning was printed for.
+static GP_STARTED_NS: AtomicU64 = AtomicU64::new(0);
+static STALL_WARNED: AtomicU64 = AtomicU64::new(0);
+/// Linux's default is 21 s; a guest whose grace periods last a few ms can
+/// say much sooner that one is stuck.
+const STALL_NS: u64 = 2_000_000_000;
+
+/// Linux's RCU CPU stall warning: a grace period that has not ended after
+/// `STALL_NS` is reported once, naming the CPUs it still waits for and
+/// their state, so a stuck `preempt_count` or a dead tick can be told from
+/// a slow machine.
+fn check_stall(seq: u64) {
+    let age = time::now_ns().saturating_sub(GP_STARTED_NS.load(Ordering::Acquire));
+    if age < STALL_NS || STALL_WARNED.load(Ordering::Acquire) == seq {
+        return;
+    }
+    let Some(g) = STATE.try_lock() else {
+        return;
+    };
+    let Some(r) = g.as_ref() else {
+        return;
+    };
+    if r.gp_seq() != seq || !r.gp_in_progress() || STALL_WARNED.swap(seq, Ordering::AcqRel) == seq {
+        return;
+    }
+    STALLS.fetch_add(1, Ordering::AcqRel);
+    crate::console::report(|w| {
+        let _ = writeln!(
+            w,
+            "rcu: INFO: rcu_sched detected stalls on CPUs (grace period {seq}, {} ms):",
+            age / 1_000_000
+        );
+        for p in percpu::all().filter(|p| r.needs_qs(p.id)) {
+            let _ = writeln!(
+                w,
+                "rcu:   CPU {}: no quiescent state reported; preempt_count {}, last switch noted in grace period {}, ticks {}",
+                p.id,
+                p.preempt_count(),
+                NOTED[p.id].load(Ordering::Acquire),
+                p.local.ticks.load(Ordering::Relaxed)
+            );
+        }
+    });
+}
+
+/// Stall warnings printed since boot.
+static STALLS: AtomicU64 = AtomicU64::new(0);
+
+pub fn stalls() -> u64 {
+    STALLS.load(Ordering::Acquire)
 }
 
 /// A read-side critical section: no quiescent state on this CPU until it
@@ -132,6 +188,7 @@ pub fn tick() {
     if seq == COMPLETED.load(Ordering::Acquire) {
         return;
     }
+    check_stall(seq);
     let now = cpu.preempt_count() == 0;
     let noted = NOTED[cpu.id].load(Ordering::Acquire);
     if !now && noted != seq {

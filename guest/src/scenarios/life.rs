@@ -210,6 +210,7 @@ pub fn stress(_: &BootInfo, c: &mut Checks) {
     c.check(task::settle(2_000), format_args!("quiet before the run"));
     stack::drain_caches();
     let before = mm::snapshot();
+    let stalls = rcu::stalls();
     STOP.store(false, Ordering::Release);
     let readers: Vec<_> = (0..percpu::online())
         .filter_map(|cpu| {
@@ -271,6 +272,10 @@ pub fn stress(_: &BootInfo, c: &mut Checks) {
         ),
     );
     rcu::rcu_barrier();
+    c.check(
+        rcu::stalls() == stalls,
+        format_args!("no RCU stall warning during the run"),
+    );
     if let Some(r) = rcu::counters() {
         c.check(
             r.pending == 0,
