@@ -6,9 +6,9 @@
 use super::Checks;
 use crate::arch::x86_64::{percpu, probe, time};
 use crate::boot::BootInfo;
+use crate::mm::paging;
 use crate::mm::stack::{self, StackKind, Strategy};
 use crate::mm::vmalloc::{self, Owner};
-use crate::mm::{self, paging};
 use crate::task::{self, ExitStatus, JoinHandle};
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -136,17 +136,13 @@ pub fn leak(_: &BootInfo, c: &mut Checks) {
             continue;
         }
         let settled = task::settle(2_000);
-        stack::drain_caches();
-        let before = mm::snapshot();
+        let before = super::counters_now();
         let t0 = time::now_ns();
         if let Err(e) = spawn_many(CYCLES, "leak", |i| i) {
             c.check(false, format_args!("{}: spawn: {e:?}", s.name()));
             continue;
         }
         let settled = settled && task::settle(2_000);
-        // Cached stacks are not leaks, but they are not baseline either.
-        stack::drain_caches();
-        let after = mm::snapshot();
         let ms = (time::now_ns() - t0) / 1_000_000;
         c.check(
             settled,
@@ -156,17 +152,14 @@ pub fn leak(_: &BootInfo, c: &mut Checks) {
                 task::live_tasks()
             ),
         );
-        c.check(
-            after == before,
+        c.back_to_baseline(
+            &before,
+            true,
             format_args!(
                 "{}: {CYCLES} spawn/exit cycles in {ms} ms, counters back to baseline",
                 s.name()
             ),
         );
-        if after != before {
-            c.info(format_args!("before {before:?}"));
-            c.info(format_args!("after  {after:?}"));
-        }
     }
     stack::set_strategy(original);
 }

@@ -208,8 +208,7 @@ pub fn stress(_: &BootInfo, c: &mut Checks) {
         h.join();
     });
     c.check(task::settle(2_000), format_args!("quiet before the run"));
-    stack::drain_caches();
-    let before = mm::snapshot();
+    let before = super::counters_now();
     let stalls = rcu::stalls();
     STOP.store(false, Ordering::Release);
     let readers: Vec<_> = (0..percpu::online())
@@ -263,13 +262,10 @@ pub fn stress(_: &BootInfo, c: &mut Checks) {
         task::settle(2_000),
         format_args!("every task freed after its grace period"),
     );
-    stack::drain_caches();
-    let after = mm::snapshot();
-    c.check(
-        after == before,
-        format_args!(
-            "frame, vmalloc and heap counters back to baseline: {after:?} (before: {before:?})"
-        ),
+    c.back_to_baseline(
+        &before,
+        true,
+        format_args!("frame, vmalloc and heap counters back to baseline"),
     );
     rcu::rcu_barrier();
     c.check(

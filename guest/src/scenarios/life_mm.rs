@@ -8,9 +8,8 @@ use super::Checks;
 use crate::arch::x86_64::{interrupts, percpu};
 use crate::boot::BootInfo;
 use crate::mm::address_space::{self, Mm};
-use crate::mm::stack;
+use crate::rcu;
 use crate::task;
-use crate::{mm, rcu};
 use alloc::format;
 use alloc::string::String;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -123,8 +122,7 @@ pub fn mm_refs(_: &BootInfo, c: &mut Checks) {
         quiesce_mm();
     }
     c.check(task::settle(2_000), format_args!("quiet before the run"));
-    stack::drain_caches();
-    let baseline = mm::snapshot();
+    let baseline = super::counters_now();
     let (start, w_start, live0) = (
         address_space::stats(),
         address_space::worker_counts(),
@@ -293,14 +291,9 @@ pub fn mm_refs(_: &BootInfo, c: &mut Checks) {
     // (f) Everything given back.
     quiesce_mm();
     c.check(task::settle(2_000), format_args!("quiet after the run"));
-    stack::drain_caches();
-    let after = mm::snapshot();
-    if after != baseline {
-        c.info(format_args!("before: {baseline:?}"));
-        c.info(format_args!("after:  {after:?}"));
-    }
-    c.check(
-        after == baseline && address_space::live() == live0,
+    c.back_to_baseline(
+        &baseline,
+        address_space::live() == live0,
         format_args!(
             "frame, vmalloc and heap counters back to baseline, no mm left ({} live)",
             address_space::live()

@@ -13,7 +13,7 @@ mod selftest;
 mod stack;
 
 use crate::boot::BootInfo;
-use crate::ktap;
+use crate::{ktap, mm};
 use abi::GuestExit;
 use core::fmt;
 
@@ -83,6 +83,29 @@ impl Checks {
     pub fn info(&self, what: fmt::Arguments) {
         ktap::diag(what);
     }
+
+    /// The leak check: every allocator's counters (`counters_now`) equal
+    /// `before`; on a mismatch both snapshots are printed.
+    pub fn back_to_baseline(
+        &mut self,
+        before: &mm::Snapshot,
+        ok_too: bool,
+        what: fmt::Arguments,
+    ) -> bool {
+        let after = counters_now();
+        if after != *before {
+            self.info(format_args!("before {before:?}"));
+            self.info(format_args!("after  {after:?}"));
+        }
+        self.check(after == *before && ok_too, what)
+    }
+}
+
+/// Every allocator's counters, per-CPU stack caches drained first: cached
+/// stacks are not leaks, but they are not baseline either.
+pub fn counters_now() -> mm::Snapshot {
+    mm::stack::drain_caches();
+    mm::snapshot()
 }
 
 /// Run the scenarios named on the command line, in order, and return the

@@ -11,10 +11,10 @@ use crate::arch::x86_64::interrupts::{self, TEST_VECTOR};
 use crate::arch::x86_64::percpu::{self, IST_DOUBLE_FAULT, IST_NMI, MAX_CPUS};
 use crate::arch::x86_64::{cpu, probe, sabotage, time};
 use crate::boot::BootInfo;
+use crate::lkdtm;
 use crate::mm::stack::{self, StackKind, Strategy, EXCEPTION_STACK, IRQ_STACK};
 use crate::oops::{self, HitKind};
 use crate::task::{self, ExitStatus};
-use crate::{lkdtm, mm};
 use alloc::vec::Vec;
 use core::hint::black_box;
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -276,8 +276,7 @@ pub fn repeat(_: &BootInfo, c: &mut Checks) {
     }
     oops::set_quiet(false);
     task::settle(2_000);
-    stack::drain_caches();
-    let before = mm::snapshot();
+    let before = super::counters_now();
     let hits = oops::hits();
     let mut killed = 0;
     for i in 0..N {
@@ -303,16 +302,11 @@ pub fn repeat(_: &BootInfo, c: &mut Checks) {
         task::settle(2_000),
         format_args!("every killed task reaped"),
     );
-    stack::drain_caches();
-    let after = mm::snapshot();
-    c.check(
-        after == before,
+    c.back_to_baseline(
+        &before,
+        true,
         format_args!("frame, vmalloc and heap counters back to baseline"),
     );
-    if after != before {
-        c.info(format_args!("before {before:?}"));
-        c.info(format_args!("after  {after:?}"));
-    }
 }
 
 pub fn nmi_in_df(_: &BootInfo, c: &mut Checks) {
