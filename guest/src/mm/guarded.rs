@@ -39,17 +39,19 @@ static FALLBACKS: AtomicU64 = AtomicU64::new(0);
 
 /// Run `make` with its first heap allocation placed in guarded pages,
 /// owned by (`what`, `id`). Interrupts are off meanwhile, so an interrupt
-/// handler's allocation cannot take the placement. Returns what `make`
-/// returned and whether the placement was used.
-pub fn place<T>(what: &'static str, id: u64, make: impl FnOnce() -> T) -> (T, bool) {
+/// handler's allocation cannot take the placement. A placement that could
+/// not be made falls back to the heap and is counted (`counters`).
+pub fn place<T>(what: &'static str, id: u64, make: impl FnOnce() -> T) -> T {
     interrupts::without(|| {
         let cpu = percpu::this().id;
         *ARMED[cpu].lock() = Some(Tag { what, id });
         ARMED_CPUS.fetch_add(1, Ordering::AcqRel);
         let made = make();
         ARMED_CPUS.fetch_sub(1, Ordering::AcqRel);
-        let unused = ARMED[cpu].lock().take().is_some();
-        (made, !unused)
+        // `make` allocated nothing: disarm, or the next allocation here
+        // would take a tag meant for someone else.
+        ARMED[cpu].lock().take();
+        made
     })
 }
 

@@ -8,7 +8,7 @@ use crate::arch::x86_64::trap::TrapFrame;
 use crate::mm::guarded;
 use crate::task::history;
 use core::fmt::Write;
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 /// What a scenario checks after provoking one.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -24,13 +24,13 @@ pub struct UafReport {
 
 static COUNT: AtomicU64 = AtomicU64::new(0);
 static LAST_OWNER: AtomicU64 = AtomicU64::new(0);
-static LAST_HISTORY: AtomicU64 = AtomicU64::new(0);
+static LAST_HISTORY: AtomicBool = AtomicBool::new(false);
 
 pub fn uaf_reports() -> UafReport {
     UafReport {
         count: COUNT.load(Ordering::Acquire),
         last_owner: LAST_OWNER.load(Ordering::Acquire),
-        last_had_history: LAST_HISTORY.load(Ordering::Acquire) != 0,
+        last_had_history: LAST_HISTORY.load(Ordering::Acquire),
     }
 }
 
@@ -64,7 +64,7 @@ pub fn use_after_free(frame: &TrapFrame, cr2: u64) -> Option<Action> {
 
     COUNT.fetch_add(1, Ordering::AcqRel);
     LAST_OWNER.store(obj.id, Ordering::Release);
-    LAST_HISTORY.store(history.is_some() as u64, Ordering::Release);
+    LAST_HISTORY.store(history.is_some(), Ordering::Release);
     crate::console::report(|w| {
         let _ = (|| -> core::fmt::Result {
             writeln!(

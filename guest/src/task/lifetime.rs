@@ -93,7 +93,7 @@ pub(super) fn allocate(task: Task) -> Arc<Task> {
         return Arc::new(task);
     }
     let id = task.id;
-    guarded::place("task_struct", id, || Arc::new(task)).0
+    guarded::place("task_struct", id, || Arc::new(task))
 }
 
 /// Every task that is not reaped yet, by id: what RCU readers traverse.
