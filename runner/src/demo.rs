@@ -5,11 +5,11 @@
 
 use crate::cli::Options;
 use crate::fatal::Fatal;
+use crate::report::lines::{self, Alloc, Hit};
+use crate::report::stack::linux_kind;
 use crate::select;
 use crate::session::{self, Mode};
-use crate::stack_report::{self, Alloc, Hit};
 use crate::symbols::Symbols;
-use crate::verdict::linux_kind;
 
 /// What `make demo` shows when no pattern is given.
 pub const DEFAULT: &[&str] = &[
@@ -64,7 +64,7 @@ pub fn render(
     serial: &str,
     symbols: Option<&Symbols>,
 ) -> Vec<String> {
-    let events = stack_report::parse(serial);
+    let events = lines::parse(serial);
     let lines: Vec<&str> = serial.lines().collect();
     let mut out = vec![format!("━━━ {scenario} ━━━")];
     if let Some(v) = verdict {
@@ -262,7 +262,7 @@ fn describe_fault(a: &Alloc, addr: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stack_report::{parse, tests as lines};
+    use crate::report::lines::{parse, tests as lines};
 
     #[test]
     fn the_picture_marks_the_hit_where_it_is() {

@@ -1,7 +1,7 @@
 //! `--json FILE`: the same results for machines.
 
-use crate::classify::PanicRecord;
 use crate::fatal::Fatal;
+use crate::report::classify::PanicRecord;
 use crate::session::{BootRecord, Mode, Skipped};
 use crate::summary;
 use serde::Serialize;
@@ -60,7 +60,7 @@ struct ScenarioResult<'a> {
     expected: &'static str,
     as_expected: bool,
     diagnostics: &'a [String],
-    /// Stack scenarios only: the guard verdict (`verdict.rs`).
+    /// Stack scenarios only: the guard verdict (`report/stack.rs`).
     #[serde(skip_serializing_if = "Option::is_none")]
     guard: Option<Guard<'a>>,
 }
@@ -74,7 +74,7 @@ struct Guard<'a> {
     expected: &'static str,
     as_expected: bool,
     summary: String,
-    failed_checks: &'a [crate::verdict::Failure],
+    failed_checks: &'a [crate::report::stack::Failure],
     hits: usize,
     suppressed_hits: u64,
     stack_kind: Option<&'a str>,

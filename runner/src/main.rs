@@ -2,10 +2,6 @@
 //! scenario from the KTAP report and QEMU's exit status. See `runner --help`.
 
 mod bench;
-mod bench_report;
-mod bench_rows;
-mod bench_svg;
-mod classify;
 mod cli;
 mod compare;
 mod compare_boot;
@@ -14,19 +10,17 @@ mod demo;
 mod fatal;
 mod glob;
 mod json;
-mod judge;
 mod junit;
 mod limine;
 mod media;
 mod process;
 mod qemu;
+mod report;
 mod select;
 mod session;
-mod stack_report;
 mod status;
 mod summary;
 mod symbols;
-mod verdict;
 mod workspace;
 
 use abi::{Scenario, SCENARIOS};

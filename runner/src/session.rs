@@ -1,18 +1,18 @@
 //! One `run` or `test`: build, boot each planned boot in turn, judge, report.
 
-use crate::classify::{classify, Evidence, Verdict};
 use crate::cli::{BootPath, Options};
 use crate::compare;
 use crate::console;
 use crate::fatal::Fatal;
-use crate::judge::{scenario_results, ScenarioResult};
 use crate::media::{self, Media};
 use crate::process::{self, Ended};
 use crate::qemu::{self, Invocation};
+use crate::report::classify::{classify, Evidence, Verdict};
+use crate::report::judge::{scenario_results, ScenarioResult};
 use crate::select::{self, Boot};
 use crate::symbols::Symbols;
 use crate::workspace::{self, Artifacts};
-use crate::{json, junit, status, summary, verdict};
+use crate::{json, junit, report, status, summary};
 use abi::Outcome;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -308,7 +308,7 @@ pub fn boot_once(
         options,
     );
     let mut results = scenario_results(&boot.scenarios, &verdict);
-    verdict::attach(
+    report::stack::attach(
         &mut results,
         &String::from_utf8_lossy(&capture.serial),
         boot.smp,

@@ -2,7 +2,7 @@
 //! failures, and the totals.
 
 use crate::cli::BootPath;
-use crate::judge::ScenarioResult;
+use crate::report::judge::ScenarioResult;
 use crate::session::{BootRecord, Mode, Skipped};
 use abi::Outcome;
 use std::io::IsTerminal;
@@ -260,10 +260,10 @@ fn reason(record: &BootRecord, result: &ScenarioResult) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::classify::{classify, Evidence};
-    use crate::judge::scenario_results;
     use crate::process::Ended;
     use crate::qemu::Invocation;
+    use crate::report::classify::{classify, Evidence};
+    use crate::report::judge::scenario_results;
     use crate::select::Boot;
     use abi::{GuestExit, Scenario};
     use std::time::Duration;

@@ -1,8 +1,8 @@
 //! From a boot's verdict to each scenario's result, and from a result to
 //! whether the scenario behaved as its catalog entry says it should.
 
-use crate::classify::Verdict;
-use crate::verdict::StackVerdict;
+use super::classify::Verdict;
+use super::stack::StackVerdict;
 use abi::{Outcome, Scenario};
 
 #[derive(Clone, Debug)]
@@ -86,8 +86,8 @@ pub fn scenario_results(scenarios: &[&'static Scenario], verdict: &Verdict) -> V
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::classify::{classify, Evidence};
     use crate::process::Ended;
+    use crate::report::classify::{classify, Evidence};
     use abi::GuestExit;
 
     static A: Scenario = scenario("a.a", Outcome::Pass);

@@ -1,5 +1,5 @@
 //! Was a stack scenario's fault caught, and was it told well? Pure: the
-//! guest's stack lines (`stack_report`) and a symbolizer in, a verdict out.
+//! guest's stack lines (`lines`) and a symbolizer in, a verdict out.
 //!
 //! Every claim in a `GUARD-HIT` is held against something the fault handler
 //! did not write: the `STACK-ALLOC` the scenario announced before it
@@ -7,7 +7,7 @@
 //! guard it really lies in), and the guest ELF (which functions the
 //! backtrace addresses really are in). Each check that fails is named.
 
-use crate::stack_report::{Alloc, Events, Hit};
+use super::lines::{Alloc, Events, Hit};
 use crate::symbols::Symbolize;
 use abi::guard::{GuardExpect, Verdict};
 use abi::{Outcome, Scenario};
@@ -278,7 +278,7 @@ pub fn judge(
         observed,
         failures,
         hits: hits.len(),
-        suppressed: crate::stack_report::suppressed(diagnostics.iter().map(String::as_str)),
+        suppressed: super::lines::suppressed(diagnostics.iter().map(String::as_str)),
         stack_kind: first.map(|h| h.stack_kind.clone()),
         depth: first.and_then(|h| h.depth),
         jumped,
@@ -291,12 +291,12 @@ pub fn judge(
 
 /// Give every stack scenario of a boot its verdict, from the boot's serial log.
 pub fn attach(
-    results: &mut [crate::judge::ScenarioResult],
+    results: &mut [super::judge::ScenarioResult],
     serial: &str,
     smp: u32,
     symbols: Option<&crate::symbols::Symbols>,
 ) {
-    let events = crate::stack_report::parse(serial);
+    let events = super::lines::parse(serial);
     for r in results.iter_mut() {
         // A skipped scenario (stack.ap on one CPU) overflowed nothing.
         if r.skipped {
@@ -575,7 +575,7 @@ fn judge_hit(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stack_report::{parse, tests as lines};
+    use crate::report::lines::{parse, tests as lines};
     use crate::symbols::tests::Fake;
     use std::collections::HashMap;
 

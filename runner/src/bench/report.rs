@@ -1,8 +1,8 @@
 //! What `bench` measured, for machines and for eyes: `bench.json` and the
 //! `stacks.svg` chart under `<target>/bench/`.
 
-use crate::bench_rows::{self, Row};
-use crate::bench_svg;
+use super::rows::{self, Row};
+use super::svg;
 use serde::{Serialize, Serializer};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -89,9 +89,9 @@ struct DerivedRow<'a> {
 fn rows_with_derived<S: Serializer>(rows: &[Row], s: S) -> Result<S::Ok, S::Error> {
     s.collect_seq(rows.iter().map(|row| DerivedRow {
         row,
-        ratio_vs_direct: bench_rows::ratio_vs_direct(row, rows),
-        cache_hit_rate: bench_rows::hit_rate(row),
-        tasks_per_grace_period: bench_rows::tasks_per_grace_period(row),
+        ratio_vs_direct: rows::ratio_vs_direct(row, rows),
+        cache_hit_rate: rows::hit_rate(row),
+        tasks_per_grace_period: rows::tasks_per_grace_period(row),
     }))
 }
 
@@ -151,16 +151,16 @@ pub fn write(report: &Report, dir: &Path) -> Result<(PathBuf, PathBuf), String> 
     ];
     for (path, text) in [
         (&json, to_json(report)),
-        (&svg, bench_svg::chart(&report.date, &panels)),
+        (&svg, svg::chart(&report.date, &panels)),
     ] {
         std::fs::write(path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
     }
     Ok((json, svg))
 }
 
-fn panel<'a>(scenario: &str, costs: Option<&'a Costs>) -> bench_svg::Panel<'a> {
+fn panel<'a>(scenario: &str, costs: Option<&'a Costs>) -> svg::Panel<'a> {
     match costs {
-        Some(c) => bench_svg::Panel {
+        Some(c) => svg::Panel {
             title: format!(
                 "{} on {} CPU{}",
                 c.scenario,
@@ -169,7 +169,7 @@ fn panel<'a>(scenario: &str, costs: Option<&'a Costs>) -> bench_svg::Panel<'a> {
             ),
             rows: &c.rows,
         },
-        None => bench_svg::Panel {
+        None => svg::Panel {
             title: format!("{scenario}: not measured"),
             rows: &[],
         },
@@ -233,7 +233,7 @@ mod tests {
         report.fork_heavy = Some(Costs {
             scenario: "bench.fork_heavy",
             cpus: 4,
-            rows: bench_rows::fixture("fork_heavy"),
+            rows: rows::fixture("fork_heavy"),
         });
         let v: serde_json::Value = serde_json::from_str(&to_json(&report)).unwrap();
         let keys: Vec<&str> = v.as_object().unwrap().keys().map(|k| k.as_str()).collect();
@@ -278,7 +278,7 @@ mod tests {
         report.spawn = Some(Costs {
             scenario: "bench.spawn",
             cpus: 1,
-            rows: bench_rows::fixture("spawn"),
+            rows: rows::fixture("spawn"),
         });
         let (json, svg) = write(&report, &dir).unwrap();
         assert!(std::fs::read_to_string(json)

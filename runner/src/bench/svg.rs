@@ -2,7 +2,7 @@
 //! mode, one bar per stack strategy, one panel per `bench.*` scenario.
 //! Hand-written SVG: a chart this size does not justify a plotting crate.
 
-use crate::bench_rows::{self, Row};
+use super::rows::{self, Row};
 
 /// One scenario's rows under a title; no rows draws "not measured".
 pub struct Panel<'a> {
@@ -138,7 +138,7 @@ fn group(x: f64, width: f64, top: f64, free: &str, rows: &[Row]) -> Vec<String> 
             row.median_cycles
         ));
         if *strategy == "vmap-cached" {
-            let hit = bench_rows::hit_percent(row).unwrap_or_else(|| "-".into());
+            let hit = rows::hit_percent(row).unwrap_or_else(|| "-".into());
             out.push(text(bx + bar_w / 2.0 - 1.0, y - 4.0, "middle", 10, &hit));
         }
     }
@@ -190,8 +190,8 @@ mod tests {
 
     #[test]
     fn one_bar_per_row_with_hit_rates_over_the_cached_ones() {
-        let spawn = bench_rows::fixture("spawn");
-        let fork = bench_rows::fixture("fork_heavy");
+        let spawn = rows::fixture("spawn");
+        let fork = rows::fixture("fork_heavy");
         let svg = chart(
             "2026-11-22T00:11:53Z",
             &[

@@ -4,15 +4,18 @@
 //! this machine has Limine. Each figure is whole-process wall time of QEMU,
 //! boot to exit. Then the stack suite's wall time and the `bench.*`
 //! scenarios' cost tables; all of it also lands in `<target>/bench/`
-//! (`bench_report`).
+//! (`report`).
 
-use crate::bench_report::{self, Costs, PathTimes, Report, StackSuite, Times};
-use crate::bench_rows;
-use crate::classify::Verdict;
+mod report;
+mod rows;
+mod svg;
+
+use self::report::{Costs, PathTimes, Report, StackSuite, Times};
 use crate::cli::{BootPath, Options};
 use crate::fatal::Fatal;
 use crate::media;
 use crate::qemu;
+use crate::report::classify::Verdict;
 use crate::session::{self, Setup};
 use crate::status;
 use crate::workspace;
@@ -74,7 +77,7 @@ fn write_report(report: &Report) -> Result<(), Fatal> {
         return Ok(());
     }
     let dir = workspace::target_dir().join("bench");
-    let (json, svg) = bench_report::write(report, &dir).map_err(Fatal::setup)?;
+    let (json, svg) = report::write(report, &dir).map_err(Fatal::setup)?;
     let partial = if report.complete {
         ""
     } else {
@@ -230,20 +233,20 @@ fn stack_suite(setup: &Setup, options: &Options) -> Result<StackSuite, Fatal> {
 /// same boot) and the stack cache's hit rate.
 fn spawn_costs(setup: &Setup, options: &Options) -> Result<Costs, Fatal> {
     let (serial, _) = boot_once(setup, options, "bench-spawn", &[SPAWN], Outcome::Pass)?;
-    let rows = bench_rows::parse("spawn", &serial);
+    let rows = rows::parse("spawn", &serial);
     if rows.is_empty() {
         return Err(no_lines(SPAWN, "spawn"));
     }
-    bench_rows::print_table(
+    rows::print_table(
         "task spawn+exit+join (bench.spawn, direct path, TSC; ratio vs direct with the same free mode):",
         &rows,
         false,
     );
     // What the allocator alone costs, no task on the stack: tells the
     // allocator's share of the spawn cost from running on what it returned.
-    let alone = bench_rows::parse("stack_alloc", &serial);
+    let alone = rows::parse("stack_alloc", &serial);
     if !alone.is_empty() {
-        bench_rows::print_table(
+        rows::print_table(
             "task stack alloc + release alone, no task (bench.spawn, TSC; ratio vs direct):",
             &alone,
             false,
@@ -275,11 +278,11 @@ fn fork_heavy_costs(setup: &Setup, options: &Options) -> Result<Costs, Fatal> {
         )));
     }
     expect(&booted, name, Outcome::Pass)?;
-    let rows = bench_rows::parse("fork_heavy", &booted.serial);
+    let rows = rows::parse("fork_heavy", &booted.serial);
     if rows.is_empty() {
         return Err(no_lines(FORK_HEAVY, "fork_heavy"));
     }
-    bench_rows::print_table(
+    rows::print_table(
         &format!("many tasks per grace period on all CPUs (bench.fork_heavy, direct path, smp={smp}, TSC per task; ratio vs direct with the same free mode):"),
         &rows,
         true,
