@@ -283,6 +283,12 @@ pub const SCENARIOS: &[Scenario] = &[
         recursion("stack_recurse"),
     ),
     stack(
+        "stack.irq_frame",
+        "an interrupt arrives with no room on the stack for its frame: #DF kills the task, the interrupt it cut short is ended, the tick goes on",
+        &[1, 4],
+        caught(Verdict::Overflow, stack_kind::TASK, None),
+    ),
+    stack(
         "stack.nmi_in_df",
         "an NMI arrives while the #DF handler runs: handled on the NMI IST stack, report intact",
         &[1],

@@ -43,6 +43,7 @@ const IMPLEMENTED: &[(&str, ScenarioFn)] = &[
     ("stack.irqs_off", stack::irqs_off),
     ("stack.repeat", stack::repeat),
     ("stack.nmi_in_df", stack::nmi_in_df),
+    ("stack.irq_frame", stack::irq_frame),
     ("stack.irq", stack::irq),
     ("stack.df_overflow", stack::df_overflow),
     ("life.rcu_reader", life::rcu_reader),

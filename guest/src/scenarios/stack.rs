@@ -309,6 +309,47 @@ pub fn repeat(_: &BootInfo, c: &mut Checks) {
     );
 }
 
+/// An interrupt arrives when the stack has no room for its frame. The
+/// CPU's push faults into the guard; that fault cannot be delivered on the
+/// same stack either, so it becomes a #DF. The interrupt was already in
+/// service at the LAPIC when its delivery failed: unless the kill path
+/// ends it, the tick never comes again on this CPU.
+pub fn irq_frame(_: &BootInfo, c: &mut Checks) {
+    let cpu = percpu::this().id;
+    let cut_short = exceptions::IRQS_CUT_SHORT.load(Ordering::Acquire);
+    expect_killed(c, cpu, "irq-frame", HitKind::Overflow, || {
+        // An interrupt frame is 5 words; it is the CPU's push, not ours.
+        announce_own_stack(40);
+        let (lo, _) = task::current().stack_bounds();
+        sabotage::wait_for_irq_at(lo.as_u64())
+    });
+    let ended = exceptions::IRQS_CUT_SHORT.load(Ordering::Acquire) - cut_short;
+    c.check(
+        ended >= 1,
+        format_args!("{ended} interrupt(s) cut short by the fault, ended at the kill"),
+    );
+    let ticks = task::spawn_on(cpu, "tick-watch", ticks_over_40ms).map(|h| h.join());
+    c.check(
+        matches!(ticks, Ok(ExitStatus::Exited(n)) if n >= 2),
+        format_args!("the tick still runs on CPU {cpu}: {ticks:?} ticks in 40 ms"),
+    );
+}
+
+/// Timer ticks this CPU takes in 40 ms, preemption off so the count is
+/// all one CPU's.
+fn ticks_over_40ms() -> u64 {
+    let cpu = percpu::this();
+    cpu.preempt_disable();
+    let before = cpu.local.ticks.load(Ordering::Relaxed);
+    let end = time::now_ns() + 40_000_000;
+    while time::now_ns() < end {
+        core::hint::spin_loop();
+    }
+    let ticks = cpu.local.ticks.load(Ordering::Relaxed) - before;
+    cpu.preempt_enable();
+    ticks
+}
+
 pub fn nmi_in_df(_: &BootInfo, c: &mut Checks) {
     let cpu = percpu::this();
     let nmis = exceptions::NMI_COUNT.load(Ordering::Acquire);

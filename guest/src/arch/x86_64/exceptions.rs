@@ -19,6 +19,9 @@ use x86_64::registers::control::{Cr2, Cr3};
 
 /// NMIs taken, on all CPUs.
 pub static NMI_COUNT: AtomicU64 = AtomicU64::new(0);
+/// Interrupts whose delivery a stack fault cut short, ended when the
+/// faulting task was killed (see `act`).
+pub static IRQS_CUT_SHORT: AtomicU64 = AtomicU64::new(0);
 /// Where each CPU's last NMI frame was (proves which stack it ran on).
 static LAST_NMI_FRAME: [AtomicU64; percpu::MAX_CPUS] =
     [const { AtomicU64::new(0) }; percpu::MAX_CPUS];
@@ -175,6 +178,15 @@ fn act(action: Action) -> ! {
             // Whatever handler frames were on the dead task's stack are
             // abandoned with it.
             IN_PAGE_FAULT[percpu::this().id].store(0, Ordering::Relaxed);
+            // An interrupt that arrived with no room left on the stack could
+            // not push its frame: the fault (then #DF) took its place, but
+            // the LAPIC had already put it in service, and no handler will
+            // send its EOI. Its vector and every lower one would stay
+            // blocked on this CPU for good, the tick first (and with it
+            // preemption and RCU). A task is killed only outside interrupt
+            // handlers, so nothing else can be in service here.
+            let ended = lapic::end_all_in_service();
+            IRQS_CUT_SHORT.fetch_add(ended, Ordering::AcqRel);
             task::exit(ExitStatus::Killed(reason))
         }
         Action::Fatal => {

@@ -13,6 +13,8 @@ const IA32_APIC_BASE: u32 = 0x1b;
 
 const EOI: usize = 0xb0;
 const SVR: usize = 0xf0;
+/// In-service register: 8 registers of 32 vectors each, 16 bytes apart.
+const ISR: usize = 0x100;
 const ICR_LOW: usize = 0x300;
 const ICR_HIGH: usize = 0x310;
 const LVT_TIMER: usize = 0x320;
@@ -56,6 +58,19 @@ pub fn init_this_cpu() {
 
 pub fn eoi() {
     write(EOI, 0);
+}
+
+/// End every interrupt in service on this CPU; how many there were.
+/// Only for code that knows no handler is running on this CPU: each EOI
+/// ends the highest-priority one in service.
+pub fn end_all_in_service() -> u64 {
+    let in_service = || (0..8).any(|i| read(ISR + 0x10 * i) != 0);
+    let mut ended = 0;
+    while ended < 256 && in_service() {
+        eoi();
+        ended += 1;
+    }
+    ended
 }
 
 /// Delivery modes for `send_ipi`.

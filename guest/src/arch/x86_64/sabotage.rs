@@ -20,6 +20,25 @@ pub fn push_at(new_rsp: u64) -> ! {
     }
 }
 
+/// Move rsp to `new_rsp` and wait there for an interrupt, interrupts on:
+/// with `new_rsp` at the bottom of a stack, the CPU cannot push the
+/// interrupt's frame, and the push faults into the guard page below.
+pub fn wait_for_irq_at(new_rsp: u64) -> ! {
+    // SAFETY: deliberately invalid, as in `push_at`: the first interrupt's
+    // frame push faults, the fault becomes a #DF on its own IST stack, and
+    // the handler kills this task. No Rust code runs on the bogus stack.
+    unsafe {
+        core::arch::asm!(
+            "mov rsp, {0}",
+            "sti",
+            "2: hlt",
+            "jmp 2b",
+            in(reg) new_rsp,
+            options(noreturn)
+        )
+    }
+}
+
 /// Read one byte at `addr` without a fixup: a real page fault if unmapped.
 pub fn touch(addr: u64) -> u8 {
     let v: u8;
