@@ -7,15 +7,12 @@
 //! `GUARD-HIT {json}`: the fault handler's machine-readable report.
 //! `STACK-CORRUPTION {json}`: damage found after the fact, where no
 //! hardware caught anything (a stack without guard pages).
-//! `UAF-HIT {json}`: a use after free of a debug-placed object (a task
-//! struct in `life.uaf`) caught by the page fault on its unmapped pages.
 //! Addresses are JSON strings of hex (`"0xffffc90000004000"`), so no JSON
 //! reader rounds them through a double.
 
 pub const ALLOC_PREFIX: &str = "STACK-ALLOC ";
 pub const HIT_PREFIX: &str = "GUARD-HIT ";
 pub const CORRUPTION_PREFIX: &str = "STACK-CORRUPTION ";
-pub const UAF_PREFIX: &str = "UAF-HIT ";
 
 /// How a stack scenario's fault must come out for it to count as behaving.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -13,6 +13,7 @@ pub mod exit;
 pub mod guard;
 pub mod ksyms;
 pub mod scenario;
+pub mod uaf;
 
 pub use exit::GuestExit;
 pub use scenario::{Outcome, Scenario, SCENARIOS};

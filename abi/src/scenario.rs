@@ -6,6 +6,7 @@
 //! boots and compares each outcome with `expect`.
 
 use crate::guard::{stack_kind, GuardExpect, Verdict};
+use crate::uaf::UafExpect;
 
 /// How one boot ended, as the runner classifies it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -68,6 +69,8 @@ pub struct Scenario {
     pub test_smp: &'static [u32],
     /// For stack scenarios: how the fault must come out and be explained.
     pub guard: Option<GuardExpect>,
+    /// For use-after-free scenarios: what the report must say.
+    pub uaf: Option<UafExpect>,
 }
 
 const fn check(name: &'static str, summary: &'static str, test_smp: &'static [u32]) -> Scenario {
@@ -79,6 +82,7 @@ const fn check(name: &'static str, summary: &'static str, test_smp: &'static [u3
         default: true,
         test_smp,
         guard: None,
+        uaf: None,
     }
 }
 
@@ -92,6 +96,7 @@ const fn control(name: &'static str, summary: &'static str, expect: Outcome) -> 
         default: false,
         test_smp: &[1],
         guard: None,
+        uaf: None,
     }
 }
 
@@ -111,6 +116,7 @@ const fn stack(
         default: true,
         test_smp,
         guard: Some(guard),
+        uaf: None,
     }
 }
 
@@ -129,6 +135,15 @@ const fn stack_fatal(
         default: true,
         test_smp: &[1],
         guard: Some(guard),
+        uaf: None,
+    }
+}
+
+/// A use after free that is caught and contained (the reader is killed).
+const fn uaf(name: &'static str, summary: &'static str, expect: UafExpect) -> Scenario {
+    Scenario {
+        uaf: Some(expect),
+        ..check(name, summary, &[1, 4])
     }
 }
 
@@ -206,6 +221,7 @@ pub const SCENARIOS: &[Scenario] = &[
         default: false,
         test_smp: &[1],
         guard: None,
+        uaf: None,
     },
     Scenario {
         name: "bench.fork_heavy",
@@ -215,6 +231,7 @@ pub const SCENARIOS: &[Scenario] = &[
         default: false,
         test_smp: &[4],
         guard: None,
+        uaf: None,
     },
     stack(
         "stack.recursion",
@@ -326,10 +343,14 @@ pub const SCENARIOS: &[Scenario] = &[
         "drops from RCU callbacks are deferred exactly when the root goes, never when only the struct-only ref goes",
         &[1, 4],
     ),
-    check(
+    uaf(
         "life.uaf",
         "a deliberate use after free of a task struct is caught, reported with the task's history, and contained",
-        &[1, 4],
+        UafExpect {
+            object: "task_struct",
+            access: "read",
+            rip_fn: Some("stale_task_read"),
+        },
     ),
     check(
         "life.stress",

@@ -2,6 +2,7 @@
 
 use crate::fatal::Fatal;
 use crate::report::classify::PanicRecord;
+use crate::report::FaultVerdict;
 use crate::session::{BootRecord, Mode, Skipped};
 use crate::summary;
 use serde::Serialize;
@@ -63,6 +64,22 @@ struct ScenarioResult<'a> {
     /// Stack scenarios only: the guard verdict (`report/stack.rs`).
     #[serde(skip_serializing_if = "Option::is_none")]
     guard: Option<Guard<'a>>,
+    /// Use-after-free scenarios only: the report's verdict (`report/uaf.rs`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    uaf: Option<Uaf<'a>>,
+}
+
+#[derive(Serialize)]
+struct Uaf<'a> {
+    /// caught-good, caught-diagnostics-wrong or not-caught.
+    verdict: &'static str,
+    as_expected: bool,
+    summary: String,
+    failed_checks: &'a [crate::report::Failure],
+    reports: usize,
+    object: Option<&'a str>,
+    owner: Option<u64>,
+    history_entries: usize,
 }
 
 #[derive(Serialize)]
@@ -74,7 +91,7 @@ struct Guard<'a> {
     expected: &'static str,
     as_expected: bool,
     summary: String,
-    failed_checks: &'a [crate::report::stack::Failure],
+    failed_checks: &'a [crate::report::Failure],
     hits: usize,
     suppressed_hits: u64,
     stack_kind: Option<&'a str>,
@@ -157,6 +174,16 @@ fn boot(record: &BootRecord) -> Boot<'_> {
                     stack_kind: g.stack_kind.as_deref(),
                     depth: g.depth,
                     corruption: &g.corruption,
+                }),
+                uaf: r.uaf.as_ref().map(|u| Uaf {
+                    verdict: u.category_str(),
+                    as_expected: u.as_expected(),
+                    summary: u.describe(),
+                    failed_checks: &u.failures,
+                    reports: u.hits,
+                    object: u.object.as_deref(),
+                    owner: u.owner,
+                    history_entries: u.history,
                 }),
             })
             .collect(),

@@ -105,7 +105,7 @@ fn suite(out: &mut String, mode: Mode, record: &BootRecord) {
                 other => format!(" [{}]", other.as_str()),
             }
         );
-        let guard = result.guard.as_ref().map(|g| g.describe());
+        let guard = result.fault().map(|g| g.describe());
         match mark {
             summary::Mark::Passed => match guard {
                 Some(g) => {
@@ -126,7 +126,7 @@ fn suite(out: &mut String, mode: Mode, record: &BootRecord) {
             }
             summary::Mark::Failed => {
                 let message = summary::failure_reason(mode, record, result);
-                let kind = match &result.guard {
+                let kind = match result.fault() {
                     Some(g) if !g.as_expected() => g.category_str(),
                     _ => result.outcome.as_str(),
                 };
@@ -135,9 +135,9 @@ fn suite(out: &mut String, mode: Mode, record: &BootRecord) {
                     .iter()
                     .map(|d| format!("# {d}"))
                     .collect();
-                if let Some(g) = &result.guard {
+                if let Some(g) = result.fault() {
                     body.extend(
-                        g.failures
+                        g.failures()
                             .iter()
                             .map(|f| format!("{}: {}", f.check.name(), f.detail)),
                     );

@@ -115,6 +115,7 @@ mod tests {
             default,
             test_smp: &[1, 4],
             guard: None,
+            uaf: None,
         }
     }
 

@@ -308,7 +308,7 @@ pub fn boot_once(
         options,
     );
     let mut results = scenario_results(&boot.scenarios, &verdict);
-    report::stack::attach(
+    report::attach(
         &mut results,
         &String::from_utf8_lossy(&capture.serial),
         boot.smp,
@@ -365,12 +365,12 @@ pub fn exit_status(mode: Mode, records: &[BootRecord]) -> i32 {
         .flat_map(|r| &r.results)
         .map(|r| match mode {
             // An `ok` whose fault was not caught, or not told well, still fails.
-            Mode::Run if !r.guard_as_expected() => {
+            Mode::Run if !r.fault_as_expected() => {
                 status::for_outcome(r.outcome).max(status::TEST_FAILURE)
             }
             // A stack scenario that is meant to stop the machine (an IRQ-stack
             // overflow, a #DF-stack overflow) did what it is for.
-            Mode::Run if r.scenario.guard.is_some() && r.as_expected() => status::OK,
+            Mode::Run if r.provokes_fault() && r.as_expected() => status::OK,
             Mode::Run => status::for_outcome(r.outcome),
             Mode::Test if r.as_expected() => status::OK,
             Mode::Test if r.outcome == Outcome::Pass => status::TEST_FAILURE,

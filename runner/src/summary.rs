@@ -43,8 +43,8 @@ pub fn mark(mode: Mode, result: &ScenarioResult) -> Mark {
     let good = match mode {
         // Stack scenarios are judged against what they are for even in `run`:
         // an IRQ-stack overflow is meant to stop the machine.
-        Mode::Run if result.scenario.guard.is_some() => result.as_expected(),
-        Mode::Run => result.outcome == Outcome::Pass && result.guard_as_expected(),
+        Mode::Run if result.provokes_fault() => result.as_expected(),
+        Mode::Run => result.outcome == Outcome::Pass && result.fault_as_expected(),
         Mode::Test => result.as_expected(),
     };
     match (good, result.skipped) {
@@ -121,7 +121,7 @@ fn render_result(
     let label = match (mode, mark) {
         (_, Mark::Skipped) => "SKIP".to_string(),
         (Mode::Test, Mark::Passed) => "PASS".to_string(),
-        (Mode::Run, Mark::Passed) if result.scenario.guard.is_some() => "PASS".to_string(),
+        (Mode::Run, Mark::Passed) if result.provokes_fault() => "PASS".to_string(),
         (Mode::Test, Mark::Failed) => "FAIL".to_string(),
         // The guest said ok, but the fault was not caught or not told well.
         (Mode::Run, Mark::Failed) if result.outcome == Outcome::Pass => "FAIL".to_string(),
@@ -155,18 +155,18 @@ fn render_result(
         line += ": ";
         line += &outcome_reason(mode, record, result);
     }
-    if let Some(guard) = &result.guard {
-        line += &format!(" — {}", guard.describe());
+    if let Some(fault) = result.fault() {
+        line += &format!(" — {}", fault.describe());
     }
     out.push(line);
     if mark != Mark::Failed {
         return;
     }
     let indent = |text: &str| format!("    {text}");
-    if let Some(guard) = &result.guard {
+    if let Some(fault) = result.fault() {
         out.extend(
-            guard
-                .failures
+            fault
+                .failures()
                 .iter()
                 .map(|f| indent(&format!("✗ {}: {}", f.check.name(), f.detail))),
         );
@@ -234,8 +234,7 @@ fn outcome_reason(mode: Mode, record: &BootRecord, result: &ScenarioResult) -> S
 pub fn failure_reason(mode: Mode, record: &BootRecord, result: &ScenarioResult) -> String {
     let outcome = (!outcome_is_fine(mode, result)).then(|| outcome_reason(mode, record, result));
     let guard = result
-        .guard
-        .as_ref()
+        .fault()
         .filter(|g| !g.as_expected())
         .map(|g| g.describe());
     match (outcome, guard) {

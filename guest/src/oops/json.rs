@@ -71,6 +71,26 @@ impl<'a, W: Write> Obj<'a, W> {
         self.w.write_char(']')
     }
 
+    /// A list of flat objects, each written by `each`.
+    pub fn obj_list<T>(
+        &mut self,
+        k: &str,
+        items: impl IntoIterator<Item = T>,
+        mut each: impl FnMut(&mut Obj<'_, W>, T) -> fmt::Result,
+    ) -> fmt::Result {
+        self.key(k)?;
+        self.w.write_char('[')?;
+        for (i, item) in items.into_iter().enumerate() {
+            if i > 0 {
+                self.w.write_char(',')?;
+            }
+            let mut o = Obj::begin(&mut *self.w)?;
+            each(&mut o, item)?;
+            o.end()?;
+        }
+        self.w.write_char(']')
+    }
+
     pub fn end(self) -> fmt::Result {
         self.w.write_char('}')
     }

@@ -12,7 +12,7 @@ mod backtrace;
 mod json;
 mod uaf;
 
-pub use uaf::{uaf_reports, use_after_free};
+pub use uaf::{announce_uaf, uaf_reports, use_after_free};
 
 use crate::arch::x86_64::percpu;
 use crate::arch::x86_64::trap::TrapFrame;

@@ -34,6 +34,31 @@ pub fn uaf_reports() -> UafReport {
     }
 }
 
+/// Announce, before touching it, the freed object at `addr` that task
+/// `reader` is about to read: the ground truth the runner holds the report
+/// against. False if nothing freed and debug-placed is there.
+pub fn announce_uaf(addr: u64, reader: &str) -> bool {
+    let Some(obj) = guarded::freed_object_at(addr) else {
+        return false;
+    };
+    crate::console::report(|w| {
+        let _ = (|| -> core::fmt::Result {
+            w.write_str(abi::uaf::ARMED_PREFIX)?;
+            let mut o = json::Obj::begin(w)?;
+            o.str("scenario", scenario())?;
+            o.str("object", obj.what)?;
+            o.num("owner", obj.id)?;
+            o.hex("base", obj.base)?;
+            o.num("bytes", obj.bytes)?;
+            o.hex("addr", addr)?;
+            o.str("reader", reader)?;
+            o.end()?;
+            writeln!(w)
+        })();
+    });
+    true
+}
+
 /// Report the fault if `cr2` is inside a freed debug-placed object; `None`
 /// otherwise. A task touching freed memory is killed; anywhere else the
 /// machine stops (an interrupt handler cannot be given up alone).
@@ -102,7 +127,7 @@ pub fn use_after_free(frame: &TrapFrame, cr2: u64) -> Option<Action> {
             }
             write_regs(w, frame)?;
             write_trace(w, &bt)?;
-            w.write_str(abi::guard::UAF_PREFIX)?;
+            w.write_str(abi::uaf::HIT_PREFIX)?;
             let mut o = json::Obj::begin(w)?;
             o.str("scenario", scenario())?;
             o.str("object", obj.what)?;
@@ -114,7 +139,16 @@ pub fn use_after_free(frame: &TrapFrame, cr2: u64) -> Option<Action> {
             o.num("task_id", task_id)?;
             o.str("task_name", comm)?;
             o.hex("rip", frame.rip)?;
-            o.bool("history", history.is_some())?;
+            o.hex_list("backtrace", bt.addrs())?;
+            o.obj_list(
+                "history",
+                history.iter().flat_map(|h| h.entries()),
+                |o, e| {
+                    o.str("event", e.event.kind())?;
+                    o.num("cpu", e.cpu as u64)?;
+                    o.num("ago_ns", now.saturating_sub(e.ns))
+                },
+            )?;
             o.bool("recovered", action != Action::Fatal)?;
             o.end()?;
             writeln!(w)

@@ -304,6 +304,13 @@ pub fn uaf(_: &BootInfo, c: &mut Checks) {
     task::set_debug_placement(was);
 }
 
+/// The bug: a reader that kept a task struct's address, not a reference.
+/// Not inlined, so the report can name it.
+#[inline(never)]
+fn stale_task_read(addr: u64) -> u8 {
+    sabotage::touch(addr)
+}
+
 fn provoke_uaf(c: &mut Checks) {
     let here = percpu::this().id;
     let victim = match task::spawn("uaf-victim", || 0) {
@@ -333,10 +340,13 @@ fn provoke_uaf(c: &mut Checks) {
     // happen, as in KFENCE); force the batched shootdown so the outcome
     // does not depend on which CPU still caches the old translation.
     mm::vmalloc::purge();
+    c.check(
+        oops::announce_uaf(addr, "stale-reader"),
+        format_args!("announced the freed struct before touching it"),
+    );
     let before = oops::uaf_reports();
-    // The bug: a reader that kept the address, not a reference.
     let status = task::spawn_on(here, "stale-reader", move || {
-        u64::from(sabotage::touch(addr))
+        u64::from(stale_task_read(addr))
     })
     .map(|h| h.join());
     c.check(

@@ -47,6 +47,21 @@ impl fmt::Display for Event {
     }
 }
 
+impl Event {
+    /// The event's name in the machine-readable report (`abi::uaf::task_event`).
+    pub fn kind(&self) -> &'static str {
+        use abi::uaf::task_event::*;
+        match self {
+            Event::Created { .. } => CREATED,
+            Event::Exited(_) => EXITED,
+            Event::SwitchedAway { .. } => SWITCHED_AWAY,
+            Event::Reaped { .. } => REAPED,
+            Event::RcuQueued => RCU_QUEUED,
+            Event::StructFreed => STRUCT_FREED,
+        }
+    }
+}
+
 /// One entry: when (ns since boot), where, what.
 #[derive(Clone, Copy)]
 pub struct Entry {
@@ -114,12 +129,13 @@ pub(super) fn record(id: u64, event: Event) {
     if !ON.load(Ordering::Acquire) {
         return;
     }
+    let mut all = HISTORIES.lock();
+    // Timed under the lock, so entries are in time order across CPUs too.
     let entry = Entry {
         ns: time::now_ns(),
         cpu: percpu::this().id,
         event,
     };
-    let mut all = HISTORIES.lock();
     let h = &mut all[slot(id)];
     if h.id == id {
         let free = h.entries.iter().position(Option::is_none);

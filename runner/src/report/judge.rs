@@ -3,6 +3,8 @@
 
 use super::classify::Verdict;
 use super::stack::StackVerdict;
+use super::uaf::UafVerdict;
+use super::FaultVerdict;
 use abi::{Outcome, Scenario};
 
 #[derive(Clone, Debug)]
@@ -15,19 +17,38 @@ pub struct ScenarioResult {
     pub diagnostics: Vec<String>,
     /// Whether this result carries the boot's failure (and so its details).
     pub ended_the_boot: bool,
-    /// For stack scenarios: was the fault caught, and told well (`verdict`).
+    /// For stack scenarios: was the fault caught, and told well (`stack`).
     pub guard: Option<StackVerdict>,
+    /// For use-after-free scenarios: the same question (`uaf`).
+    pub uaf: Option<UafVerdict>,
 }
 
 impl ScenarioResult {
-    /// The outcome is the expected one and, for a stack scenario, so is the
-    /// guard verdict: an `ok` from the guest is not enough on its own.
+    /// The outcome is the expected one and, for a scenario that provokes a
+    /// fault, so is the fault's verdict: an `ok` from the guest is not
+    /// enough on its own.
     pub fn as_expected(&self) -> bool {
-        self.outcome == self.scenario.expect && self.guard_as_expected()
+        self.outcome == self.scenario.expect && self.fault_as_expected()
     }
 
-    pub fn guard_as_expected(&self) -> bool {
-        self.guard.as_ref().is_none_or(StackVerdict::as_expected)
+    /// Whether a caught fault, if the scenario provokes one, was caught and
+    /// told as it should be.
+    pub fn fault_as_expected(&self) -> bool {
+        self.fault().is_none_or(|f| f.as_expected())
+    }
+
+    /// The verdict on the fault the scenario provokes, if it provokes one.
+    pub fn fault(&self) -> Option<&dyn FaultVerdict> {
+        match (&self.guard, &self.uaf) {
+            (Some(g), _) => Some(g),
+            (None, Some(u)) => Some(u),
+            (None, None) => None,
+        }
+    }
+
+    /// A scenario that provokes a fault is judged against what it is for.
+    pub fn provokes_fault(&self) -> bool {
+        self.scenario.guard.is_some() || self.scenario.uaf.is_some()
     }
 }
 
@@ -54,6 +75,7 @@ pub fn scenario_results(scenarios: &[&'static Scenario], verdict: &Verdict) -> V
                     diagnostics: r.diagnostics.clone(),
                     ended_the_boot: false,
                     guard: None,
+                    uaf: None,
                 },
                 None => ScenarioResult {
                     scenario,
@@ -62,6 +84,7 @@ pub fn scenario_results(scenarios: &[&'static Scenario], verdict: &Verdict) -> V
                     diagnostics: reported.map(|r| r.diagnostics.clone()).unwrap_or_default(),
                     ended_the_boot: false,
                     guard: None,
+                    uaf: None,
                 },
             }
         })
@@ -103,6 +126,7 @@ mod tests {
             default: true,
             test_smp: &[1],
             guard: None,
+            uaf: None,
         }
     }
 

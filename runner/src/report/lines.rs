@@ -1,13 +1,17 @@
-//! The guest's machine-readable stack lines (`abi::guard`), read out of a
-//! serial log: `STACK-ALLOC` (the ground truth a scenario announces before it
+//! The guest's machine-readable fault lines, read out of a serial log:
+//! `STACK-ALLOC` (the ground truth a scenario announces before it
 //! overflows), `GUARD-HIT` (the fault handler's claims) and
-//! `STACK-CORRUPTION` (damage found after the fact).
+//! `STACK-CORRUPTION` (damage found after the fact), from `abi::guard`;
+//! `UAF-ARMED` and `UAF-HIT`, the same pair for a use after free, from
+//! `abi::uaf`.
 //!
 //! The lines may sit anywhere in the log, interleaved with KTAP and the
 //! human oops, and a line from another CPU may be glued in front of one;
 //! so each is found by its prefix anywhere in the line.
 
 use abi::guard::{ALLOC_PREFIX, CORRUPTION_PREFIX, HIT_PREFIX};
+use abi::uaf::{ARMED_PREFIX as UAF_ARMED_PREFIX, HIT_PREFIX as UAF_HIT_PREFIX};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer};
 
 /// A scenario's announcement of the stack it is about to overflow.
@@ -84,12 +88,66 @@ pub struct Corruption {
     pub task_id: u64,
 }
 
-/// Everything a log said about stacks, in log order.
+/// A scenario's announcement of the freed object it is about to touch.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+pub struct UafArmed {
+    #[serde(skip)]
+    pub line: usize,
+    pub scenario: String,
+    pub object: String,
+    pub owner: u64,
+    #[serde(deserialize_with = "hex")]
+    pub base: u64,
+    pub bytes: u64,
+    /// The address the reader will touch.
+    #[serde(deserialize_with = "hex")]
+    pub addr: u64,
+    /// The name of the task that will touch it.
+    pub reader: String,
+}
+
+/// The page-fault handler's report of a use after free.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+pub struct UafHit {
+    #[serde(skip)]
+    pub line: usize,
+    pub scenario: String,
+    pub object: String,
+    pub owner: u64,
+    #[serde(deserialize_with = "hex")]
+    pub object_base: u64,
+    #[serde(deserialize_with = "hex")]
+    pub fault_addr: u64,
+    pub access: String,
+    pub cpu: u64,
+    pub task_id: u64,
+    pub task_name: String,
+    #[serde(deserialize_with = "hex")]
+    pub rip: u64,
+    #[serde(deserialize_with = "hex_list")]
+    pub backtrace: Vec<u64>,
+    /// The owner's history, oldest first; empty if none was kept.
+    pub history: Vec<HistoryEntry>,
+    pub recovered: bool,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+pub struct HistoryEntry {
+    /// One of `abi::uaf::task_event`.
+    pub event: String,
+    pub cpu: u64,
+    /// How long before the fault.
+    pub ago_ns: u64,
+}
+
+/// Everything a log said about faults, in log order.
 #[derive(Clone, Debug, Default)]
 pub struct Events {
     pub allocs: Vec<Alloc>,
     pub hits: Vec<Hit>,
     pub corruptions: Vec<Corruption>,
+    pub uaf_armed: Vec<UafArmed>,
+    pub uaf_hits: Vec<UafHit>,
     /// Lines that carry one of the prefixes but do not parse: a report the
     /// guest tried to give and garbled (line number, text).
     pub unreadable: Vec<(usize, String)>,
@@ -113,6 +171,16 @@ impl Events {
             .filter(move |c| c.scenario == scenario)
     }
 
+    pub fn uaf_armed_of<'a>(&'a self, scenario: &'a str) -> impl Iterator<Item = &'a UafArmed> {
+        self.uaf_armed
+            .iter()
+            .filter(move |a| a.scenario == scenario)
+    }
+
+    pub fn uaf_hits_of<'a>(&'a self, scenario: &'a str) -> impl Iterator<Item = &'a UafHit> {
+        self.uaf_hits.iter().filter(move |h| h.scenario == scenario)
+    }
+
     /// Garbled lines that still name `scenario` (a cut-off line keeps its start).
     pub fn unreadable_of<'a>(&'a self, scenario: &'a str) -> impl Iterator<Item = &'a str> + 'a {
         let needle = format!("\"scenario\":\"{scenario}\"");
@@ -124,27 +192,55 @@ impl Events {
 }
 
 pub fn parse(serial: &str) -> Events {
-    let mut events = Events::default();
+    let mut e = Events::default();
     for (i, raw) in serial.lines().enumerate() {
         let line = raw.trim_end();
-        if let Some(json) = after(line, HIT_PREFIX) {
-            match serde_json::from_str::<Hit>(json) {
-                Ok(hit) => events.hits.push(Hit { line: i, ..hit }),
-                Err(_) => events.unreadable.push((i, line.to_string())),
-            }
+        let read_ok = if let Some(json) = after(line, HIT_PREFIX) {
+            read(json, i, &mut e.hits)
         } else if let Some(json) = after(line, ALLOC_PREFIX) {
-            match serde_json::from_str::<Alloc>(json) {
-                Ok(a) => events.allocs.push(Alloc { line: i, ..a }),
-                Err(_) => events.unreadable.push((i, line.to_string())),
-            }
+            read(json, i, &mut e.allocs)
         } else if let Some(json) = after(line, CORRUPTION_PREFIX) {
-            match serde_json::from_str::<Corruption>(json) {
-                Ok(c) => events.corruptions.push(Corruption { line: i, ..c }),
-                Err(_) => events.unreadable.push((i, line.to_string())),
-            }
+            read(json, i, &mut e.corruptions)
+        } else if let Some(json) = after(line, UAF_HIT_PREFIX) {
+            read(json, i, &mut e.uaf_hits)
+        } else if let Some(json) = after(line, UAF_ARMED_PREFIX) {
+            read(json, i, &mut e.uaf_armed)
+        } else {
+            continue;
+        };
+        if !read_ok {
+            e.unreadable.push((i, line.to_string()));
         }
     }
-    events
+    e
+}
+
+/// A line's record, knowing which log line it came from.
+trait Numbered {
+    fn set_line(&mut self, line: usize);
+}
+
+macro_rules! numbered {
+    ($($t:ty),*) => {
+        $(impl Numbered for $t {
+            fn set_line(&mut self, line: usize) {
+                self.line = line;
+            }
+        })*
+    };
+}
+numbered!(Alloc, Hit, Corruption, UafArmed, UafHit);
+
+/// Parse `json` as a `T` from log line `i` into `into`; false if it does not parse.
+fn read<T: DeserializeOwned + Numbered>(json: &str, i: usize, into: &mut Vec<T>) -> bool {
+    match serde_json::from_str::<T>(json) {
+        Ok(mut t) => {
+            t.set_line(i);
+            into.push(t);
+            true
+        }
+        Err(_) => false,
+    }
 }
 
 /// `guard hits suppressed: N` lines the guest prints instead of the 2nd..Nth
@@ -196,6 +292,28 @@ pub mod tests {
     pub const ALLOC: &str = r#"STACK-ALLOC {"scenario":"stack.recursion","stack_kind":"task","lo":"0xffffc9000001f000","hi":"0xffffc90000023000","guard_below":1,"guard_above":1,"cpu":0,"task_id":3,"task_name":"recurse","frame_bytes":304}"#;
     pub const HIT: &str = r#"GUARD-HIT {"scenario":"stack.recursion","kind":"overflow","stack_kind":"task","stack_lo":"0xffffc9000001f000","stack_hi":"0xffffc90000023000","guard_lo":"0xffffc9000001e000","guard_hi":"0xffffc9000001f000","fault_addr":"0xffffc9000001ef48","cpu":0,"task_id":3,"task_name":"recurse","rip":"0xffffffff8002435a","rsp":"0xffffc9000001ef50","error_code":"0x0","cr2":"0xffffc9000001ef48","backtrace":["0xffffffff800243b0","0xffffffff800243b0","0xffffffff80024460"],"depth":53,"context":"task","recovered":true}"#;
     pub const CORRUPTION: &str = r#"STACK-CORRUPTION {"scenario":"stack.direct_legacy","what":"thread_info flags","expected":"0x0","found":"0xa5a5a5a5a5a5a5a5","lo":"0xffff8000004b0000","hi":"0xffff8000004b4000","task_id":8}"#;
+
+    /// A real log's use-after-free pair (life.uaf at smp=4).
+    pub const UAF_ARMED: &str = r#"UAF-ARMED {"scenario":"life.uaf","object":"task_struct","owner":6,"base":"0xffffc9000006d000","bytes":4096,"addr":"0xffffc9000006d010","reader":"stale-reader"}"#;
+    pub const UAF_HIT: &str = r#"UAF-HIT {"scenario":"life.uaf","object":"task_struct","owner":6,"object_base":"0xffffc9000006d000","fault_addr":"0xffffc9000006d010","access":"read","cpu":0,"task_id":7,"task_name":"stale-reader","rip":"0xffffffff8000f934","backtrace":["0xffffffff800255ac","0xffffffff800263ec","0xffffffff800373b9","0xffffffff80034cb2"],"history":[{"event":"created","cpu":0,"ago_ns":15658627},{"event":"exited","cpu":0,"ago_ns":14501037},{"event":"switched-away","cpu":0,"ago_ns":14400552},{"event":"reaped","cpu":0,"ago_ns":13978818},{"event":"rcu-queued","cpu":0,"ago_ns":13922960},{"event":"struct-freed","cpu":0,"ago_ns":6981559}],"recovered":true}"#;
+
+    #[test]
+    fn reads_the_use_after_free_pair() {
+        let e = parse(&format!(
+            "# ok: x\n{UAF_ARMED}\nBUG: KFENCE: ...\n{UAF_HIT}\nok 1 life.uaf\n"
+        ));
+        assert_eq!(e.uaf_armed.len(), 1);
+        assert_eq!(
+            (e.uaf_armed[0].addr, e.uaf_armed[0].line),
+            (0xffffc9000006d010, 1)
+        );
+        let h = &e.uaf_hits[0];
+        assert_eq!((h.owner, h.line, h.history.len()), (6, 3, 6));
+        assert_eq!(h.history[5].event, "struct-freed");
+        assert_eq!(e.uaf_hits_of("life.uaf").count(), 1);
+        let cut = &UAF_HIT[..UAF_HIT.len() - 40];
+        assert_eq!(parse(cut).unreadable_of("life.uaf").count(), 1);
+    }
 
     #[test]
     fn reads_the_three_lines_anywhere_in_a_log() {

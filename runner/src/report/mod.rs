@@ -1,10 +1,140 @@
 //! What a boot said and what it means. `classify` turns QEMU's exit and the
 //! KTAP report into one verdict for the boot; `judge` gives each scenario
-//! its result; `lines` reads the guest's machine-readable fault lines, and
-//! `stack` holds each stack scenario's lines against the ground truth the
-//! guest announced and the guest ELF.
+//! its result; `lines` reads the guest's machine-readable fault lines; and
+//! `stack` and `uaf` hold each caught fault's report against the ground
+//! truth the guest announced beforehand and against the guest ELF.
 
 pub mod classify;
 pub mod judge;
 pub mod lines;
 pub mod stack;
+pub mod uaf;
+
+use crate::symbols::{Symbolize, Symbols};
+use serde::Serialize;
+
+/// One thing a good diagnostic gets right.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Check {
+    /// The scenario announced what it was about to break.
+    Announced,
+    /// Every report line for the scenario parses.
+    Readable,
+    /// `kind` (overflow/underflow/not-guard) says where the fault really is.
+    Kind,
+    /// The fault address lies in the reported guard range.
+    FaultInGuard,
+    /// The reported guard touches the reported stack and is as big as announced.
+    GuardAdjacent,
+    /// The reported stack bounds are the announced allocation.
+    Bounds,
+    Cpu,
+    Task,
+    /// The stack kind is the one the scenario overflows.
+    StackKind,
+    /// The backtrace (symbolized from the ELF) contains the expected function.
+    Backtrace,
+    /// depth × frame size is about the stack size.
+    Depth,
+    /// As many reports as the scenario makes, all alike.
+    Hits,
+    /// `recovered` matches whether the scenario's boot can go on.
+    Recovered,
+    /// Use after free: the object kind and owner are the announced ones.
+    Object,
+    /// Use after free: the fault is the announced address inside the announced object.
+    FaultInObject,
+    /// Use after free: read or write, as the scenario does.
+    Access,
+    /// Use after free: the owner's history tells its whole life, in an order
+    /// the lifetime rules allow, oldest first.
+    History,
+}
+
+impl Check {
+    pub fn name(self) -> &'static str {
+        match self {
+            Check::Announced => "announced",
+            Check::Readable => "readable",
+            Check::Kind => "kind",
+            Check::FaultInGuard => "fault-in-guard",
+            Check::GuardAdjacent => "guard-adjacent",
+            Check::Bounds => "bounds",
+            Check::Cpu => "cpu",
+            Check::Task => "task",
+            Check::StackKind => "stack-kind",
+            Check::Backtrace => "backtrace",
+            Check::Depth => "depth",
+            Check::Hits => "hits",
+            Check::Recovered => "recovered",
+            Check::Object => "object",
+            Check::FaultInObject => "fault-in-object",
+            Check::Access => "access",
+            Check::History => "history",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Failure {
+    pub check: Check,
+    pub detail: String,
+}
+
+/// What the summary, JUnit and the exit status need from any fault verdict.
+pub trait FaultVerdict {
+    /// Caught as the scenario expects, and every check passed.
+    fn as_expected(&self) -> bool;
+    /// One phrase for the summary line.
+    fn describe(&self) -> String;
+    /// A short class name (`caught-good`, `not-caught`...).
+    fn category_str(&self) -> &'static str;
+    fn failures(&self) -> &[Failure];
+}
+
+/// Every function the faulting RIP and the backtrace lie in, without repeats,
+/// innermost first.
+pub fn functions_near(symbols: &dyn Symbolize, rip: u64, backtrace: &[u64]) -> Vec<String> {
+    // Return addresses point after the call: look up the call itself.
+    let addrs = std::iter::once(rip).chain(backtrace.iter().map(|a| a.saturating_sub(1)));
+    let mut names: Vec<String> = Vec::new();
+    for addr in addrs {
+        for name in symbols.functions(addr) {
+            if !names.contains(&name) {
+                names.push(name);
+            }
+        }
+    }
+    names
+}
+
+/// Give every fault scenario of a boot its verdicts, from the boot's serial log.
+pub fn attach(
+    results: &mut [judge::ScenarioResult],
+    serial: &str,
+    smp: u32,
+    symbols: Option<&Symbols>,
+) {
+    let events = lines::parse(serial);
+    let symbols = symbols.map(|s| s as &dyn Symbolize);
+    for r in results.iter_mut() {
+        // A skipped scenario (stack.ap on one CPU) broke nothing.
+        if r.skipped {
+            continue;
+        }
+        if let Some(expect) = &r.scenario.guard {
+            r.guard = Some(stack::judge(
+                r.scenario,
+                expect,
+                smp,
+                &events,
+                &r.diagnostics,
+                symbols,
+            ));
+        }
+        if let Some(expect) = &r.scenario.uaf {
+            r.uaf = Some(uaf::judge(r.scenario, expect, &events, symbols));
+        }
+    }
+}

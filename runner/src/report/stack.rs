@@ -8,68 +8,12 @@
 //! backtrace addresses really are in). Each check that fails is named.
 
 use super::lines::{Alloc, Events, Hit};
+use super::{functions_near, Check, Failure, FaultVerdict};
 use crate::symbols::Symbolize;
 use abi::guard::{GuardExpect, Verdict};
 use abi::{Outcome, Scenario};
-use serde::Serialize;
 
 const PAGE: u64 = 4096;
-
-/// One thing a good diagnostic gets right.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Check {
-    /// The scenario announced the stack it overflowed.
-    Announced,
-    /// Every GUARD-HIT line for the scenario parses.
-    Readable,
-    /// `kind` (overflow/underflow/not-guard) says where the fault really is.
-    Kind,
-    /// The fault address lies in the reported guard range.
-    FaultInGuard,
-    /// The reported guard touches the reported stack and is as big as announced.
-    GuardAdjacent,
-    /// The reported stack bounds are the announced allocation.
-    Bounds,
-    Cpu,
-    Task,
-    /// The stack kind is the one the scenario overflows.
-    StackKind,
-    /// The backtrace (symbolized from the ELF) contains the expected function.
-    Backtrace,
-    /// depth × frame size is about the stack size.
-    Depth,
-    /// As many hits as the scenario makes (one per CPU for `hits: 0`), all alike.
-    Hits,
-    /// `recovered` matches whether the scenario's boot can go on.
-    Recovered,
-}
-
-impl Check {
-    pub fn name(self) -> &'static str {
-        match self {
-            Check::Announced => "announced",
-            Check::Readable => "readable",
-            Check::Kind => "kind",
-            Check::FaultInGuard => "fault-in-guard",
-            Check::GuardAdjacent => "guard-adjacent",
-            Check::Bounds => "bounds",
-            Check::Cpu => "cpu",
-            Check::Task => "task",
-            Check::StackKind => "stack-kind",
-            Check::Backtrace => "backtrace",
-            Check::Depth => "depth",
-            Check::Hits => "hits",
-            Check::Recovered => "recovered",
-        }
-    }
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct Failure {
-    pub check: Check,
-    pub detail: String,
-}
 
 /// The four answers a person wants.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -95,6 +39,21 @@ pub struct StackVerdict {
     pub jumped: Option<String>,
     /// Damage found afterwards (`STACK-CORRUPTION`), as sentences.
     pub corruption: Vec<String>,
+}
+
+impl FaultVerdict for StackVerdict {
+    fn as_expected(&self) -> bool {
+        StackVerdict::as_expected(self)
+    }
+    fn describe(&self) -> String {
+        StackVerdict::describe(self)
+    }
+    fn category_str(&self) -> &'static str {
+        StackVerdict::category_str(self)
+    }
+    fn failures(&self) -> &[Failure] {
+        &self.failures
+    }
 }
 
 impl StackVerdict {
@@ -289,33 +248,6 @@ pub fn judge(
     }
 }
 
-/// Give every stack scenario of a boot its verdict, from the boot's serial log.
-pub fn attach(
-    results: &mut [super::judge::ScenarioResult],
-    serial: &str,
-    smp: u32,
-    symbols: Option<&crate::symbols::Symbols>,
-) {
-    let events = super::lines::parse(serial);
-    for r in results.iter_mut() {
-        // A skipped scenario (stack.ap on one CPU) overflowed nothing.
-        if r.skipped {
-            continue;
-        }
-        if let Some(expect) = &r.scenario.guard {
-            let symbols = symbols.map(|s| s as &dyn Symbolize);
-            r.guard = Some(judge(
-                r.scenario,
-                expect,
-                smp,
-                &events,
-                &r.diagnostics,
-                symbols,
-            ));
-        }
-    }
-}
-
 /// The announcement a hit is about: the one whose guard the fault is in,
 /// else the same task's, else the first.
 fn pair<'a>(hit: &Hit, allocs: &[&'a Alloc]) -> Option<&'a Alloc> {
@@ -507,17 +439,7 @@ fn judge_hit(
                 "no guest ELF to symbolize the backtrace with".into(),
             ),
             Some(symbols) => {
-                // Return addresses point after the call: look up the call itself.
-                let addrs = std::iter::once(hit.rip)
-                    .chain(hit.backtrace.iter().map(|a| a.saturating_sub(1)));
-                let mut names: Vec<String> = Vec::new();
-                for addr in addrs {
-                    for name in symbols.functions(addr) {
-                        if !names.contains(&name) {
-                            names.push(name);
-                        }
-                    }
-                }
+                let names = functions_near(symbols, hit.rip, &hit.backtrace);
                 if !names.iter().any(|n| n.contains(want)) {
                     let shown = if names.is_empty() {
                         "no known function".to_string()
