@@ -22,7 +22,10 @@ pub fn push_at(new_rsp: u64) -> ! {
 
 /// Move rsp to `new_rsp` and wait there for an interrupt, interrupts on:
 /// with `new_rsp` at the bottom of a stack, the CPU cannot push the
-/// interrupt's frame, and the push faults into the guard page below.
+/// interrupt's frame, and the push faults into the guard page below. If
+/// the interrupt is handled instead (no guard: its frame landed on
+/// whatever lies below), `ud2` stops the machine rather than let the task
+/// spin on a stack that is not its own.
 pub fn wait_for_irq_at(new_rsp: u64) -> ! {
     // SAFETY: deliberately invalid, as in `push_at`: the first interrupt's
     // frame push faults, the fault becomes a #DF on its own IST stack, and
@@ -31,8 +34,8 @@ pub fn wait_for_irq_at(new_rsp: u64) -> ! {
         core::arch::asm!(
             "mov rsp, {0}",
             "sti",
-            "2: hlt",
-            "jmp 2b",
+            "hlt",
+            "ud2",
             in(reg) new_rsp,
             options(noreturn)
         )
