@@ -13,6 +13,7 @@ use crate::mm::stack::{self, Strategy};
 use crate::rcu;
 use crate::sync::IrqLock;
 use crate::task::{self, ExitStatus, FreeMode};
+use alloc::string::String;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 
@@ -20,6 +21,12 @@ use alloc::vec::Vec;
 const SPAWN_ITERS: usize = 10_000;
 /// `bench.fork_heavy`: tasks each CPU's driver creates, per combination.
 const FORK_HEAVY_PER_CPU: usize = 2_500;
+/// Every cell is measured in this many slices, the cells taking turns
+/// round by round. Whatever the host does meanwhile (a vCPU thread
+/// descheduled, a neighbour's burst) then falls on every cell alike, and a
+/// ratio against `direct` compares like with like; measured one cell after
+/// another, a slow minute of the host could flip the table's shape.
+const ROUNDS: usize = 10;
 
 /// Median and 90th percentile of `samples` (sorted in place).
 fn percentiles(samples: &mut [u64]) -> (u64, u64) {
@@ -42,103 +49,125 @@ fn spawn_join_samples(cpu: usize, n: usize) -> Result<Vec<u64>, task::SpawnError
     Ok(samples)
 }
 
-/// Run `f` once per strategy × free mode, from a quiet start each time,
+/// One strategy × free mode, summed over its slices.
+struct Cell {
+    strategy: Strategy,
+    mode: FreeMode,
+    samples: Vec<u64>,
+    cache_hits: u64,
+    cache_lookups: u64,
+    grace_periods: u64,
+}
+
+/// Measure every strategy × one of `modes` in `ROUNDS` interleaved slices,
+/// each from a quiet start (`slice` measures one and returns its samples),
 /// and put the original settings back afterwards.
-fn for_each_combination(mut f: impl FnMut(Strategy, FreeMode)) {
+fn interleaved(
+    modes: &[FreeMode],
+    mut slice: impl FnMut(Strategy, FreeMode) -> Result<Vec<u64>, String>,
+) -> Result<Vec<Cell>, String> {
     let (original, original_mode) = (stack::strategy(), task::free_mode());
-    for s in Strategy::ALL {
-        for mode in FreeMode::ALL {
-            stack::set_strategy(s);
-            task::set_free_mode(mode);
-            // The previous combination's deferred frees must not land in
-            // this one's cache statistics.
-            task::settle(2_000);
-            stack::reset_cache_stats();
-            f(s, mode);
+    let mut cells: Vec<Cell> = Strategy::ALL
+        .iter()
+        .flat_map(|&strategy| {
+            modes.iter().map(move |&mode| Cell {
+                strategy,
+                mode,
+                samples: Vec::new(),
+                cache_hits: 0,
+                cache_lookups: 0,
+                grace_periods: 0,
+            })
+        })
+        .collect();
+    let mut measure = || -> Result<(), String> {
+        for _ in 0..ROUNDS {
+            for cell in cells.iter_mut() {
+                stack::set_strategy(cell.strategy);
+                task::set_free_mode(cell.mode);
+                // The previous slice's deferred frees must not land in
+                // this one's cache statistics.
+                task::settle(2_000);
+                stack::reset_cache_stats();
+                let gps = gps_completed();
+                cell.samples.extend(slice(cell.strategy, cell.mode)?);
+                cell.grace_periods += gps_completed() - gps;
+                let (hits, lookups) = stack::cache_stats();
+                cell.cache_hits += hits;
+                cell.cache_lookups += lookups;
+            }
         }
-    }
+        Ok(())
+    };
+    let result = measure();
     stack::set_strategy(original);
     task::set_free_mode(original_mode);
+    result.map(|()| cells)
 }
 
 fn gps_completed() -> u64 {
     rcu::counters().map_or(0, |r| r.gps_completed)
 }
 
-/// The fields every `# bench ..` line shares.
-fn report(
-    c: &Checks,
-    family: &str,
-    s: Strategy,
-    mode: FreeMode,
-    extra: core::fmt::Arguments,
-    samples: &mut [u64],
-) {
-    let (median, p90) = percentiles(samples);
-    let (hits, lookups) = stack::cache_stats();
-    c.info(format_args!(
-        "bench {family} strategy={} free={} {extra} median_cycles={median} p90_cycles={p90} median_ns={} p90_ns={} cache_hits={hits} cache_lookups={lookups}",
-        s.name(),
-        mode.name(),
-        time::cycles_to_ns(median),
-        time::cycles_to_ns(p90),
-    ));
+/// One `# bench <family> ..` line per cell, or the failure.
+fn report(c: &mut Checks, family: &str, cells: Result<Vec<Cell>, String>) {
+    let cells = match cells {
+        Ok(cells) => cells,
+        Err(e) => {
+            c.check(false, format_args!("{family}: {e}"));
+            return;
+        }
+    };
+    for mut cell in cells {
+        let n = cell.samples.len();
+        let (median, p90) = percentiles(&mut cell.samples);
+        let extra = match family {
+            "fork_heavy" => alloc::format!(
+                "cpus={} tasks={n} grace_periods={}",
+                percpu::online(),
+                cell.grace_periods
+            ),
+            _ => alloc::format!("iterations={n}"),
+        };
+        c.info(format_args!(
+            "bench {family} strategy={} free={} {extra} median_cycles={median} p90_cycles={p90} median_ns={} p90_ns={} cache_hits={} cache_lookups={}",
+            cell.strategy.name(),
+            cell.mode.name(),
+            time::cycles_to_ns(median),
+            time::cycles_to_ns(p90),
+            cell.cache_hits,
+            cell.cache_lookups,
+        ));
+    }
 }
 
 /// The stack alone: allocate and release one task stack, `n` times, with
 /// no task running on it. Set against `bench spawn`, it separates what the
 /// allocator costs from what running on the memory it returns costs.
-fn stack_alone(c: &mut Checks, s: Strategy, n: usize) {
+fn stack_alone(s: Strategy, n: usize) -> Result<Vec<u64>, String> {
     let mut samples = Vec::with_capacity(n);
     for _ in 0..n {
         let t0 = time::tsc();
-        match stack::alloc_task_stack(0) {
-            Ok(st) => stack::release_task_stack(st),
-            Err(e) => {
-                c.check(false, format_args!("{}: stack: {e:?}", s.name()));
-                return;
-            }
-        }
+        let st =
+            stack::alloc_task_stack(0).map_err(|e| alloc::format!("{}: stack: {e:?}", s.name()))?;
+        stack::release_task_stack(st);
         samples.push(time::tsc() - t0);
     }
-    report(
-        c,
-        "stack_alloc",
-        s,
-        FreeMode::AtExit,
-        format_args!("iterations={n}"),
-        &mut samples,
-    );
+    Ok(samples)
 }
 
 /// `bench.spawn`: the sequential case, one CPU.
 pub fn spawn(_: &BootInfo, c: &mut Checks) {
     let here = percpu::this().id;
-    for_each_combination(|s, mode| {
-        if mode == FreeMode::AtExit {
-            stack_alone(c, s, SPAWN_ITERS);
-            stack::reset_cache_stats();
-        }
+    let alone = interleaved(&[FreeMode::AtExit], |s, _| {
+        stack_alone(s, SPAWN_ITERS / ROUNDS)
     });
-    for_each_combination(|s, mode| match spawn_join_samples(here, SPAWN_ITERS) {
-        Ok(mut samples) => {
-            let n = samples.len();
-            report(
-                c,
-                "spawn",
-                s,
-                mode,
-                format_args!("iterations={n}"),
-                &mut samples,
-            );
-        }
-        Err(e) => {
-            c.check(
-                false,
-                format_args!("{}/{}: spawn: {e:?}", s.name(), mode.name()),
-            );
-        }
+    report(c, "stack_alloc", alone);
+    let spawned = interleaved(&FreeMode::ALL, |s, mode| {
+        spawn_join_samples(here, SPAWN_ITERS / ROUNDS)
+            .map_err(|e| alloc::format!("{}/{}: spawn: {e:?}", s.name(), mode.name()))
     });
+    report(c, "spawn", spawned);
 }
 
 /// `bench.fork_heavy`: every CPU creates short tasks back to back, so
@@ -147,14 +176,13 @@ pub fn spawn(_: &BootInfo, c: &mut Checks) {
 /// of two stacks per CPU is refilled at most twice per period.
 pub fn fork_heavy(_: &BootInfo, c: &mut Checks) {
     let cpus = percpu::online();
-    for_each_combination(|s, mode| {
+    let cells = interleaved(&FreeMode::ALL, |s, mode| {
         let samples: Arc<IrqLock<Vec<u64>>> = Arc::new(IrqLock::new(Vec::new()));
-        let gps = gps_completed();
         let drivers: Vec<_> = (0..cpus)
             .filter_map(|cpu| {
                 let out = samples.clone();
                 task::spawn_on(cpu, "fork-heavy", move || {
-                    match spawn_join_samples(cpu, FORK_HEAVY_PER_CPU) {
+                    match spawn_join_samples(cpu, FORK_HEAVY_PER_CPU / ROUNDS) {
                         Ok(mine) => {
                             out.lock().extend(mine);
                             0
@@ -171,26 +199,15 @@ pub fn fork_heavy(_: &BootInfo, c: &mut Checks) {
             .map(|h| h.join())
             .filter(|st| *st == ExitStatus::Exited(0))
             .count();
-        let gps = gps_completed() - gps;
-        if !c.check(
-            started == cpus && clean == cpus,
-            format_args!(
+        if started != cpus || clean != cpus {
+            return Err(alloc::format!(
                 "{}/{}: {clean} of {cpus} CPUs' drivers finished",
                 s.name(),
                 mode.name()
-            ),
-        ) {
-            return;
+            ));
         }
-        let mut samples = core::mem::take(&mut *samples.lock());
-        let n = samples.len();
-        report(
-            c,
-            "fork_heavy",
-            s,
-            mode,
-            format_args!("cpus={cpus} tasks={n} grace_periods={gps}"),
-            &mut samples,
-        );
+        let mine = core::mem::take(&mut *samples.lock());
+        Ok(mine)
     });
+    report(c, "fork_heavy", cells);
 }
