@@ -120,6 +120,9 @@ fn report(c: &mut Checks, family: &str, cells: Result<Vec<Cell>, String>) {
     };
     for mut cell in cells {
         let n = cell.samples.len();
+        // The mean as well: a cost paid in a few samples (a batch of frees
+        // run from one RCU callback) is invisible to the median and p90.
+        let mean = cell.samples.iter().sum::<u64>() / (n as u64).max(1);
         let (median, p90) = percentiles(&mut cell.samples);
         let extra = match family {
             "fork_heavy" => alloc::format!(
@@ -130,7 +133,7 @@ fn report(c: &mut Checks, family: &str, cells: Result<Vec<Cell>, String>) {
             _ => alloc::format!("iterations={n}"),
         };
         c.info(format_args!(
-            "bench {family} strategy={} free={} {extra} median_cycles={median} p90_cycles={p90} median_ns={} p90_ns={} cache_hits={} cache_lookups={}",
+            "bench {family} strategy={} free={} {extra} median_cycles={median} p90_cycles={p90} mean_cycles={mean} median_ns={} p90_ns={} cache_hits={} cache_lookups={}",
             cell.strategy.name(),
             cell.mode.name(),
             time::cycles_to_ns(median),

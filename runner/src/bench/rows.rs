@@ -12,6 +12,8 @@ pub struct Row {
     pub free: String,
     pub median_cycles: u64,
     pub p90_cycles: u64,
+    /// Absent from lines printed before the guest reported it.
+    pub mean_cycles: Option<u64>,
     pub median_ns: u64,
     pub p90_ns: Option<u64>,
     pub cache_hits: u64,
@@ -55,6 +57,7 @@ fn parse_line(fields: &str) -> Option<Row> {
         free: text("free").unwrap_or("exit").to_string(),
         median_cycles: num("median_cycles")?,
         p90_cycles: num("p90_cycles")?,
+        mean_cycles: optional("mean_cycles")?,
         median_ns: num("median_ns")?,
         p90_ns: optional("p90_ns")?,
         cache_hits: num("cache_hits")?,
@@ -111,8 +114,15 @@ pub fn print_table(title: &str, rows: &[Row], fork_heavy: bool) {
         (String::new(), String::new())
     };
     println!(
-        "  {:<12} {:<10}{cpus} {:>14} {:>11} {:>11} {:>7} {:>10}{per_gp}",
-        "strategy", "free", "median cycles", "median ns", "p90 cycles", "ratio", "cache hit"
+        "  {:<12} {:<10}{cpus} {:>14} {:>11} {:>11} {:>11} {:>7} {:>10}{per_gp}",
+        "strategy",
+        "free",
+        "median cycles",
+        "median ns",
+        "p90 cycles",
+        "mean cycles",
+        "ratio",
+        "cache hit"
     );
     for r in rows {
         let (cpus, per_gp) = if fork_heavy {
@@ -124,12 +134,13 @@ pub fn print_table(title: &str, rows: &[Row], fork_heavy: bool) {
             (String::new(), String::new())
         };
         println!(
-            "  {:<12} {:<10}{cpus} {:>14} {:>11} {:>11} {:>6.2}x {:>10}{per_gp}",
+            "  {:<12} {:<10}{cpus} {:>14} {:>11} {:>11} {:>11} {:>6.2}x {:>10}{per_gp}",
             r.strategy,
             r.free,
             r.median_cycles,
             r.median_ns,
             r.p90_cycles,
+            r.mean_cycles.map_or("-".into(), |m| m.to_string()),
             ratio_vs_direct(r, rows),
             hit_percent(r).as_deref().unwrap_or("-"),
         );
@@ -170,7 +181,7 @@ mod tests {
     use super::*;
 
     const SPAWN: &str = "# bench spawn strategy=vmap free=rcu iterations=10 median_cycles=5 p90_cycles=7 median_ns=2 p90_ns=3 cache_hits=1 cache_lookups=4";
-    const FORK: &str = "# bench fork_heavy strategy=vmap-cached free=rcu-cache cpus=4 tasks=40000 median_cycles=81234 p90_cycles=120000 median_ns=27000 p90_ns=40000 cache_hits=123 cache_lookups=40000 grace_periods=310";
+    const FORK: &str = "# bench fork_heavy strategy=vmap-cached free=rcu-cache cpus=4 tasks=40000 median_cycles=81234 p90_cycles=120000 mean_cycles=95000 median_ns=27000 p90_ns=40000 cache_hits=123 cache_lookups=40000 grace_periods=310";
 
     #[test]
     fn spawn_lines_parse_and_garbage_is_skipped() {
@@ -187,6 +198,7 @@ mod tests {
             (4, Some(3), Some(10))
         );
         assert_eq!((r.cpus, r.tasks, r.grace_periods), (None, None, None));
+        assert_eq!(r.mean_cycles, None, "a line from before the mean");
         assert_eq!(tasks_per_grace_period(r), None);
     }
 
@@ -206,6 +218,7 @@ mod tests {
             ("vmap-cached", "rcu-cache", 81234, 120000)
         );
         assert_eq!((r.median_ns, r.p90_ns), (27000, Some(40000)));
+        assert_eq!(r.mean_cycles, Some(95000));
         assert_eq!((r.cache_hits, r.cache_lookups), (123, 40000));
         assert_eq!(
             (r.cpus, r.tasks, r.grace_periods, r.iterations),
