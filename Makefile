@@ -8,7 +8,7 @@ ARGS ?=
 
 # Real Limine (the limine-bios/limine-uefi boot paths): the pinned binary
 # release, fetched the way Limine's README says. The runner finds it here, or
-# wherever LIMINE_DIR points. runner/src/limine.rs pins the same tag.
+# wherever LIMINE_DIR points. runner/src/boot/limine.rs pins the same tag.
 LIMINE_TAG   := v8.2.0-binary
 LIMINE_CACHE := .cache/limine/$(LIMINE_TAG)
 

@@ -2,11 +2,13 @@
 //! has, and print the boot facts side by side with what the protocol rules
 //! out flagged (the judging is `compare`'s, pure and unit-tested).
 
+use crate::boot::media;
 use crate::cli::{BootPath, Options};
 use crate::compare;
 use crate::fatal::Fatal;
+use crate::output::summary;
 use crate::session::{self, Mode, CONFORMANCE};
-use crate::{media, select, status, summary};
+use crate::{select, status};
 use abi::Outcome;
 
 pub fn execute(options: &Options) -> Result<i32, Fatal> {

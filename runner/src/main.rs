@@ -2,24 +2,18 @@
 //! scenario from the KTAP report and QEMU's exit status. See `runner --help`.
 
 mod bench;
+mod boot;
 mod cli;
 mod compare;
 mod compare_boot;
-mod console;
 mod demo;
 mod fatal;
 mod glob;
-mod json;
-mod junit;
-mod limine;
-mod media;
-mod process;
-mod qemu;
+mod output;
 mod report;
 mod select;
 mod session;
 mod status;
-mod summary;
 mod symbols;
 mod workspace;
 
@@ -30,7 +24,7 @@ use fatal::Fatal;
 use session::Mode;
 
 fn main() {
-    process::kill_children_on_interrupt();
+    boot::process::kill_children_on_interrupt();
     let cli = Cli::parse();
     let code = match dispatch(cli.command, &cli.options) {
         Ok(code) => code,

@@ -1,18 +1,19 @@
 //! One `run` or `test`: build, boot each planned boot in turn, judge, report.
 
+use crate::boot::console;
+use crate::boot::media::{self, Media};
+use crate::boot::process::{self, Ended};
+use crate::boot::qemu::{self, Invocation};
 use crate::cli::{BootPath, Options};
 use crate::compare;
-use crate::console;
 use crate::fatal::Fatal;
-use crate::media::{self, Media};
-use crate::process::{self, Ended};
-use crate::qemu::{self, Invocation};
+use crate::output::{json, junit, summary};
 use crate::report::classify::{classify, Evidence, Verdict};
 use crate::report::judge::{scenario_results, ScenarioResult};
 use crate::select::{self, Boot};
 use crate::symbols::Symbols;
 use crate::workspace::{self, Artifacts};
-use crate::{json, junit, report, status, summary};
+use crate::{report, status};
 use abi::Outcome;
 use std::path::{Path, PathBuf};
 use std::time::Duration;

@@ -1,8 +1,8 @@
 //! Where the workspace and its build output live, and building the two
 //! bare-metal crates the runner boots.
 
+use crate::boot::process;
 use crate::fatal::Fatal;
-use crate::process;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};

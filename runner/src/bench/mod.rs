@@ -11,10 +11,10 @@ mod rows;
 mod svg;
 
 use self::report::{Costs, PathTimes, Report, StackSuite, Times};
+use crate::boot::media;
+use crate::boot::qemu;
 use crate::cli::{BootPath, Options};
 use crate::fatal::Fatal;
-use crate::media;
-use crate::qemu;
 use crate::report::classify::Verdict;
 use crate::session::{self, Setup};
 use crate::status;

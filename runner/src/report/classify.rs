@@ -1,7 +1,7 @@
 //! Deciding how a boot ended from what QEMU left behind: its exit status, the
 //! serial log and its stderr. Pure, so every class is tested without QEMU.
 
-use crate::process::Ended;
+use crate::boot::process::Ended;
 use abi::{GuestExit, Outcome};
 use ktap::Report;
 

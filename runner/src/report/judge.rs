@@ -109,7 +109,7 @@ pub fn scenario_results(scenarios: &[&'static Scenario], verdict: &Verdict) -> V
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::process::Ended;
+    use crate::boot::process::Ended;
     use crate::report::classify::{classify, Evidence};
     use abi::GuestExit;
 

@@ -1,10 +1,10 @@
 //! `--json FILE`: the same results for machines.
 
 use crate::fatal::Fatal;
+use crate::output::summary;
 use crate::report::classify::PanicRecord;
 use crate::report::FaultVerdict;
 use crate::session::{BootRecord, Mode, Skipped};
-use crate::summary;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 

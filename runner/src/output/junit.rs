@@ -4,8 +4,8 @@
 //! reasons the human summary gives and `<skipped>` for KTAP skips.
 
 use crate::fatal::Fatal;
+use crate::output::summary;
 use crate::session::{BootRecord, Mode, Skipped};
-use crate::summary;
 use std::fmt::Write;
 use std::path::Path;
 

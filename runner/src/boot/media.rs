@@ -2,9 +2,9 @@
 //! the guest, Limine and its configuration (built with xorriso, cached by
 //! content hash), and for UEFI, OVMF with a per-boot copy of its variables.
 
+use crate::boot::limine::{self, Config, Release};
 use crate::cli::BootPath;
 use crate::fatal::Fatal;
-use crate::limine::{self, Config, Release};
 use crate::workspace;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};

@@ -259,8 +259,8 @@ fn reason(record: &BootRecord, result: &ScenarioResult) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::process::Ended;
-    use crate::qemu::Invocation;
+    use crate::boot::process::Ended;
+    use crate::boot::qemu::Invocation;
     use crate::report::classify::{classify, Evidence};
     use crate::report::judge::scenario_results;
     use crate::select::Boot;

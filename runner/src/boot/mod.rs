@@ -1,0 +1,10 @@
+//! Starting a guest: the boot media (`media`, with real Limine's ISO in
+//! `limine`), the QEMU command line (`qemu`), running it under a deadline
+//! with no orphan left behind (`process`), and cleaning its serial output
+//! (`console`).
+
+pub mod console;
+pub mod limine;
+pub mod media;
+pub mod process;
+pub mod qemu;
