@@ -5,7 +5,8 @@
 //! validates user patterns against it (without booting), groups scenarios into
 //! boots and compares each outcome with `expect`.
 
-use crate::guard::{stack_kind, GuardExpect, Verdict};
+use crate::guard::{GuardExpect, Verdict};
+use crate::kinds::{Access, ObjectKind, StackKind};
 use crate::uaf::UafExpect;
 
 /// How one boot ended, as the runner classifies it.
@@ -149,7 +150,7 @@ const fn uaf(name: &'static str, summary: &'static str, expect: UafExpect) -> Sc
 
 const fn caught(
     verdict: Verdict,
-    stack_kind: &'static str,
+    stack_kind: StackKind,
     backtrace_fn: Option<&'static str>,
 ) -> GuardExpect {
     GuardExpect {
@@ -164,7 +165,7 @@ const fn caught(
 const fn recursion(backtrace_fn: &'static str) -> GuardExpect {
     GuardExpect {
         verdict: Verdict::Overflow,
-        stack_kind: stack_kind::TASK,
+        stack_kind: StackKind::Task,
         backtrace_fn: Some(backtrace_fn),
         hits: 1,
         recursion: true,
@@ -243,31 +244,31 @@ pub const SCENARIOS: &[Scenario] = &[
         "stack.large_frame",
         "one frame bigger than the guard gap: stack probes make it fault in the guard page",
         &[1],
-        caught(Verdict::Overflow, stack_kind::TASK, Some("stack_large_frame")),
+        caught(Verdict::Overflow, StackKind::Task, Some("stack_large_frame")),
     ),
     stack(
         "stack.probe_skip",
         "rsp moved below the guard without probes, then used: the guard is jumped",
         &[1],
-        caught(Verdict::GuardJumped, stack_kind::TASK, None),
+        caught(Verdict::GuardJumped, StackKind::Task, None),
     ),
     stack(
         "stack.underflow",
         "rsp pushed above the stack top, then used: caught, underflow",
         &[1],
-        caught(Verdict::Underflow, stack_kind::TASK, None),
+        caught(Verdict::Underflow, StackKind::Task, None),
     ),
     stack(
         "stack.exception",
         "recursion inside the #PF handler: caught on the #DF IST stack",
         &[1],
-        caught(Verdict::Overflow, stack_kind::TASK, Some("pf_handler_recurse")),
+        caught(Verdict::Overflow, StackKind::Task, Some("pf_handler_recurse")),
     ),
     stack(
         "stack.direct_legacy",
         "overflow of a direct (pre-4.8) stack: the thread_info block is silently corrupted",
         &[1],
-        caught(Verdict::NotCaught, stack_kind::TASK, None),
+        caught(Verdict::NotCaught, StackKind::Task, None),
     ),
     stack(
         "stack.ap",
@@ -281,7 +282,7 @@ pub const SCENARIOS: &[Scenario] = &[
         &[4],
         GuardExpect {
             verdict: Verdict::Overflow,
-            stack_kind: stack_kind::TASK,
+            stack_kind: StackKind::Task,
             backtrace_fn: Some("stack_recurse"),
             hits: 0,
             recursion: true,
@@ -303,7 +304,7 @@ pub const SCENARIOS: &[Scenario] = &[
         "stack.irq_frame",
         "an interrupt arrives with no room on the stack for its frame: #DF kills the task, the interrupt it cut short is ended, the tick goes on",
         &[1, 4],
-        caught(Verdict::Overflow, stack_kind::TASK, None),
+        caught(Verdict::Overflow, StackKind::Task, None),
     ),
     stack(
         "stack.nmi_in_df",
@@ -315,13 +316,13 @@ pub const SCENARIOS: &[Scenario] = &[
         "stack.irq",
         "overflow while on the per-CPU IRQ stack: caught, IRQ stack named, fatal",
         Outcome::CaughtFatal,
-        caught(Verdict::Overflow, stack_kind::IRQ, Some("irq_recurse")),
+        caught(Verdict::Overflow, StackKind::Irq, Some("irq_recurse")),
     ),
     stack_fatal(
         "stack.df_overflow",
         "overflow of the #DF IST stack itself: the CPU triple-faults, nothing catches it",
         Outcome::Reset,
-        caught(Verdict::NotCaught, stack_kind::DOUBLE_FAULT, None),
+        caught(Verdict::NotCaught, StackKind::DoubleFault, None),
     ),
     check(
         "life.rcu_reader",
@@ -347,8 +348,8 @@ pub const SCENARIOS: &[Scenario] = &[
         "life.uaf",
         "a deliberate use after free of a task struct is caught, reported with the task's history, and contained",
         UafExpect {
-            object: "task_struct",
-            access: "read",
+            object: ObjectKind::TaskStruct,
+            access: Access::Read,
             rip_fn: Some("stale_task_read"),
         },
     ),

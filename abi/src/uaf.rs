@@ -1,60 +1,150 @@
-//! The lines the guest prints about a use after free of a debug-placed
+//! The records the guest prints about a use after free of a debug-placed
 //! object (a task struct under `task_structs=vmalloc`), and what the runner
 //! holds them against.
 //!
-//! `UAF-ARMED {json}`: before touching a freed object, a scenario names it
-//! (kind, owner, where its pages were, who will touch it): the ground truth.
-//! `UAF-HIT {json}`: the page-fault handler's report, with the owner's
-//! history as a list of `{"event","cpu","ago_ns"}` entries, oldest first.
+//! `UAF-ARMED` (`UafArmed`): before touching a freed object, a scenario
+//! names it (kind, owner, where its pages were, who will touch it): the
+//! ground truth. `UAF-HIT` (`UafHit`): the page-fault handler's report,
+//! with the owner's history, oldest first.
 
-pub const ARMED_PREFIX: &str = "UAF-ARMED ";
-pub const HIT_PREFIX: &str = "UAF-HIT ";
+use crate::guard::{Frame, MAX_FRAMES};
+use crate::kinds::{Access, ObjectKind, TaskEvent};
+use crate::record::{Hex, Record};
+use serde::{Deserialize, Serialize};
+
+/// History entries kept per task.
+pub const MAX_HISTORY: usize = 8;
+
+/// A scenario's announcement of the freed object it is about to touch.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UafArmed<'a> {
+    pub scenario: &'a str,
+    pub object: ObjectKind,
+    pub owner: u64,
+    pub base: Hex,
+    pub bytes: u64,
+    /// The address the reader will touch.
+    pub addr: Hex,
+    /// The name of the task that will touch it.
+    pub reader: &'a str,
+}
+
+impl Record for UafArmed<'_> {
+    const PREFIX: &'static str = "UAF-ARMED ";
+    fn scenario(&self) -> &str {
+        self.scenario
+    }
+}
+
+/// One event of the owner's life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryEntry {
+    pub event: TaskEvent,
+    pub cpu: u32,
+    /// How long before the fault.
+    pub ago_ns: u64,
+}
+
+/// The page-fault handler's report of a use after free.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UafHit<'a> {
+    pub scenario: &'a str,
+    pub object: ObjectKind,
+    pub owner: u64,
+    pub object_base: Hex,
+    pub fault_addr: Hex,
+    pub access: Access,
+    pub cpu: u32,
+    pub task_id: u64,
+    pub task_name: &'a str,
+    pub rip: Hex,
+    #[serde(borrow)]
+    pub backtrace: heapless::Vec<Frame<'a>, MAX_FRAMES>,
+    /// The owner's history, oldest first; empty if none was kept.
+    pub history: heapless::Vec<HistoryEntry, MAX_HISTORY>,
+    pub recovered: bool,
+}
+
+impl Record for UafHit<'_> {
+    const PREFIX: &'static str = "UAF-HIT ";
+    fn scenario(&self) -> &str {
+        self.scenario
+    }
+}
 
 /// What the runner checks for one use-after-free scenario.
 #[derive(Clone, Copy, Debug)]
 pub struct UafExpect {
-    /// The kind of object touched (`task_struct`).
-    pub object: &'static str,
-    /// `read` or `write`.
-    pub access: &'static str,
+    /// The kind of object touched.
+    pub object: ObjectKind,
+    pub access: Access,
     /// A function name (substring) the faulting RIP must symbolize to.
     pub rip_fn: Option<&'static str>,
 }
 
-/// A task's life as its history tells it (`event` in a history entry).
-pub mod task_event {
-    pub const CREATED: &str = "created";
-    /// Exited or killed.
-    pub const EXITED: &str = "exited";
-    /// The dead task was switched away from (its stack released, queued or
-    /// kept, per the free mode).
-    pub const SWITCHED_AWAY: &str = "switched-away";
-    /// Reaped by its parent: the parent's `rcu_users` dropped.
-    pub const REAPED: &str = "reaped";
-    /// The last `rcu_users` went: `delayed_put_task_struct` queued.
-    pub const RCU_QUEUED: &str = "rcu-queued";
-    /// The last `usage` went, after the grace period: the struct freed.
-    pub const STRUCT_FREED: &str = "struct-freed";
+/// The events a use-after-free report of a task struct must tell.
+pub const REQUIRED_HISTORY: &[TaskEvent] = TaskEvent::ALL;
 
-    /// What must happen before what, in any task's life: a history that
-    /// breaks one of these tells a lifetime bug (a struct freed before its
-    /// grace period was even queued, a task reaped before it exited).
-    pub const ORDER: &[(&str, &str)] = &[
-        (CREATED, EXITED),
-        (EXITED, SWITCHED_AWAY),
-        (EXITED, REAPED),
-        (REAPED, RCU_QUEUED),
-        (RCU_QUEUED, STRUCT_FREED),
-        (SWITCHED_AWAY, STRUCT_FREED),
-    ];
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::guard::Sym;
+    use crate::record::tests::round_trip;
 
-    /// The events a use-after-free report of a task struct must tell.
-    pub const REQUIRED: &[&str] = &[
-        CREATED,
-        EXITED,
-        SWITCHED_AWAY,
-        REAPED,
-        RCU_QUEUED,
-        STRUCT_FREED,
-    ];
+    #[test]
+    fn both_records_round_trip() {
+        let mut buf = [0u8; 16384];
+        round_trip(
+            &UafArmed {
+                scenario: "life.uaf",
+                object: ObjectKind::TaskStruct,
+                owner: 6,
+                base: Hex(0xffffc9000006d000),
+                bytes: 4096,
+                addr: Hex(0xffffc9000006d010),
+                reader: "stale-reader",
+            },
+            &mut buf,
+        );
+        let mut history = heapless::Vec::new();
+        for (i, &event) in TaskEvent::ALL.iter().enumerate() {
+            history
+                .push(HistoryEntry {
+                    event,
+                    cpu: i as u32 % 4,
+                    ago_ns: 15_000_000 - i as u64 * 1000,
+                })
+                .unwrap();
+        }
+        let mut backtrace = heapless::Vec::new();
+        backtrace
+            .push(Frame {
+                addr: Hex(0xffffffff800255ac),
+                sym: Some(Sym {
+                    name: "guest::scenarios::life::stale_task_read",
+                    off: Hex(4),
+                }),
+            })
+            .unwrap();
+        let hit = UafHit {
+            scenario: "life.uaf",
+            object: ObjectKind::TaskStruct,
+            owner: 6,
+            object_base: Hex(0xffffc9000006d000),
+            fault_addr: Hex(0xffffc9000006d010),
+            access: Access::Read,
+            cpu: 0,
+            task_id: 7,
+            task_name: "stale-reader",
+            rip: Hex(0xffffffff8000f934),
+            backtrace,
+            history,
+            recovered: true,
+        };
+        round_trip(&hit, &mut buf);
+        let mut empty = hit.clone();
+        empty.history.clear();
+        empty.backtrace.clear();
+        round_trip(&empty, &mut buf);
+    }
 }

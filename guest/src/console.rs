@@ -2,33 +2,69 @@
 //!
 //! Every CPU prints through one lock so that lines never interleave; the
 //! panic path may steal the lock (see `force_unlock`) so a CPU that panicked
-//! while printing still gets its last words out.
+//! while printing still gets its last words out. The records the runner
+//! reads (`abi::Record`) are encoded in a buffer that lives under the same
+//! lock: fault handlers must not allocate, and a record of a full backtrace
+//! is too big for the exception stacks it is written from.
 use crate::arch::x86_64::serial::Serial;
+use abi::Record;
 use core::fmt::{self, Write};
 use spin::Mutex;
 
-static CONSOLE: Mutex<Option<Serial>> = Mutex::new(None);
+/// Room for the longest record (a `GUARD-HIT` naming 64 frames is ~7 KiB).
+const RECORD_BUFFER: usize = 16 * 1024;
+
+pub struct Console {
+    serial: Option<Serial>,
+    record: [u8; RECORD_BUFFER],
+}
+
+static CONSOLE: Mutex<Console> = Mutex::new(Console {
+    serial: None,
+    record: [0; RECORD_BUFFER],
+});
 
 pub fn init() {
-    *CONSOLE.lock() = Serial::com1();
+    CONSOLE.lock().serial = Serial::com1();
 }
 
 pub fn print(args: fmt::Arguments) {
-    if let Some(serial) = CONSOLE.lock().as_mut() {
+    if let Some(serial) = CONSOLE.lock().serial.as_mut() {
         let _ = serial.write_fmt(args);
     }
 }
 
+/// Print one record on a line of its own.
+pub fn record<R: Record>(r: &R) {
+    report(|w| w.record(r))
+}
+
 /// A writer that holds the console for a whole multi-line report, so that
 /// another CPU's lines cannot land in the middle of an oops.
-pub struct Locked<'a>(spin::MutexGuard<'a, Option<Serial>>);
+pub struct Locked<'a>(spin::MutexGuard<'a, Console>);
 
 impl Write for Locked<'_> {
     fn write_str(&mut self, s: &str) -> fmt::Result {
-        match self.0.as_mut() {
+        match self.0.serial.as_mut() {
             Some(serial) => serial.write_str(s),
             None => Ok(()),
         }
+    }
+}
+
+impl Locked<'_> {
+    /// `PREFIX{json}` and a newline. A record too long for the buffer still
+    /// gets a line naming its scenario, which the runner cannot read as the
+    /// record: the loss shows as a failed check, not as silence.
+    pub fn record<R: Record>(&mut self, r: &R) {
+        let Console { serial, record } = &mut *self.0;
+        let Some(serial) = serial.as_mut() else {
+            return;
+        };
+        let _ = match abi::record::encode(r, record) {
+            Ok(line) => writeln!(serial, "{line}"),
+            Err(_) => writeln!(serial, "{}", abi::record::too_long_line(r)),
+        };
     }
 }
 

@@ -65,7 +65,7 @@ fn configure(cmdline: &str) {
             Some(s) => stack::set_strategy(s),
             None => kprintln!(
                 "config: unknown {STACK_STRATEGY}={v}, keeping {}",
-                stack::strategy().name()
+                stack::strategy()
             ),
         }
     }
@@ -79,11 +79,11 @@ fn configure(cmdline: &str) {
         }
     }
     if let Some(v) = value(cmdline, STACK_FREE) {
-        match task::FreeMode::from_name(v) {
+        match task::FreeMode::from_cmdline(v) {
             Some(m) => task::set_free_mode(m),
             None => kprintln!(
                 "config: unknown {STACK_FREE}={v}, keeping {}",
-                task::free_mode().name()
+                task::free_mode()
             ),
         }
     }

@@ -1,6 +1,7 @@
 //! The command line, as clap sees it.
 
 use crate::status;
+use abi::kinds::{FreeMode, Strategy};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 
@@ -87,12 +88,18 @@ pub struct Options {
     /// Task stack size in bytes (guest default 16384, Linux's THREAD_SIZE).
     #[arg(long, global = true, value_name = "BYTES", value_parser = clap::value_parser!(u64).range(4096..))]
     pub stack_size: Option<u64>,
-    /// How the guest allocates task stacks (guest default vmap-cached).
-    #[arg(long, global = true, value_enum, value_name = "NAME")]
-    pub stack_strategy: Option<StackStrategy>,
-    /// When a dead task's stack is freed (guest default exit).
-    #[arg(long, global = true, value_enum, value_name = "MODE")]
-    pub stack_free: Option<StackFree>,
+    /// How the guest allocates task stacks (guest default vmap-cached): direct
+    /// (pre-4.8: contiguous, no guard pages, thread_info at the bottom), vmap
+    /// (vmalloc'ed with guard pages), vmap-cached (plus Linux's per-CPU cache
+    /// of two free stacks).
+    #[arg(long, global = true, value_name = "NAME", value_parser = strategy_parser())]
+    pub stack_strategy: Option<Strategy>,
+    /// When a dead task's stack is freed (guest default exit): exit (as soon as
+    /// the dead task has been switched away from, 4.9+), rcu or legacy (with
+    /// the task struct after a grace period, pre-4.8), rcu-cache (an RCU
+    /// callback that tries the per-CPU cache first, 5.18+).
+    #[arg(long, global = true, value_name = "MODE", value_parser = free_mode_parser())]
+    pub stack_free: Option<FreeMode>,
     /// Debug mode: task structs in vmalloc pages of their own, unmapped when
     /// freed, so a use after free faults and is reported with the task's history.
     #[arg(long, global = true)]
@@ -123,47 +130,38 @@ impl Options {
     }
 }
 
-/// Stack-free modes, named as the guest's `stack_free=` key spells them.
-#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StackFree {
-    /// As soon as the dead task has been switched away from (Linux 4.9+).
-    Exit,
-    /// With the task struct, after a grace period (pre-4.8, thread_info on the stack).
-    #[value(alias = "legacy")]
-    Rcu,
-    /// From an RCU callback that tries the per-CPU cache first (Linux 5.18+).
-    RcuCache,
+/// A clap parser for one of the contract's named enums: its values are the
+/// names `abi::kinds` spells, `read` turns the accepted word into the value.
+fn named<T: Copy + Send + Sync + 'static>(
+    all: &'static [T],
+    name: fn(T) -> &'static str,
+    aliases: &'static [(&'static str, &'static str)],
+    read: fn(&str) -> Option<T>,
+) -> impl clap::builder::TypedValueParser<Value = T> {
+    let values = all.iter().map(move |&v| {
+        let n = name(v);
+        let value = clap::builder::PossibleValue::new(n);
+        aliases
+            .iter()
+            .filter(|(_, to)| *to == n)
+            .fold(value, |value, (alias, _)| value.alias(alias))
+    });
+    use clap::builder::TypedValueParser;
+    clap::builder::PossibleValuesParser::new(values)
+        .map(move |word: String| read(&word).expect("clap accepted only the listed names"))
 }
 
-impl StackFree {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            StackFree::Exit => "exit",
-            StackFree::Rcu => "rcu",
-            StackFree::RcuCache => "rcu-cache",
-        }
-    }
+fn strategy_parser() -> impl clap::builder::TypedValueParser<Value = Strategy> {
+    named(Strategy::ALL, Strategy::as_str, &[], Strategy::from_name)
 }
 
-/// Task-stack strategies, named as the guest's `stack=` key spells them.
-#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StackStrategy {
-    /// Pre-4.8: physically contiguous, no guard pages, thread_info at the bottom.
-    Direct,
-    /// vmalloc'ed with guard pages, freed at exit.
-    Vmap,
-    /// vmap with Linux's per-CPU cache of two free stacks.
-    VmapCached,
-}
-
-impl StackStrategy {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            StackStrategy::Direct => "direct",
-            StackStrategy::Vmap => "vmap",
-            StackStrategy::VmapCached => "vmap-cached",
-        }
-    }
+fn free_mode_parser() -> impl clap::builder::TypedValueParser<Value = FreeMode> {
+    named(
+        FreeMode::ALL,
+        FreeMode::as_str,
+        &[("legacy", "rcu")],
+        FreeMode::from_cmdline,
+    )
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -262,5 +260,22 @@ mod tests {
         assert_eq!(value(&line, GUARD_PAGES), Some("0"));
         assert_eq!(value(&line, STACK_SIZE), Some("8192"));
         assert_eq!(value(&line, STACK_STRATEGY), Some("vmap-cached"));
+    }
+
+    #[test]
+    fn stack_knobs_take_exactly_the_contracts_names() {
+        for &s in Strategy::ALL {
+            let cli = Cli::parse_from(["runner", "run", "--stack-strategy", s.as_str()]);
+            assert_eq!(cli.options.stack_strategy, Some(s));
+        }
+        for &m in FreeMode::ALL {
+            let cli = Cli::parse_from(["runner", "run", "--stack-free", m.as_str()]);
+            assert_eq!(cli.options.stack_free, Some(m));
+        }
+        let cli = Cli::parse_from(["runner", "run", "--stack-free", "legacy"]);
+        assert_eq!(cli.options.stack_free, Some(FreeMode::Rcu));
+        for bad in [["--stack-free", "never"], ["--stack-strategy", "heap"]] {
+            assert!(Cli::try_parse_from(["runner", "run", bad[0], bad[1]]).is_err());
+        }
     }
 }

@@ -6,7 +6,6 @@
 use crate::cli::Options;
 use crate::fatal::Fatal;
 use crate::report::lines::{self, Alloc, Hit};
-use crate::report::stack::linux_kind;
 use crate::select;
 use crate::session::{self, Mode};
 use crate::symbols::Symbols;
@@ -77,7 +76,7 @@ pub fn render(
         for c in events.corruptions_of(scenario) {
             out.push(format!(
                 "found afterwards: {} is {:#x}, expected {:#x} (stack {:#x}..{:#x})",
-                c.what, c.found, c.expected, c.lo, c.hi
+                c.what, c.found.0, c.expected.0, c.lo.0, c.hi.0
             ));
         }
         if let Some(a) = allocs.first() {
@@ -159,14 +158,12 @@ fn trace(hit: &Hit, symbols: &Symbols) -> Vec<String> {
             out.push(format!("  {label:>4} {addr:016x} {name}{at}{times}"));
         }
     };
-    push("RIP", hit.rip, hit.rip, 1);
+    push("RIP", hit.rip.0, hit.rip.0, 1);
+    let backtrace = crate::report::return_addresses(&hit.backtrace);
     let mut i = 0;
-    while i < hit.backtrace.len() {
-        let addr = hit.backtrace[i];
-        let run = hit.backtrace[i..]
-            .iter()
-            .take_while(|&&a| a == addr)
-            .count();
+    while i < backtrace.len() {
+        let addr = backtrace[i];
+        let run = backtrace[i..].iter().take_while(|&&a| a == addr).count();
         // A return address points after its call: name the call.
         push("", addr, addr.saturating_sub(1), run);
         i += run;
@@ -177,9 +174,9 @@ fn trace(hit: &Hit, symbols: &Symbols) -> Vec<String> {
 /// An ASCII map of the announced stack and its guard pages, high addresses
 /// on top (stacks grow down), with the fault address marked.
 pub fn picture(a: &Alloc, hit: Option<&Hit>) -> Vec<String> {
-    let below = a.lo.saturating_sub(a.guard_below * PAGE);
-    let above = a.hi + a.guard_above * PAGE;
-    let fault = hit.map(|h| h.fault_addr);
+    let below = a.lo.0.saturating_sub(a.guard_below * PAGE);
+    let above = a.hi.0 + a.guard_above * PAGE;
+    let fault = hit.map(|h| h.fault_addr.0);
     let rule = format!("+{}+", "-".repeat(WIDTH));
     let boxed = |text: &str| format!("|{text:<WIDTH$}|");
     let addr_line = |addr: u64, tail: &str| format!("  {addr:016x} {rule}{tail}");
@@ -212,32 +209,32 @@ pub fn picture(a: &Alloc, hit: Option<&Hit>) -> Vec<String> {
             " guard page above ({} page, unmapped)",
             a.guard_above
         )));
-        mark_if(&mut out, a.hi, above);
+        mark_if(&mut out, a.hi.0, above);
     }
-    out.push(addr_line(a.hi, "  <- stack top (hi)"));
+    out.push(addr_line(a.hi.0, "  <- stack top (hi)"));
     out.push(body(&format!(
         " {} stack, {} KiB",
-        linux_kind(&a.stack_kind),
-        (a.hi - a.lo) / 1024
+        a.stack_kind.linux_name(),
+        (a.hi.0 - a.lo.0) / 1024
     )));
     out.push(body(&format!(
         "   task {} '{}', CPU {}",
         a.task_id, a.task_name, a.cpu
     )));
     if let Some(h) = hit {
-        if (a.lo..a.hi).contains(&h.rsp) || h.rsp == a.lo {
-            out.push(body(&format!("   rsp {:#x}", h.rsp)));
+        if (a.lo.0..a.hi.0).contains(&h.rsp.0) || h.rsp.0 == a.lo.0 {
+            out.push(body(&format!("   rsp {:#x}", h.rsp.0)));
         }
     }
     out.push(body("   grows down ↓"));
-    mark_if(&mut out, a.lo, a.hi);
-    out.push(addr_line(a.lo, "  <- stack bottom (lo)"));
+    mark_if(&mut out, a.lo.0, a.hi.0);
+    out.push(addr_line(a.lo.0, "  <- stack bottom (lo)"));
     if a.guard_below > 0 {
         out.push(body(&format!(
             " guard page below ({} page, unmapped)",
             a.guard_below
         )));
-        mark_if(&mut out, below, a.lo);
+        mark_if(&mut out, below, a.lo.0);
         out.push(addr_line(below, ""));
     } else {
         out.push(body(" no guard page: whatever lies below"));
@@ -250,10 +247,10 @@ pub fn picture(a: &Alloc, hit: Option<&Hit>) -> Vec<String> {
 }
 
 fn describe_fault(a: &Alloc, addr: u64) -> String {
-    if addr < a.lo {
-        format!("{} bytes below the stack", a.lo - addr)
-    } else if addr >= a.hi {
-        format!("{} bytes above the stack", addr - a.hi + 1)
+    if addr < a.lo.0 {
+        format!("{} bytes below the stack", a.lo.0 - addr)
+    } else if addr >= a.hi.0 {
+        format!("{} bytes above the stack", addr - a.hi.0 + 1)
     } else {
         "inside the stack".into()
     }
@@ -300,7 +297,8 @@ mod tests {
 
         // A jumped guard is marked below the guard, outside the box.
         let far = lines::HIT.replace("0xffffc9000001ef48", "0xffffc9000001dbf8");
-        let e = parse(&format!("{}\n{far}\n", lines::ALLOC));
+        let log = format!("{}\n{far}\n", lines::ALLOC);
+        let e = parse(&log);
         let pic = picture(&e.allocs[0], Some(&e.hits[0]));
         assert!(
             pic.last().unwrap().contains("ffffc9000001dbf8"),
@@ -309,7 +307,8 @@ mod tests {
         );
         // An underflow is marked in the upper guard.
         let up = lines::HIT.replace("0xffffc9000001ef48", "0xffffc90000023038");
-        let e = parse(&format!("{}\n{up}\n", lines::ALLOC));
+        let log = format!("{}\n{up}\n", lines::ALLOC);
+        let e = parse(&log);
         let pic = picture(&e.allocs[0], Some(&e.hits[0]));
         let hit = pic
             .iter()

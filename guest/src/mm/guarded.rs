@@ -10,6 +10,7 @@
 //! nothing is armed) and `owns` on each free.
 use super::vmalloc::{self, Owner, VMALLOC_END, VMALLOC_START};
 use crate::arch::x86_64::{interrupts, percpu};
+use abi::kinds::ObjectKind;
 use core::alloc::Layout;
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use kcore::vmalloc::{Guards, Lookup};
@@ -22,7 +23,7 @@ const PAGE: usize = 4096;
 /// the first allocation inside it.
 #[derive(Clone, Copy)]
 struct Tag {
-    what: &'static str,
+    what: ObjectKind,
     id: u64,
 }
 
@@ -41,7 +42,7 @@ static FALLBACKS: AtomicU64 = AtomicU64::new(0);
 /// owned by (`what`, `id`). Interrupts are off meanwhile, so an interrupt
 /// handler's allocation cannot take the placement. A placement that could
 /// not be made falls back to the heap and is counted (`counters`).
-pub fn place<T>(what: &'static str, id: u64, make: impl FnOnce() -> T) -> T {
+pub fn place<T>(what: ObjectKind, id: u64, make: impl FnOnce() -> T) -> T {
     interrupts::without(|| {
         let cpu = percpu::this().id;
         *ARMED[cpu].lock() = Some(Tag { what, id });
@@ -103,7 +104,7 @@ pub(super) fn free(ptr: *mut u8) {
 /// A freed placed object an address falls in.
 #[derive(Clone, Copy, Debug)]
 pub struct FreedObject {
-    pub what: &'static str,
+    pub what: ObjectKind,
     pub id: u64,
     pub base: u64,
     pub offset: u64,

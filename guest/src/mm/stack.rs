@@ -27,67 +27,21 @@ pub const DEFAULT_TASK_STACK: usize = 16 * 1024;
 pub const IRQ_STACK: usize = 16 * 1024;
 pub const EXCEPTION_STACK: usize = 16 * 1024;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum StackKind {
-    Task,
-    Irq,
-    DoubleFault,
-    Nmi,
-    MachineCheck,
-}
+pub use abi::kinds::{StackKind, Strategy};
 
-impl StackKind {
-    /// The names Linux's oops uses (`BUG: TASK stack guard page was hit`).
-    pub const fn linux_name(self) -> &'static str {
-        match self {
-            StackKind::Task => "TASK",
-            StackKind::Irq => "IRQ",
-            StackKind::DoubleFault => "#DF",
-            StackKind::Nmi => "NMI",
-            StackKind::MachineCheck => "#MC",
-        }
-    }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[repr(u8)]
-pub enum Strategy {
-    Direct = 0,
-    Vmap = 1,
-    VmapCached = 2,
-}
-
-impl Strategy {
-    pub const ALL: [Strategy; 3] = [Strategy::Direct, Strategy::Vmap, Strategy::VmapCached];
-    pub const fn name(self) -> &'static str {
-        match self {
-            Strategy::Direct => "direct",
-            Strategy::Vmap => "vmap",
-            Strategy::VmapCached => "vmap-cached",
-        }
-    }
-    pub fn from_name(s: &str) -> Option<Strategy> {
-        Strategy::ALL.into_iter().find(|x| x.name() == s)
-    }
-}
-
-static STRATEGY: AtomicU8 = AtomicU8::new(Strategy::VmapCached as u8);
+static STRATEGY: AtomicU8 = AtomicU8::new(Strategy::VmapCached.index() as u8);
 static TASK_STACK_SIZE: AtomicUsize = AtomicUsize::new(DEFAULT_TASK_STACK);
 static GUARD_PAGES: AtomicUsize = AtomicUsize::new(1);
 
 pub fn strategy() -> Strategy {
-    match STRATEGY.load(Ordering::Relaxed) {
-        0 => Strategy::Direct,
-        1 => Strategy::Vmap,
-        _ => Strategy::VmapCached,
-    }
+    Strategy::from_index(STRATEGY.load(Ordering::Relaxed).into()).unwrap_or(Strategy::VmapCached)
 }
 
 /// Switch the strategy for stacks allocated from now on. Stacks already
 /// handed out keep theirs; cached stacks are dropped so each strategy is
 /// measured from a cold start.
 pub fn set_strategy(s: Strategy) {
-    STRATEGY.store(s as u8, Ordering::Relaxed);
+    STRATEGY.store(s.index() as u8, Ordering::Relaxed);
     drain_caches();
 }
 

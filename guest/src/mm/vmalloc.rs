@@ -9,6 +9,7 @@
 //! neighbour, which is the whole point of CONFIG_VMAP_STACK.
 use super::{frames, paging, tlb};
 use crate::sync::IrqLock;
+use abi::kinds::ObjectKind;
 use alloc::collections::VecDeque;
 use alloc::vec::Vec;
 use kcore::vmalloc::{Allocation, Guards, Lookup, VmArea};
@@ -34,11 +35,11 @@ pub enum Owner {
     /// Freed, waiting for the batched TLB shootdown (see `vfree`).
     LazyFree,
     /// A debug-placed object (`mm::guarded`): `what`, and its owner's id.
-    Object { what: &'static str, id: u64 },
+    Object { what: ObjectKind, id: u64 },
     /// A debug-placed object after its free: unmapped on every CPU, the
     /// range kept reserved (quarantined) so a stale pointer faults and the
     /// fault can name what was there.
-    Freed { what: &'static str, id: u64 },
+    Freed { what: ObjectKind, id: u64 },
 }
 
 pub type VmAllocation = Allocation<Owner>;

@@ -9,9 +9,9 @@
 //! depth), one machine-readable `GUARD-HIT` line for the runner, and says
 //! whether the task can be killed or the machine must stop.
 mod backtrace;
-mod json;
 mod uaf;
 
+pub use abi::kinds::HitKind;
 pub use uaf::{announce_uaf, uaf_reports, use_after_free};
 
 use crate::arch::x86_64::percpu;
@@ -19,18 +19,14 @@ use crate::arch::x86_64::trap::TrapFrame;
 use crate::lkdtm;
 use crate::mm::stack::StackKind;
 use crate::mm::vmalloc::{self, Owner, VmAllocation};
+use abi::guard::{Frame, GuardHit, StackAlloc, StackCorruption};
+use abi::kinds::{Context, Via};
+use abi::Hex;
 use core::fmt::Write;
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use kcore::vmalloc::Lookup;
 use x86_64::registers::control::Cr3;
 use x86_64::VirtAddr;
-
-/// Which handler saw the fault.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub enum Via {
-    PageFault,
-    DoubleFault,
-}
 
 /// What the handler must do after the report.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -41,27 +37,9 @@ pub enum Action {
     Fatal,
 }
 
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-#[repr(u8)]
-pub enum HitKind {
-    None = 0,
-    Overflow = 1,
-    Underflow = 2,
-    NotGuard = 3,
-}
-
-impl HitKind {
-    fn json(self) -> &'static str {
-        match self {
-            HitKind::Overflow => "overflow",
-            HitKind::Underflow => "underflow",
-            _ => "not-guard",
-        }
-    }
-}
-
-/// Guard hits reported so far (all CPUs), and the last kind per CPU, for
-/// the scenarios' own checks.
+/// Guard hits reported so far (all CPUs), and the last kind per CPU (its
+/// index in `HitKind::ALL` plus one; 0 for none), for the scenarios' own
+/// checks.
 static HITS: AtomicU64 = AtomicU64::new(0);
 static LAST_KIND: [AtomicU8; percpu::MAX_CPUS] = [const { AtomicU8::new(0) }; percpu::MAX_CPUS];
 static QUIET: AtomicBool = AtomicBool::new(false);
@@ -74,13 +52,9 @@ pub fn hits() -> u64 {
     HITS.load(Ordering::Acquire)
 }
 
-pub fn last_kind(cpu: usize) -> HitKind {
-    match LAST_KIND[cpu].load(Ordering::Acquire) {
-        1 => HitKind::Overflow,
-        2 => HitKind::Underflow,
-        3 => HitKind::NotGuard,
-        _ => HitKind::None,
-    }
+pub fn last_kind(cpu: usize) -> Option<HitKind> {
+    let k = LAST_KIND[cpu].load(Ordering::Acquire) as usize;
+    HitKind::from_index(k.checked_sub(1)?)
 }
 
 pub fn set_scenario(name: &str) {
@@ -105,16 +79,6 @@ pub fn set_quiet(quiet: bool) -> u64 {
     SUPPRESSED.swap(0, Ordering::AcqRel)
 }
 
-fn stack_kind_json(k: StackKind) -> &'static str {
-    match k {
-        StackKind::Task => abi::guard::stack_kind::TASK,
-        StackKind::Irq => abi::guard::stack_kind::IRQ,
-        StackKind::DoubleFault => abi::guard::stack_kind::DOUBLE_FAULT,
-        StackKind::Nmi => abi::guard::stack_kind::NMI,
-        StackKind::MachineCheck => abi::guard::stack_kind::MACHINE_CHECK,
-    }
-}
-
 /// The stack allocation an address lies in or guards, if it is a stack.
 fn stack_at(addr: u64) -> Option<(VmAllocation, StackKind)> {
     let a = vmalloc::lookup(VirtAddr::new(addr))?.allocation()?;
@@ -124,16 +88,38 @@ fn stack_at(addr: u64) -> Option<(VmAllocation, StackKind)> {
     }
 }
 
+/// An address as the embedded symbol table names it.
+fn sym(addr: u64) -> Option<abi::guard::Sym<'static>> {
+    let (name, off) = crate::mm::layout::symbols()?.lookup(addr)?;
+    Some(abi::guard::Sym {
+        name,
+        off: Hex(off),
+    })
+}
+
 /// Name an address from the embedded symbol table.
 struct Sym(u64);
 
 impl core::fmt::Display for Sym {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        match crate::mm::layout::symbols().and_then(|t| t.lookup(self.0)) {
-            Some((name, off)) => write!(f, "{name}+{off:#x}"),
+        match sym(self.0) {
+            Some(s) => write!(f, "{}+{:#x}", s.name, s.off.get()),
             None => f.write_str("?"),
         }
     }
+}
+
+/// A backtrace as the records carry it: every frame, each with its name.
+fn frames(bt: &backtrace::Backtrace) -> heapless::Vec<Frame<'static>, { abi::guard::MAX_FRAMES }> {
+    let mut out = heapless::Vec::new();
+    for &a in bt.addrs() {
+        // Cannot fail: a walk keeps at most `MAX_FRAMES`.
+        let _ = out.push(Frame {
+            addr: Hex(a),
+            sym: sym(a),
+        });
+    }
+    out
 }
 
 /// Where the CPU was, by symbol, and every register.
@@ -224,17 +210,17 @@ pub fn stack_fault(frame: &TrapFrame, cr2: u64, via: Via) -> Option<Action> {
     let stack_kind = stack.map(|(_, k)| k);
     let in_exception = crate::arch::x86_64::exceptions::in_page_fault(cpu.id);
     let context = match stack_kind {
-        Some(StackKind::Irq) => "irq",
-        Some(StackKind::Task) if in_exception => "exception",
-        Some(StackKind::Task) => "task",
-        _ => "exception",
+        Some(StackKind::Irq) => Context::Irq,
+        Some(StackKind::Task) if in_exception => Context::Exception,
+        Some(StackKind::Task) => Context::Task,
+        _ => Context::Exception,
     };
     // Only a task's own stack, outside interrupt context, can be given up
     // by killing the task: everything on it belongs to that task alone.
     let owner_is_current = stack.is_some_and(|(a, k)| {
         k == StackKind::Task && matches!(a.owner, Owner::Stack { id, .. } if id == task_id)
     });
-    let action = if context != "irq" && owner_is_current && !cpu.in_irq() {
+    let action = if context != Context::Irq && owner_is_current && !cpu.in_irq() {
         Action::Kill("stack overflow")
     } else {
         Action::Fatal
@@ -255,7 +241,7 @@ pub fn stack_fault(frame: &TrapFrame, cr2: u64, via: Via) -> Option<Action> {
     let bt = backtrace::walk(frame.rbp, lo.min(frame.rbp), hi.max(frame.rbp + 16));
 
     HITS.fetch_add(1, Ordering::AcqRel);
-    LAST_KIND[cpu.id].store(kind as u8, Ordering::Release);
+    LAST_KIND[cpu.id].store(kind.index() as u8 + 1, Ordering::Release);
     if QUIET.load(Ordering::Acquire) {
         SUPPRESSED.fetch_add(1, Ordering::Relaxed);
         return Some(action);
@@ -273,8 +259,7 @@ pub fn stack_fault(frame: &TrapFrame, cr2: u64, via: Via) -> Option<Action> {
                     };
                     writeln!(
                         w,
-                        "Oops: stack guard page: {} by {by} bytes {side} the stack, on CPU {}, task {task_id} '{comm}'",
-                        kind.json(),
+                        "Oops: stack guard page: {kind} by {by} bytes {side} the stack, on CPU {}, task {task_id} '{comm}'",
                         cpu.id
                     )?;
                 }
@@ -303,11 +288,7 @@ pub fn stack_fault(frame: &TrapFrame, cr2: u64, via: Via) -> Option<Action> {
                 w,
                 "CPU: {} PID: {task_id} Comm: {comm} via {} context {context}",
                 cpu.id,
-                if via == Via::DoubleFault {
-                    "#DF (IST stack)"
-                } else {
-                    "#PF"
-                }
+                via.oops_name()
             )?;
             write_regs(w, frame)?;
             writeln!(
@@ -327,30 +308,33 @@ pub fn stack_fault(frame: &TrapFrame, cr2: u64, via: Via) -> Option<Action> {
                 writeln!(w, "Recursion depth: {depth}")?;
             }
             write_trace(w, &bt)?;
-            w.write_str(abi::guard::HIT_PREFIX)?;
-            let mut o = json::Obj::begin(w)?;
-            o.str("scenario", scenario())?;
-            o.str("kind", kind.json())?;
-            o.str("stack_kind", stack_kind.map_or("unknown", stack_kind_json))?;
-            o.hex("stack_lo", lo)?;
-            o.hex("stack_hi", hi)?;
-            o.hex("guard_lo", guard_lo)?;
-            o.hex("guard_hi", guard_hi)?;
-            o.hex("fault_addr", cr2)?;
-            o.num("cpu", cpu.id as u64)?;
-            o.num("task_id", task_id)?;
-            o.str("task_name", comm)?;
-            o.hex("rip", frame.rip)?;
-            o.hex("rsp", frame.rsp)?;
-            o.hex("error_code", frame.error_code)?;
-            o.hex("cr2", cr2)?;
-            o.hex_list("backtrace", bt.addrs())?;
-            o.opt_num("depth", (depth > 0).then_some(depth))?;
-            o.str("context", context)?;
-            o.bool("recovered", action != Action::Fatal)?;
-            o.end()?;
-            writeln!(w)
+            Ok(())
         })();
+        w.record(&GuardHit {
+            scenario: scenario(),
+            kind,
+            stack_kind,
+            stack_lo: Hex(lo),
+            stack_hi: Hex(hi),
+            guard_lo: Hex(guard_lo),
+            guard_hi: Hex(guard_hi),
+            bytes: by,
+            fault_addr: Hex(cr2),
+            via,
+            cpu: cpu.id as u32,
+            task_id,
+            task_name: comm,
+            rip: Hex(frame.rip),
+            rip_sym: sym(frame.rip),
+            rsp: Hex(frame.rsp),
+            error_code: Hex(frame.error_code),
+            cr2: Hex(cr2),
+            backtrace: frames(&bt),
+            truncated: bt.truncated,
+            depth: (depth > 0).then_some(depth),
+            context,
+            recovered: action != Action::Fatal,
+        });
     });
     lkdtm::set_depth(cpu.id, 0);
     Some(action)
@@ -368,45 +352,35 @@ pub fn announce_stack(kind: StackKind, lo: u64, hi: u64, guards: usize, frame_by
         .with_current(|t| (t.id, t.name_bytes()))
         .unwrap_or((0, ([0; 16], 0)));
     let name = core::str::from_utf8(&name.0[..name.1]).unwrap_or("?");
-    crate::console::report(|w| {
-        let _ = (|| -> core::fmt::Result {
-            w.write_str(abi::guard::ALLOC_PREFIX)?;
-            let mut o = json::Obj::begin(w)?;
-            o.str("scenario", scenario())?;
-            o.str("stack_kind", stack_kind_json(kind))?;
-            o.hex("lo", lo)?;
-            o.hex("hi", hi)?;
-            o.num("guard_below", guards as u64)?;
-            o.num("guard_above", guards as u64)?;
-            o.num("cpu", cpu.id as u64)?;
-            o.num("task_id", task_id)?;
-            o.str("task_name", name)?;
-            o.num("frame_bytes", frame_bytes)?;
-            o.end()?;
-            writeln!(w)
-        })();
+    crate::console::record(&StackAlloc {
+        scenario: scenario(),
+        stack_kind: kind,
+        lo: Hex(lo),
+        hi: Hex(hi),
+        guard_below: guards as u64,
+        guard_above: guards as u64,
+        cpu: cpu.id as u32,
+        task_id,
+        task_name: name,
+        frame_bytes,
     });
 }
 
 /// Report damage found after the fact, that no hardware caught.
 pub fn report_corruption(what: &str, expected: u64, found: u64, lo: u64, hi: u64, task_id: u64) {
     crate::console::report(|w| {
-        let _ = (|| -> core::fmt::Result {
-            writeln!(
-                w,
-                "BUG: stack corruption: {what} is {found:#x}, expected {expected:#x} (stack {lo:016x}..{hi:016x}, task {task_id}); no fault was raised"
-            )?;
-            w.write_str(abi::guard::CORRUPTION_PREFIX)?;
-            let mut o = json::Obj::begin(w)?;
-            o.str("scenario", scenario())?;
-            o.str("what", what)?;
-            o.hex("expected", expected)?;
-            o.hex("found", found)?;
-            o.hex("lo", lo)?;
-            o.hex("hi", hi)?;
-            o.num("task_id", task_id)?;
-            o.end()?;
-            writeln!(w)
-        })();
+        let _ = writeln!(
+            w,
+            "BUG: stack corruption: {what} is {found:#x}, expected {expected:#x} (stack {lo:016x}..{hi:016x}, task {task_id}); no fault was raised"
+        );
+        w.record(&StackCorruption {
+            scenario: scenario(),
+            what,
+            expected: Hex(expected),
+            found: Hex(found),
+            lo: Hex(lo),
+            hi: Hex(hi),
+            task_id,
+        });
     });
 }

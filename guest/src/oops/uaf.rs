@@ -2,11 +2,14 @@
 //! on its unmapped pages, told the way KFENCE tells it, plus what the
 //! task-struct case needs: the dead task's history (who created, reaped
 //! and freed it, and when), since the struct itself is gone.
-use super::{backtrace, json, scenario, stack_at, write_regs, write_trace, Action, Sym};
+use super::{backtrace, frames, scenario, stack_at, write_regs, write_trace, Action, Sym};
 use crate::arch::x86_64::percpu;
 use crate::arch::x86_64::trap::TrapFrame;
 use crate::mm::guarded;
 use crate::task::history;
+use abi::kinds::{Access, ObjectKind};
+use abi::uaf::{HistoryEntry, UafArmed, UafHit};
+use abi::Hex;
 use core::fmt::Write;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
@@ -41,20 +44,14 @@ pub fn announce_uaf(addr: u64, reader: &str) -> bool {
     let Some(obj) = guarded::freed_object_at(addr) else {
         return false;
     };
-    crate::console::report(|w| {
-        let _ = (|| -> core::fmt::Result {
-            w.write_str(abi::uaf::ARMED_PREFIX)?;
-            let mut o = json::Obj::begin(w)?;
-            o.str("scenario", scenario())?;
-            o.str("object", obj.what)?;
-            o.num("owner", obj.id)?;
-            o.hex("base", obj.base)?;
-            o.num("bytes", obj.bytes)?;
-            o.hex("addr", addr)?;
-            o.str("reader", reader)?;
-            o.end()?;
-            writeln!(w)
-        })();
+    crate::console::record(&UafArmed {
+        scenario: scenario(),
+        object: obj.what,
+        owner: obj.id,
+        base: Hex(obj.base),
+        bytes: obj.bytes,
+        addr: Hex(addr),
+        reader,
     });
     true
 }
@@ -70,16 +67,16 @@ pub fn use_after_free(frame: &TrapFrame, cr2: u64) -> Option<Action> {
         .unwrap_or((0, ([0; 16], 0)));
     let comm = core::str::from_utf8(&comm.0[..comm.1]).unwrap_or("?");
     let access = if frame.error_code & 2 != 0 {
-        "write"
+        Access::Write
     } else {
-        "read"
+        Access::Read
     };
     let action = if cpu.in_irq() {
         Action::Fatal
     } else {
         Action::Kill("use after free")
     };
-    let history = (obj.what == "task_struct")
+    let history = (obj.what == ObjectKind::TaskStruct)
         .then(|| history::of(obj.id))
         .flatten();
     let (lo, hi) = stack_at(cpu.stack_top().as_u64().saturating_sub(1))
@@ -127,32 +124,31 @@ pub fn use_after_free(frame: &TrapFrame, cr2: u64) -> Option<Action> {
             }
             write_regs(w, frame)?;
             write_trace(w, &bt)?;
-            w.write_str(abi::uaf::HIT_PREFIX)?;
-            let mut o = json::Obj::begin(w)?;
-            o.str("scenario", scenario())?;
-            o.str("object", obj.what)?;
-            o.num("owner", obj.id)?;
-            o.hex("object_base", obj.base)?;
-            o.hex("fault_addr", cr2)?;
-            o.str("access", access)?;
-            o.num("cpu", cpu.id as u64)?;
-            o.num("task_id", task_id)?;
-            o.str("task_name", comm)?;
-            o.hex("rip", frame.rip)?;
-            o.hex_list("backtrace", bt.addrs())?;
-            o.obj_list(
-                "history",
-                history.iter().flat_map(|h| h.entries()),
-                |o, e| {
-                    o.str("event", e.event.kind())?;
-                    o.num("cpu", e.cpu as u64)?;
-                    o.num("ago_ns", now.saturating_sub(e.ns))
-                },
-            )?;
-            o.bool("recovered", action != Action::Fatal)?;
-            o.end()?;
-            writeln!(w)
+            Ok(())
         })();
+        let mut told = heapless::Vec::new();
+        for e in history.iter().flat_map(|h| h.entries()) {
+            let _ = told.push(HistoryEntry {
+                event: e.event.kind(),
+                cpu: e.cpu as u32,
+                ago_ns: now.saturating_sub(e.ns),
+            });
+        }
+        w.record(&UafHit {
+            scenario: scenario(),
+            object: obj.what,
+            owner: obj.id,
+            object_base: Hex(obj.base),
+            fault_addr: Hex(cr2),
+            access,
+            cpu: cpu.id as u32,
+            task_id,
+            task_name: comm,
+            rip: Hex(frame.rip),
+            backtrace: frames(&bt),
+            history: told,
+            recovered: action != Action::Fatal,
+        });
     });
     Some(action)
 }

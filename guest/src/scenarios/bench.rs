@@ -4,8 +4,9 @@
 //!
 //! Each sample is one spawn + run-empty + exit + join, between two
 //! serialising TSC reads, on the CPU that spawns (so the two switches are
-//! part of the cost). The runner parses the `# bench ..` lines, computes
-//! ratios against `direct` and draws the chart.
+//! part of the cost). Each cell is one `BENCH-CELL` record
+//! (`abi::bench`); the runner computes ratios against `direct` and draws
+//! the chart.
 use super::Checks;
 use crate::arch::x86_64::{percpu, time};
 use crate::boot::BootInfo;
@@ -13,6 +14,8 @@ use crate::mm::stack::{self, Strategy};
 use crate::rcu;
 use crate::sync::IrqLock;
 use crate::task::{self, ExitStatus, FreeMode};
+use abi::bench::BenchCell;
+use abi::kinds::BenchFamily;
 use alloc::string::String;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
@@ -109,8 +112,8 @@ fn gps_completed() -> u64 {
     rcu::counters().map_or(0, |r| r.gps_completed)
 }
 
-/// One `# bench <family> ..` line per cell, or the failure.
-fn report(c: &mut Checks, family: &str, cells: Result<Vec<Cell>, String>) {
+/// One `BENCH-CELL` record per cell, or the failure.
+fn report(c: &mut Checks, family: BenchFamily, cells: Result<Vec<Cell>, String>) {
     let cells = match cells {
         Ok(cells) => cells,
         Err(e) => {
@@ -119,28 +122,28 @@ fn report(c: &mut Checks, family: &str, cells: Result<Vec<Cell>, String>) {
         }
     };
     for mut cell in cells {
-        let n = cell.samples.len();
+        let n = cell.samples.len() as u64;
         // The mean as well: a cost paid in a few samples (a batch of frees
         // run from one RCU callback) is invisible to the median and p90.
-        let mean = cell.samples.iter().sum::<u64>() / (n as u64).max(1);
+        let mean = cell.samples.iter().sum::<u64>() / n.max(1);
         let (median, p90) = percentiles(&mut cell.samples);
-        let extra = match family {
-            "fork_heavy" => alloc::format!(
-                "cpus={} tasks={n} grace_periods={}",
-                percpu::online(),
-                cell.grace_periods
-            ),
-            _ => alloc::format!("iterations={n}"),
-        };
-        c.info(format_args!(
-            "bench {family} strategy={} free={} {extra} median_cycles={median} p90_cycles={p90} mean_cycles={mean} median_ns={} p90_ns={} cache_hits={} cache_lookups={}",
-            cell.strategy.name(),
-            cell.mode.name(),
-            time::cycles_to_ns(median),
-            time::cycles_to_ns(p90),
-            cell.cache_hits,
-            cell.cache_lookups,
-        ));
+        let fork_heavy = family == BenchFamily::ForkHeavy;
+        crate::console::record(&BenchCell {
+            scenario: c.scenario(),
+            family,
+            strategy: cell.strategy,
+            free: cell.mode,
+            samples: n,
+            cpus: fork_heavy.then_some(percpu::online() as u64),
+            grace_periods: fork_heavy.then_some(cell.grace_periods),
+            median_cycles: median,
+            p90_cycles: p90,
+            mean_cycles: mean,
+            median_ns: time::cycles_to_ns(median),
+            p90_ns: time::cycles_to_ns(p90),
+            cache_hits: cell.cache_hits,
+            cache_lookups: cell.cache_lookups,
+        });
     }
 }
 
@@ -151,8 +154,8 @@ fn stack_alone(s: Strategy, n: usize) -> Result<Vec<u64>, String> {
     let mut samples = Vec::with_capacity(n);
     for _ in 0..n {
         let t0 = time::tsc();
-        let st =
-            stack::alloc_task_stack(0).map_err(|e| alloc::format!("{}: stack: {e:?}", s.name()))?;
+        let st = stack::alloc_task_stack(0)
+            .map_err(|e| alloc::format!("{}: stack: {e:?}", s.as_str()))?;
         stack::release_task_stack(st);
         samples.push(time::tsc() - t0);
     }
@@ -162,15 +165,15 @@ fn stack_alone(s: Strategy, n: usize) -> Result<Vec<u64>, String> {
 /// `bench.spawn`: the sequential case, one CPU.
 pub fn spawn(_: &BootInfo, c: &mut Checks) {
     let here = percpu::this().id;
-    let alone = interleaved(&[FreeMode::AtExit], |s, _| {
+    let alone = interleaved(&[FreeMode::Exit], |s, _| {
         stack_alone(s, SPAWN_ITERS / ROUNDS)
     });
-    report(c, "stack_alloc", alone);
-    let spawned = interleaved(&FreeMode::ALL, |s, mode| {
+    report(c, BenchFamily::StackAlloc, alone);
+    let spawned = interleaved(FreeMode::ALL, |s, mode| {
         spawn_join_samples(here, SPAWN_ITERS / ROUNDS)
-            .map_err(|e| alloc::format!("{}/{}: spawn: {e:?}", s.name(), mode.name()))
+            .map_err(|e| alloc::format!("{}/{}: spawn: {e:?}", s.as_str(), mode.as_str()))
     });
-    report(c, "spawn", spawned);
+    report(c, BenchFamily::Spawn, spawned);
 }
 
 /// `bench.fork_heavy`: every CPU creates short tasks back to back, so
@@ -179,7 +182,7 @@ pub fn spawn(_: &BootInfo, c: &mut Checks) {
 /// of two stacks per CPU is refilled at most twice per period.
 pub fn fork_heavy(_: &BootInfo, c: &mut Checks) {
     let cpus = percpu::online();
-    let cells = interleaved(&FreeMode::ALL, |s, mode| {
+    let cells = interleaved(FreeMode::ALL, |s, mode| {
         let samples: Arc<IrqLock<Vec<u64>>> = Arc::new(IrqLock::new(Vec::new()));
         let drivers: Vec<_> = (0..cpus)
             .filter_map(|cpu| {
@@ -205,12 +208,12 @@ pub fn fork_heavy(_: &BootInfo, c: &mut Checks) {
         if started != cpus || clean != cpus {
             return Err(alloc::format!(
                 "{}/{}: {clean} of {cpus} CPUs' drivers finished",
-                s.name(),
-                mode.name()
+                s.as_str(),
+                mode.as_str()
             ));
         }
         let mine = core::mem::take(&mut *samples.lock());
         Ok(mine)
     });
-    report(c, "fork_heavy", cells);
+    report(c, BenchFamily::ForkHeavy, cells);
 }

@@ -127,19 +127,19 @@ pub fn preempt(_: &BootInfo, c: &mut Checks) {
 pub fn leak(_: &BootInfo, c: &mut Checks) {
     const CYCLES: u64 = 100_000;
     let original = stack::strategy();
-    for s in Strategy::ALL {
+    for &s in Strategy::ALL {
         stack::set_strategy(s);
         // One round first, so that buffers which grow to a steady size (run
         // queues, the lazy-free list) are not mistaken for leaks.
         if spawn_many(2 * IN_FLIGHT as u64, "leak-warmup", |i| i).is_err() {
-            c.check(false, format_args!("{}: warm-up spawn failed", s.name()));
+            c.check(false, format_args!("{}: warm-up spawn failed", s.as_str()));
             continue;
         }
         let settled = task::settle(2_000);
         let before = super::counters_now();
         let t0 = time::now_ns();
         if let Err(e) = spawn_many(CYCLES, "leak", |i| i) {
-            c.check(false, format_args!("{}: spawn: {e:?}", s.name()));
+            c.check(false, format_args!("{}: spawn: {e:?}", s.as_str()));
             continue;
         }
         let settled = settled && task::settle(2_000);
@@ -148,7 +148,7 @@ pub fn leak(_: &BootInfo, c: &mut Checks) {
             settled,
             format_args!(
                 "{}: every task reaped ({} live)",
-                s.name(),
+                s.as_str(),
                 task::live_tasks()
             ),
         );
@@ -157,7 +157,7 @@ pub fn leak(_: &BootInfo, c: &mut Checks) {
             true,
             format_args!(
                 "{}: {CYCLES} spawn/exit cycles in {ms} ms, counters back to baseline",
-                s.name()
+                s.as_str()
             ),
         );
     }

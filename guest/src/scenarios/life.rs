@@ -89,7 +89,7 @@ pub fn rcu_reader(_: &BootInfo, c: &mut Checks) {
 pub fn stack_before_gp(_: &BootInfo, c: &mut Checks) {
     let (strategy, mode) = (stack::strategy(), task::free_mode());
     stack::set_strategy(Strategy::VmapCached);
-    task::set_free_mode(FreeMode::AtExit);
+    task::set_free_mode(FreeMode::Exit);
     let here = percpu::this().id;
     let cached_before = stack::cache_len(here);
     let t = match task::spawn_on(here, "short-lived", || 0) {

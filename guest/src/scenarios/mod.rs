@@ -61,11 +61,17 @@ const IMPLEMENTED: &[(&str, ScenarioFn)] = &[
 
 /// The checks of one scenario, printed as KTAP diagnostics as they happen.
 pub struct Checks {
+    scenario: &'static str,
     failed: usize,
     skipped: Option<&'static str>,
 }
 
 impl Checks {
+    /// The scenario these checks belong to (records name it).
+    pub fn scenario(&self) -> &'static str {
+        self.scenario
+    }
+
     /// Record one check; prints `# ok: ...` or `# FAIL: ...`.
     pub fn check(&mut self, ok: bool, what: fmt::Arguments) -> bool {
         ktap::diag(format_args!("{} {what}", if ok { "ok:" } else { "FAIL:" }));
@@ -124,7 +130,7 @@ pub fn run_requested(boot: &BootInfo) -> GuestExit {
     let mut all_ok = true;
     for (i, name) in names().enumerate() {
         let number = i + 1;
-        let Some(&(_, run)) = IMPLEMENTED.iter().find(|(n, _)| *n == name) else {
+        let Some(&(scenario, run)) = IMPLEMENTED.iter().find(|(n, _)| *n == name) else {
             let why = if abi::scenario::find(name).is_some() {
                 "listed in the catalog but not implemented by this guest"
             } else {
@@ -137,6 +143,7 @@ pub fn run_requested(boot: &BootInfo) -> GuestExit {
         };
         crate::oops::set_scenario(name);
         let mut checks = Checks {
+            scenario,
             failed: 0,
             skipped: None,
         };

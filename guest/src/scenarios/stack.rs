@@ -86,7 +86,7 @@ fn expect_killed(c: &mut Checks, cpu: usize, name: &str, want: HitKind, body: fn
     );
     let kind = oops::last_kind(cpu);
     let d = c.check(
-        kind == want,
+        kind == Some(want),
         format_args!("reported as {kind:?} (expected {want:?})"),
     );
     a && b && d
@@ -257,7 +257,7 @@ pub fn all_cpus(_: &BootInfo, c: &mut Checks) {
     );
     for cpu in 0..n {
         c.check(
-            oops::last_kind(cpu) == HitKind::Overflow,
+            oops::last_kind(cpu) == Some(HitKind::Overflow),
             format_args!("CPU {cpu} reported an overflow"),
         );
     }

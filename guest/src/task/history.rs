@@ -48,16 +48,16 @@ impl fmt::Display for Event {
 }
 
 impl Event {
-    /// The event's name in the machine-readable report (`abi::uaf::task_event`).
-    pub fn kind(&self) -> &'static str {
-        use abi::uaf::task_event::*;
+    /// The event as the machine-readable report names it.
+    pub fn kind(&self) -> abi::kinds::TaskEvent {
+        use abi::kinds::TaskEvent;
         match self {
-            Event::Created { .. } => CREATED,
-            Event::Exited(_) => EXITED,
-            Event::SwitchedAway { .. } => SWITCHED_AWAY,
-            Event::Reaped { .. } => REAPED,
-            Event::RcuQueued => RCU_QUEUED,
-            Event::StructFreed => STRUCT_FREED,
+            Event::Created { .. } => TaskEvent::Created,
+            Event::Exited(_) => TaskEvent::Exited,
+            Event::SwitchedAway { .. } => TaskEvent::SwitchedAway,
+            Event::Reaped { .. } => TaskEvent::Reaped,
+            Event::RcuQueued => TaskEvent::RcuQueued,
+            Event::StructFreed => TaskEvent::StructFreed,
         }
     }
 }
@@ -70,7 +70,7 @@ pub struct Entry {
     pub event: Event,
 }
 
-const EVENTS: usize = 8;
+const EVENTS: usize = abi::uaf::MAX_HISTORY;
 /// Tasks remembered: the last this many ids.
 const TASKS: usize = 512;
 

@@ -13,7 +13,7 @@
 //! is never handed out again.
 //!
 //! The stack is another matter: nothing of the task lives on it, so it can
-//! go back as soon as the CPU has left it (`FreeMode::AtExit`, Linux 4.9 to
+//! go back as soon as the CPU has left it (`FreeMode::Exit`, Linux 4.9 to
 //! 5.17), long before the struct does. `AfterGracePeriod` is the pre-4.8
 //! behaviour that `thread_info` on the stack forced; `RcuCallback` is
 //! Linux 5.18's `thread_stack_delayed_free`: an RCU callback that first
@@ -29,48 +29,16 @@ use core::ops::Deref;
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use kcore::refcount::RefcountEvent;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[repr(u8)]
-pub enum FreeMode {
-    AtExit = 0,
-    AfterGracePeriod = 1,
-    RcuCallback = 2,
-}
+pub use abi::kinds::FreeMode;
 
-impl FreeMode {
-    pub const ALL: [FreeMode; 3] = [
-        FreeMode::AtExit,
-        FreeMode::AfterGracePeriod,
-        FreeMode::RcuCallback,
-    ];
-    pub const fn name(self) -> &'static str {
-        match self {
-            FreeMode::AtExit => "exit",
-            FreeMode::AfterGracePeriod => "rcu",
-            FreeMode::RcuCallback => "rcu-cache",
-        }
-    }
-    /// By name; `legacy` is the name for `rcu` (pre-4.8).
-    pub fn from_name(s: &str) -> Option<FreeMode> {
-        match s {
-            "legacy" => Some(FreeMode::AfterGracePeriod),
-            _ => FreeMode::ALL.into_iter().find(|m| m.name() == s),
-        }
-    }
-}
-
-static FREE_MODE: AtomicU8 = AtomicU8::new(FreeMode::AtExit as u8);
+static FREE_MODE: AtomicU8 = AtomicU8::new(FreeMode::Exit.index() as u8);
 
 pub fn free_mode() -> FreeMode {
-    match FREE_MODE.load(Ordering::Relaxed) {
-        1 => FreeMode::AfterGracePeriod,
-        2 => FreeMode::RcuCallback,
-        _ => FreeMode::AtExit,
-    }
+    FreeMode::from_index(FREE_MODE.load(Ordering::Relaxed).into()).unwrap_or(FreeMode::Exit)
 }
 
 pub fn set_free_mode(m: FreeMode) {
-    FREE_MODE.store(m as u8, Ordering::Relaxed);
+    FREE_MODE.store(m.index() as u8, Ordering::Relaxed);
 }
 
 /// Debug mode: task structs in guarded vmalloc pages, unmapped when
@@ -93,7 +61,7 @@ pub(super) fn allocate(task: Task) -> Arc<Task> {
         return Arc::new(task);
     }
     let id = task.id;
-    guarded::place("task_struct", id, || Arc::new(task))
+    guarded::place(abi::kinds::ObjectKind::TaskStruct, id, || Arc::new(task))
 }
 
 /// Every task that is not reaped yet, by id: what RCU readers traverse.
@@ -191,26 +159,26 @@ pub(super) fn switched_away_dead(task: &Arc<Task>) {
         task.id,
         Event::SwitchedAway {
             stack: match mode {
-                FreeMode::AtExit => "released now",
-                FreeMode::RcuCallback => "queued to an RCU callback",
-                FreeMode::AfterGracePeriod => "kept until the struct goes",
+                FreeMode::Exit => "released now",
+                FreeMode::RcuCache => "queued to an RCU callback",
+                FreeMode::Rcu => "kept until the struct goes",
             },
         },
     );
     match mode {
-        FreeMode::AtExit => {
+        FreeMode::Exit => {
             let s = task.stack.lock().take();
             if let Some(s) = s {
                 stack::release_task_stack(s);
             }
         }
-        FreeMode::RcuCallback => {
+        FreeMode::RcuCache => {
             let s = task.stack.lock().take();
             if let Some(s) = s {
                 rcu::call_rcu(move || stack::release_task_stack(s));
             }
         }
-        FreeMode::AfterGracePeriod => {}
+        FreeMode::Rcu => {}
     }
     put_task_struct(task);
 }

@@ -19,6 +19,7 @@ use crate::report::classify::Verdict;
 use crate::session::{self, Setup};
 use crate::status;
 use crate::workspace;
+use abi::kinds::BenchFamily;
 use abi::Outcome;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -233,7 +234,7 @@ fn stack_suite(setup: &Setup, options: &Options) -> Result<StackSuite, Fatal> {
 /// same boot) and the stack cache's hit rate.
 fn spawn_costs(setup: &Setup, options: &Options) -> Result<Costs, Fatal> {
     let (serial, _) = boot_once(setup, options, "bench-spawn", &[SPAWN], Outcome::Pass)?;
-    let rows = rows::parse("spawn", &serial);
+    let rows = rows::parse(BenchFamily::Spawn, &serial);
     if rows.is_empty() {
         return Err(no_lines(SPAWN, "spawn"));
     }
@@ -244,7 +245,7 @@ fn spawn_costs(setup: &Setup, options: &Options) -> Result<Costs, Fatal> {
     );
     // What the allocator alone costs, no task on the stack: tells the
     // allocator's share of the spawn cost from running on what it returned.
-    let alone = rows::parse("stack_alloc", &serial);
+    let alone = rows::parse(BenchFamily::StackAlloc, &serial);
     if !alone.is_empty() {
         rows::print_table(
             "task stack alloc + release alone, no task (bench.spawn, TSC; ratio vs direct):",
@@ -278,7 +279,7 @@ fn fork_heavy_costs(setup: &Setup, options: &Options) -> Result<Costs, Fatal> {
         )));
     }
     expect(&booted, name, Outcome::Pass)?;
-    let rows = rows::parse("fork_heavy", &booted.serial);
+    let rows = rows::parse(BenchFamily::ForkHeavy, &booted.serial);
     if rows.is_empty() {
         return Err(no_lines(FORK_HEAVY, "fork_heavy"));
     }

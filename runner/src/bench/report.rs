@@ -233,7 +233,7 @@ mod tests {
         report.fork_heavy = Some(Costs {
             scenario: "bench.fork_heavy",
             cpus: 4,
-            rows: rows::fixture("fork_heavy"),
+            rows: rows::fixture(abi::kinds::BenchFamily::ForkHeavy),
         });
         let v: serde_json::Value = serde_json::from_str(&to_json(&report)).unwrap();
         let keys: Vec<&str> = v.as_object().unwrap().keys().map(|k| k.as_str()).collect();
@@ -278,7 +278,7 @@ mod tests {
         report.spawn = Some(Costs {
             scenario: "bench.spawn",
             cpus: 1,
-            rows: rows::fixture("spawn"),
+            rows: rows::fixture(abi::kinds::BenchFamily::Spawn),
         });
         let (json, svg) = write(&report, &dir).unwrap();
         assert!(std::fs::read_to_string(json)

@@ -3,6 +3,7 @@
 //! Hand-written SVG: a chart this size does not justify a plotting crate.
 
 use super::rows::{self, Row};
+use abi::kinds::{FreeMode, Strategy};
 
 /// One scenario's rows under a title; no rows draws "not measured".
 pub struct Panel<'a> {
@@ -10,11 +11,10 @@ pub struct Panel<'a> {
     pub rows: &'a [Row],
 }
 
-const FREE_MODES: [&str; 3] = ["exit", "rcu", "rcu-cache"];
-const STRATEGIES: [(&str, &str); 3] = [
-    ("direct", "#4c72b0"),
-    ("vmap", "#dd8452"),
-    ("vmap-cached", "#55a868"),
+const STRATEGIES: [(Strategy, &str); 3] = [
+    (Strategy::Direct, "#4c72b0"),
+    (Strategy::Vmap, "#dd8452"),
+    (Strategy::VmapCached, "#55a868"),
 ];
 const PANEL_W: f64 = 460.0;
 const HEIGHT: f64 = 410.0;
@@ -53,7 +53,7 @@ fn legend(x: f64, y: f64) -> Vec<String> {
         out.push(format!(
             r#"<path d="M{sx:.1} {y:.1}h12v12h-12z" fill="{colour}"/>"#
         ));
-        out.push(text(sx + 16.0, y + 10.0, "start", 12, strategy));
+        out.push(text(sx + 16.0, y + 10.0, "start", 12, strategy.as_str()));
     }
     let note = "% over vmap-cached: stack-cache hit rate";
     out.push(text(x + 340.0, y + 10.0, "start", 11, note));
@@ -77,8 +77,8 @@ fn draw_panel(x0: f64, panel: &Panel) -> Vec<String> {
     let max = panel.rows.iter().map(|r| r.median_cycles).max();
     let (step, top) = ticks(max.unwrap_or(0));
     out.extend(axis(left, right, step, top));
-    let group_w = (right - left) / FREE_MODES.len() as f64;
-    for (g, free) in FREE_MODES.iter().enumerate() {
+    let group_w = (right - left) / FreeMode::ALL.len() as f64;
+    for (g, &free) in FreeMode::ALL.iter().enumerate() {
         out.extend(group(
             left + group_w * g as f64,
             group_w,
@@ -112,7 +112,7 @@ fn axis(left: f64, right: f64, step: f64, top: f64) -> Vec<String> {
 }
 
 /// One free mode's bars, a strategy missing from `rows` leaving a gap.
-fn group(x: f64, width: f64, top: f64, free: &str, rows: &[Row]) -> Vec<String> {
+fn group(x: f64, width: f64, top: f64, free: FreeMode, rows: &[Row]) -> Vec<String> {
     let bar_w = width / (STRATEGIES.len() as f64 + 1.0);
     let x = x + bar_w / 2.0;
     let mut out = vec![text(
@@ -120,7 +120,7 @@ fn group(x: f64, width: f64, top: f64, free: &str, rows: &[Row]) -> Vec<String> 
         PLOT_BOTTOM + 18.0,
         "middle",
         12,
-        free,
+        free.as_str(),
     )];
     for (i, (strategy, colour)) in STRATEGIES.iter().enumerate() {
         let Some(row) = rows
@@ -134,10 +134,10 @@ fn group(x: f64, width: f64, top: f64, free: &str, rows: &[Row]) -> Vec<String> 
             r#"<rect x="{bx:.1}" y="{y:.1}" width="{:.1}" height="{:.1}" fill="{colour}"><title>{strategy}, free={}: {} cycles</title></rect>"#,
             bar_w - 2.0,
             PLOT_BOTTOM - y,
-            escape(free),
+            escape(free.as_str()),
             row.median_cycles
         ));
-        if *strategy == "vmap-cached" {
+        if *strategy == Strategy::VmapCached {
             let hit = rows::hit_percent(row).unwrap_or_else(|| "-".into());
             out.push(text(bx + bar_w / 2.0 - 1.0, y - 4.0, "middle", 10, &hit));
         }
@@ -190,8 +190,8 @@ mod tests {
 
     #[test]
     fn one_bar_per_row_with_hit_rates_over_the_cached_ones() {
-        let spawn = rows::fixture("spawn");
-        let fork = rows::fixture("fork_heavy");
+        let spawn = rows::fixture(abi::kinds::BenchFamily::Spawn);
+        let fork = rows::fixture(abi::kinds::BenchFamily::ForkHeavy);
         let svg = chart(
             "2026-11-22T00:11:53Z",
             &[

@@ -93,6 +93,11 @@ pub trait FaultVerdict {
     fn failures(&self) -> &[Failure];
 }
 
+/// A record's backtrace as bare return addresses.
+pub fn return_addresses(frames: &[abi::guard::Frame]) -> Vec<u64> {
+    frames.iter().map(|f| f.addr.0).collect()
+}
+
 /// Every function the faulting RIP and the backtrace lie in, without repeats,
 /// innermost first.
 pub fn functions_near(symbols: &dyn Symbolize, rip: u64, backtrace: &[u64]) -> Vec<String> {

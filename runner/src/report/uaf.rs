@@ -8,10 +8,11 @@
 //! is freed only after `delayed_put_task_struct` was queued, which only
 //! happens once the task was reaped, after it exited).
 
-use super::lines::{Events, UafArmed, UafHit};
-use super::{functions_near, Check, Failure, FaultVerdict};
+use super::lines::{Armed as UafArmed, Events, UseAfterFree as UafHit};
+use super::{functions_near, return_addresses, Check, Failure, FaultVerdict};
 use crate::symbols::Symbolize;
-use abi::uaf::{task_event, UafExpect};
+use abi::kinds::{ObjectKind, TaskEvent};
+use abi::uaf::{UafExpect, REQUIRED_HISTORY};
 use abi::{Outcome, Scenario};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -22,7 +23,7 @@ pub struct UafVerdict {
     pub hits: usize,
     /// From the first report: what was touched, whose it was, and how many
     /// history entries told its life.
-    pub object: Option<String>,
+    pub object: Option<ObjectKind>,
     pub owner: Option<u64>,
     pub history: usize,
 }
@@ -119,7 +120,7 @@ pub fn judge(
         caught: !hits.is_empty(),
         failures,
         hits: hits.len(),
-        object: first.map(|h| h.object.clone()),
+        object: first.map(|h| h.object),
         owner: first.map(|h| h.owner),
         history: first.map_or(0, |h| h.history.len()),
     }
@@ -153,13 +154,16 @@ fn judge_hit(
                 ),
             );
         }
-        let object = a.base..a.base.saturating_add(a.bytes);
-        if hit.fault_addr != a.addr || hit.object_base != a.base || !object.contains(&a.addr) {
+        let object = a.base.0..a.base.0.saturating_add(a.bytes);
+        if hit.fault_addr.0 != a.addr.0
+            || hit.object_base.0 != a.base.0
+            || !object.contains(&a.addr.0)
+        {
             fail(
                 Check::FaultInObject,
                 format!(
                     "reported a fault at {:#x} in the object at {:#x}; announced {:#x} in {:#x}..{:#x}",
-                    hit.fault_addr, hit.object_base, a.addr, object.start, object.end
+                    hit.fault_addr.0, hit.object_base.0, a.addr.0, object.start, object.end
                 ),
             );
         }
@@ -189,7 +193,7 @@ fn judge_hit(
                 "no guest ELF to symbolize the faulting RIP with".into(),
             ),
             Some(symbols) => {
-                let names = functions_near(symbols, hit.rip, &hit.backtrace);
+                let names = functions_near(symbols, hit.rip.0, &return_addresses(&hit.backtrace));
                 if !names.iter().any(|n| n.contains(want)) {
                     fail(
                         Check::Backtrace,
@@ -206,7 +210,7 @@ fn judge_hit(
             }
         }
     }
-    if expect.object == "task_struct" {
+    if expect.object == ObjectKind::TaskStruct {
         if let Err(why) = history_tells_a_life(hit) {
             fail(Check::History, why);
         }
@@ -235,16 +239,17 @@ fn history_tells_a_life(hit: &UafHit) -> Result<(), String> {
     if h.is_empty() {
         return Err(format!("no history told for task {}", hit.owner));
     }
-    let first = |event: &str| h.iter().position(|e| e.event == event);
-    let missing: Vec<&str> = task_event::REQUIRED
+    let first = |event: TaskEvent| h.iter().position(|e| e.event == event);
+    let missing: Vec<&str> = REQUIRED_HISTORY
         .iter()
         .copied()
-        .filter(|e| first(e).is_none())
+        .filter(|&e| first(e).is_none())
+        .map(TaskEvent::as_str)
         .collect();
     if !missing.is_empty() {
         return Err(format!("the history leaves out: {}", missing.join(", ")));
     }
-    for &(before, after) in task_event::ORDER {
+    for &(before, after) in TaskEvent::ORDER {
         if first(before) > first(after) {
             return Err(format!("the history has {after} before {before}"));
         }
@@ -299,10 +304,11 @@ mod tests {
     fn each_tampered_field_names_its_check() {
         let cases: &[(&str, &str, &[&str])] = &[
             ("\"owner\":6", "\"owner\":5", &["object"]),
+            // An object kind the contract does not know is no report at all.
             (
                 "\"object\":\"task_struct\"",
                 "\"object\":\"mm_struct\"",
-                &["object", "object"],
+                &["readable"],
             ),
             (
                 "\"fault_addr\":\"0xffffc9000006d010\"",
@@ -345,7 +351,7 @@ mod tests {
             assert!(lines::UAF_HIT.contains(from), "{from}");
             let v = judged(lines::UAF_ARMED, &lines::UAF_HIT.replace(from, to));
             assert_eq!(failed(&v), *want, "{to}: {:?}", v.failures);
-            assert!(v.caught);
+            assert_eq!(v.caught, *want != ["readable"], "{to}");
             assert_eq!(v.as_expected(), want.is_empty(), "{to}");
         }
         let v = judged(
