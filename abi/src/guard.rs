@@ -5,12 +5,16 @@
 //! `STACK-ALLOC` (`StackAlloc`): before overflowing, a scenario names the
 //! stack it is about to overflow (bounds, guards, CPU, task, frame size).
 //! `GUARD-HIT` (`GuardHit`): the fault handler's report, every fact its
-//! human oops states. `STACK-CORRUPTION` (`StackCorruption`): damage found
-//! after the fact, where no hardware caught anything (a stack without guard
-//! pages).
+//! human oops states (`crate::oops` has the lines themselves).
+//! `STACK-CORRUPTION` (`StackCorruption`): damage found after the fact,
+//! where no hardware caught anything (a stack without guard pages).
+//! `CPU-MAP` (`CpuMap`): which LAPIC each CPU index belongs to, as the boot
+//! loader listed them, so the LAPIC id the hardware reports at a fault can
+//! witness the CPU a report names.
 
-use crate::kinds::{Context, HitKind, StackKind, Via};
+use crate::kinds::{Context, HitKind, ObjectKind, StackKind, Via};
 use crate::record::{Hex, Record};
+use core::fmt;
 use serde::{Deserialize, Serialize};
 
 /// Frames a backtrace keeps; deeper chains are cut (`truncated`).
@@ -27,6 +31,9 @@ pub struct StackAlloc<'a> {
     pub guard_below: u64,
     pub guard_above: u64,
     pub cpu: u32,
+    /// The LAPIC id read from the hardware as the announcement was made: a
+    /// witness for `cpu` that does not come from the per-CPU data.
+    pub lapic_id: u32,
     pub task_id: u64,
     pub task_name: &'a str,
     /// The recursion's frame size, measured (0: no recursion).
@@ -46,15 +53,110 @@ pub struct Sym<'a> {
     pub name: &'a str,
     /// Bytes past the symbol's start.
     pub off: Hex,
+    /// The symbol's size (0: a label without one).
+    pub size: Hex,
 }
 
-/// One return address of a backtrace, with the guest's name for it.
+impl fmt::Display for Sym<'_> {
+    /// `name+0xoff/0xsize`, as Linux prints a symbol (no `/size` for a
+    /// label that has none).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}+{:#x}", self.name, self.off.get())?;
+        if self.size.get() != 0 {
+            write!(f, "/{:#x}", self.size.get())?;
+        }
+        Ok(())
+    }
+}
+
+impl<'a> Sym<'a> {
+    /// The inverse of `Display`.
+    pub fn parse(s: &'a str) -> Option<Sym<'a>> {
+        let (name, rest) = s.rsplit_once("+0x")?;
+        let (off, size) = match rest.split_once("/0x") {
+            Some((off, size)) => (off, Some(size)),
+            None => (rest, None),
+        };
+        let hex = |t: &str| {
+            (!t.is_empty() && t.bytes().all(|b| b.is_ascii_hexdigit()))
+                .then(|| u64::from_str_radix(t, 16).ok())
+                .flatten()
+        };
+        let size = match size {
+            Some(t) => hex(t).filter(|&s| s != 0)?,
+            None => 0,
+        };
+        (!name.is_empty()).then_some(Sym {
+            name,
+            off: Hex(hex(off)?),
+            size: Hex(size),
+        })
+    }
+}
+
+/// One frame of a backtrace, with the guest's name for it: a return
+/// address, or (`trap`) the address an exception interrupted, found in the
+/// trap frame the walk crossed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Frame<'a> {
     pub addr: Hex,
-    /// `None`: the guest's table has no symbol at or below it.
+    /// `None`: the guest's table has no symbol for it.
     #[serde(borrow)]
     pub sym: Option<Sym<'a>>,
+    /// The vector of the exception that interrupted `addr` (not a return
+    /// address: the instruction itself).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trap: Option<u8>,
+}
+
+/// The interrupted context's registers, as the oops prints them (RIP and
+/// RSP have fields of their own in `GuardHit`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Regs {
+    pub rax: Hex,
+    pub rbx: Hex,
+    pub rcx: Hex,
+    pub rdx: Hex,
+    pub rsi: Hex,
+    pub rdi: Hex,
+    pub rbp: Hex,
+    pub r8: Hex,
+    pub r9: Hex,
+    pub r10: Hex,
+    pub r11: Hex,
+    pub r12: Hex,
+    pub r13: Hex,
+    pub r14: Hex,
+    pub r15: Hex,
+    pub cs: Hex,
+    pub ss: Hex,
+    pub rflags: Hex,
+}
+
+/// Who a vmalloc range belongs to, as the guest's ownership registry says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AreaOwner<'a> {
+    /// A stack; `id` is the task for task stacks, the CPU for per-CPU ones.
+    Stack { kind: StackKind, id: u64 },
+    /// Anything else, by its user's name.
+    Named(&'a str),
+    /// Freed, waiting for the batched TLB shootdown.
+    LazyFree,
+    /// A debug-placed object, and its owner's id.
+    Object { what: ObjectKind, id: u64 },
+    /// A debug-placed object after its free (quarantined).
+    Freed { what: ObjectKind, id: u64 },
+}
+
+/// A vmalloc allocation a fault address lies in or guards: the mapped
+/// range `[lo, hi)` and its owner.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Area<'a> {
+    pub lo: Hex,
+    pub hi: Hex,
+    #[serde(borrow)]
+    pub owner: AreaOwner<'a>,
 }
 
 /// The fault handler's report of one stack fault.
@@ -80,12 +182,21 @@ pub struct GuardHit<'a> {
     pub cpu: u32,
     pub task_id: u64,
     pub task_name: &'a str,
+    /// The LAPIC id read from the hardware in the fault handler: a witness
+    /// for `cpu`, which comes from the per-CPU data.
+    pub lapic_id: u32,
     pub rip: Hex,
     #[serde(borrow)]
     pub rip_sym: Option<Sym<'a>>,
     pub rsp: Hex,
+    pub regs: Regs,
     pub error_code: Hex,
     pub cr2: Hex,
+    pub cr3: Hex,
+    /// For a fault in no guard of the faulting stack: the allocation the
+    /// address lies in or guards, if any.
+    #[serde(borrow)]
+    pub area: Option<Area<'a>>,
     /// Return addresses, innermost first (not collapsed: the oops folds a
     /// recursion into one line, the record keeps every frame).
     #[serde(borrow)]
@@ -123,6 +234,25 @@ impl Record for StackCorruption<'_> {
     const PREFIX: &'static str = "STACK-CORRUPTION ";
     fn scenario(&self) -> &str {
         self.scenario
+    }
+}
+
+/// The CPUs of this boot: `lapic_ids[i]` is the LAPIC id of CPU index `i`,
+/// as the boot loader's MP response listed it (the index the guest gave
+/// that CPU when it brought it up).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CpuMap {
+    pub lapic_ids: heapless::Vec<u32, MAX_CPUS>,
+}
+
+/// CPUs a `CpuMap` can list (the guest's own bound).
+pub const MAX_CPUS: usize = 64;
+
+impl Record for CpuMap {
+    const PREFIX: &'static str = "CPU-MAP ";
+    fn scenario(&self) -> &str {
+        // A boot fact, no scenario's.
+        "boot"
     }
 }
 
@@ -186,11 +316,13 @@ mod tests {
             let sym = (i % 3 != 2).then_some(Sym {
                 name: "guest::scenarios::stack::stack_recurse",
                 off: Hex(0x89),
+                size: Hex(0xd0),
             });
             backtrace
                 .push(Frame {
                     addr: Hex(0xffffffff8002b679 + i as u64),
                     sym,
+                    trap: (i == 4).then_some(14),
                 })
                 .unwrap();
         }
@@ -206,16 +338,30 @@ mod tests {
             fault_addr: Hex(0xffffc9000001ef38),
             via: Via::DoubleFault,
             cpu: 0,
+            lapic_id: 0,
             task_id: 3,
             task_name: "recurse",
             rip: Hex(0xffffffff8002b61a),
             rip_sym: Some(Sym {
                 name: "guest::scenarios::stack::stack_recurse",
                 off: Hex(0x2a),
+                size: Hex(0xd0),
             }),
             rsp: Hex(0xffffc9000001ef40),
+            regs: Regs {
+                rax: Hex(0xffffc800000004c0),
+                rbx: Hex(0x35),
+                rbp: Hex(0xffffc9000001f070),
+                r15: Hex(u64::MAX),
+                cs: Hex(8),
+                ss: Hex(0x10),
+                rflags: Hex(0x286),
+                ..Regs::default()
+            },
             error_code: Hex(0),
             cr2: Hex(0xffffc9000001ef38),
+            cr3: Hex(0xf6ab000),
+            area: None,
             backtrace,
             truncated: frames == MAX_FRAMES,
             depth: Some(52),
@@ -235,7 +381,35 @@ mod tests {
         odd.rip_sym = None;
         odd.depth = None;
         odd.kind = HitKind::NotGuard;
-        round_trip(&odd, &mut buf);
+        for owner in [
+            AreaOwner::Stack {
+                kind: StackKind::Task,
+                id: 2,
+            },
+            AreaOwner::Named("heap"),
+            AreaOwner::LazyFree,
+            AreaOwner::Object {
+                what: ObjectKind::TaskStruct,
+                id: 6,
+            },
+            AreaOwner::Freed {
+                what: ObjectKind::TaskStruct,
+                id: 6,
+            },
+        ] {
+            odd.area = Some(Area {
+                lo: Hex(0xffffc90000019000),
+                hi: Hex(0xffffc9000001d000),
+                owner,
+            });
+            round_trip(&odd, &mut buf);
+        }
+        round_trip(
+            &CpuMap {
+                lapic_ids: heapless::Vec::from_slice(&[0, 1, 2, 3]).unwrap(),
+            },
+            &mut buf,
+        );
         round_trip(
             &StackAlloc {
                 scenario: "stack.recursion",
@@ -245,6 +419,7 @@ mod tests {
                 guard_below: 1,
                 guard_above: 1,
                 cpu: 3,
+                lapic_id: 3,
                 task_id: 3,
                 task_name: "recurse",
                 frame_bytes: 304,
@@ -268,10 +443,46 @@ mod tests {
     #[test]
     fn a_full_backtrace_fits_the_guests_buffer() {
         // The guest writes records through a 16 KiB buffer; the longest
-        // GUARD-HIT (every frame named) must fit with room to spare.
+        // GUARD-HIT (every frame named, every name long) must fit with
+        // room to spare.
         let mut buf = [0u8; 16384];
-        let line = round_trip(&hit(MAX_FRAMES), &mut buf);
-        assert!(line.len() < 8192, "{} bytes", line.len());
+        let mut long = hit(MAX_FRAMES);
+        let name = "<guest::console::Locked as core::fmt::Write>::write_str::{{closure}}";
+        for f in long.backtrace.iter_mut() {
+            f.sym = Some(Sym {
+                name,
+                off: Hex(0xffff),
+                size: Hex(0xffff),
+            });
+        }
+        let line = round_trip(&long, &mut buf);
+        assert!(line.len() < 12 * 1024, "{} bytes", line.len());
+    }
+
+    #[test]
+    fn symbols_read_back_as_linux_prints_them() {
+        let cases = [
+            (
+                "stack_recurse+0x89/0xd0",
+                Some(("stack_recurse", 0x89, 0xd0)),
+            ),
+            ("trap_common+0x20", Some(("trap_common", 0x20, 0))),
+            ("<a as b>::c+0x0/0x10", Some(("<a as b>::c", 0, 0x10))),
+            ("x+0x1+0x2", Some(("x+0x1", 2, 0))),
+            ("?", None),
+            ("+0x1", None),
+            ("x+0x", None),
+            ("x+0x1/0x", None),
+            ("x+0x1/0x0", None),
+            ("x+0xg", None),
+        ];
+        for (text, want) in cases {
+            let got = Sym::parse(text).map(|s| (s.name, s.off.get(), s.size.get()));
+            assert_eq!(got, want, "{text}");
+            if let Some(s) = Sym::parse(text) {
+                assert_eq!(std::format!("{s}"), text);
+            }
+        }
     }
 
     #[test]

@@ -5,20 +5,23 @@
 //! the addresses it lists, so it is filled in afterwards: the guest reserves
 //! a zeroed `.ksyms` section, and after building, the runner writes the
 //! sorted function symbols into it in place. The guest then names `RIP` and
-//! every backtrace frame itself, even when nobody symbolizes its log.
+//! every backtrace frame itself (`name+0xoff/0xsize`, as Linux prints
+//! them), even when nobody symbolizes its log.
 //!
-//! Layout (little endian): magic `KSYMTAB1`, `count: u32`, `strings: u32`,
-//! then `count` entries of `(addr: u64, name_offset: u32, name_len: u32)`
-//! sorted by address, then the names.
+//! Layout (little endian): magic `KSYMTAB2`, `count: u32`, `strings: u32`,
+//! then `count` entries of `(addr: u64, size: u32, name_offset: u32,
+//! name_len: u32, reserved: u32)` sorted by address, then the names. A size
+//! of 0 (an assembly label) means "up to the next symbol", as the runner's
+//! own lookup reads the ELF.
 
-pub const MAGIC: &[u8; 8] = b"KSYMTAB1";
+pub const MAGIC: &[u8; 8] = b"KSYMTAB2";
 /// Bytes the guest reserves for the table.
 pub const SECTION_SIZE: usize = 384 * 1024;
 /// The section the runner fills.
 pub const SECTION_NAME: &str = ".ksyms";
 
 const HEADER: usize = 16;
-const ENTRY: usize = 16;
+const ENTRY: usize = 24;
 
 fn u32_at(b: &[u8], at: usize) -> Option<u32> {
     Some(u32::from_le_bytes(b.get(at..at + 4)?.try_into().ok()?))
@@ -26,6 +29,16 @@ fn u32_at(b: &[u8], at: usize) -> Option<u32> {
 
 fn u64_at(b: &[u8], at: usize) -> Option<u64> {
     Some(u64::from_le_bytes(b.get(at..at + 8)?.try_into().ok()?))
+}
+
+/// A symbol an address was found in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Found<'a> {
+    pub name: &'a str,
+    /// Bytes from the symbol's start to the address.
+    pub offset: u64,
+    /// The symbol's size; 0 for a label without one.
+    pub size: u64,
 }
 
 /// A table view over the section's bytes. Never panics on a corrupt or
@@ -56,19 +69,21 @@ impl<'a> Table<'a> {
         self.count == 0
     }
 
-    fn entry(&self, i: usize) -> Option<(u64, &'a str)> {
+    /// Entry `i`: (address, size, name).
+    fn entry(&self, i: usize) -> Option<(u64, u64, &'a str)> {
         let at = HEADER + i * ENTRY;
         let addr = u64_at(self.bytes, at)?;
+        let size = u64::from(u32_at(self.bytes, at + 8)?);
         let strings = HEADER + self.count * ENTRY;
-        let off = strings + u32_at(self.bytes, at + 8)? as usize;
-        let len = u32_at(self.bytes, at + 12)? as usize;
+        let off = strings + u32_at(self.bytes, at + 12)? as usize;
+        let len = u32_at(self.bytes, at + 16)? as usize;
         let name = core::str::from_utf8(self.bytes.get(off..off.checked_add(len)?)?).ok()?;
-        Some((addr, name))
+        Some((addr, size, name))
     }
 
-    /// The function containing `addr`: its name and `addr`'s offset into it.
-    /// (The nearest symbol at or below; like kallsyms, sizes are not kept.)
-    pub fn lookup(&self, addr: u64) -> Option<(&'a str, u64)> {
+    /// The function containing `addr`: the last symbol at or below it, if
+    /// `addr` is inside it (a sized symbol) or before the next one (a label).
+    pub fn lookup(&self, addr: u64) -> Option<Found<'a>> {
         // Binary search for the last entry with entry.addr <= addr.
         let (mut lo, mut hi) = (0usize, self.count);
         while lo < hi {
@@ -79,22 +94,35 @@ impl<'a> Table<'a> {
                 hi = mid;
             }
         }
-        let (base, name) = self.entry(lo.checked_sub(1)?)?;
-        Some((name, addr - base))
+        let i = lo.checked_sub(1)?;
+        let (base, size, name) = self.entry(i)?;
+        let inside = match size {
+            0 => i + 1 < self.count,
+            size => addr - base < size,
+        };
+        inside.then_some(Found {
+            name,
+            offset: addr - base,
+            size,
+        })
     }
 }
 
+/// One symbol for `encode`: address, size (0 if none), name.
+pub type Symbol<'s> = (u64, u64, &'s str);
+
 /// Encode `symbols` (any order) into a table of at most `capacity` bytes,
 /// dropping symbols from the high end of the sorted list if they do not
-/// all fit. Returns the bytes and how many symbols made it.
+/// all fit. Of several symbols at one address the first listed is kept.
+/// Returns the bytes and how many symbols made it.
 #[cfg(feature = "alloc")]
-pub fn encode(symbols: &[(u64, &str)], capacity: usize) -> (alloc::vec::Vec<u8>, usize) {
-    let mut sorted: alloc::vec::Vec<(u64, &str)> = symbols.to_vec();
+pub fn encode(symbols: &[Symbol], capacity: usize) -> (alloc::vec::Vec<u8>, usize) {
+    let mut sorted: alloc::vec::Vec<Symbol> = symbols.to_vec();
     sorted.sort_by_key(|s| s.0);
     sorted.dedup_by_key(|s| s.0);
     let mut n = sorted.len();
     loop {
-        let names: usize = sorted[..n].iter().map(|s| s.1.len()).sum();
+        let names: usize = sorted[..n].iter().map(|s| s.2.len()).sum();
         if HEADER + n * ENTRY + names <= capacity || n == 0 {
             break;
         }
@@ -103,16 +131,18 @@ pub fn encode(symbols: &[(u64, &str)], capacity: usize) -> (alloc::vec::Vec<u8>,
     let mut out = alloc::vec::Vec::with_capacity(capacity);
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&(n as u32).to_le_bytes());
-    let names: usize = sorted[..n].iter().map(|s| s.1.len()).sum();
+    let names: usize = sorted[..n].iter().map(|s| s.2.len()).sum();
     out.extend_from_slice(&(names as u32).to_le_bytes());
     let mut off = 0u32;
-    for (addr, name) in &sorted[..n] {
+    for (addr, size, name) in &sorted[..n] {
         out.extend_from_slice(&addr.to_le_bytes());
+        out.extend_from_slice(&u32::try_from(*size).unwrap_or(0).to_le_bytes());
         out.extend_from_slice(&off.to_le_bytes());
         out.extend_from_slice(&(name.len() as u32).to_le_bytes());
+        out.extend_from_slice(&0u32.to_le_bytes());
         off += name.len() as u32;
     }
-    for (_, name) in &sorted[..n] {
+    for (_, _, name) in &sorted[..n] {
         out.extend_from_slice(name.as_bytes());
     }
     (out, n)
@@ -122,40 +152,52 @@ pub fn encode(symbols: &[(u64, &str)], capacity: usize) -> (alloc::vec::Vec<u8>,
 mod tests {
     use super::*;
 
+    fn found(name: &str, offset: u64, size: u64) -> Option<Found<'_>> {
+        Some(Found { name, offset, size })
+    }
+
     #[test]
-    fn round_trip_and_nearest_below() {
-        let syms = [(0x3000u64, "c"), (0x1000, "a"), (0x2000, "b")];
+    fn round_trip_sizes_and_labels() {
+        let syms = [(0x3000u64, 0, "c"), (0x1000, 0x100, "a"), (0x2000, 0, "b")];
         let (bytes, n) = encode(&syms, 4096);
         assert_eq!(n, 3);
         let t = Table::new(&bytes).unwrap();
         assert_eq!(t.lookup(0x0fff), None);
-        assert_eq!(t.lookup(0x1000), Some(("a", 0)));
-        assert_eq!(t.lookup(0x2abc), Some(("b", 0xabc)));
-        assert_eq!(t.lookup(0xffff_ffff), Some(("c", 0xffff_ffff - 0x3000)));
+        assert_eq!(t.lookup(0x1000), found("a", 0, 0x100));
+        assert_eq!(t.lookup(0x10ff), found("a", 0xff, 0x100));
+        // Past a sized symbol's end: nobody's.
+        assert_eq!(t.lookup(0x1100), None);
+        // A label reaches to the next symbol; the last one nowhere.
+        assert_eq!(t.lookup(0x2abc), found("b", 0xabc, 0));
+        assert_eq!(t.lookup(0x3000), None);
     }
 
     #[test]
     fn unfilled_or_corrupt_sections_find_nothing() {
         assert!(Table::new(&[0u8; 64]).is_none());
-        let (mut bytes, _) = encode(&[(1, "x")], 4096);
+        let (mut bytes, _) = encode(&[(1, 4, "x")], 4096);
         bytes[8] = 0xff; // count far beyond the data
         assert!(Table::new(&bytes).is_none());
-        let (bytes, _) = encode(&[(1, "x")], 4096);
+        let (bytes, _) = encode(&[(1, 4, "x"), (9, 0, "y")], 4096);
         for cut in 0..bytes.len() {
             if let Some(t) = Table::new(&bytes[..cut]) {
                 let _ = t.lookup(5);
             }
         }
+        // The old format is not read as this one.
+        let mut old = bytes.clone();
+        old[..8].copy_from_slice(b"KSYMTAB1");
+        assert!(Table::new(&old).is_none());
     }
 
     #[test]
     fn too_many_symbols_are_dropped_to_fit() {
         let names: alloc::vec::Vec<alloc::string::String> =
             (0..100).map(|i| alloc::format!("sym{i:04}")).collect();
-        let syms: alloc::vec::Vec<(u64, &str)> = names
+        let syms: alloc::vec::Vec<Symbol> = names
             .iter()
             .enumerate()
-            .map(|(i, s)| (i as u64 * 16, s.as_str()))
+            .map(|(i, s)| (i as u64 * 16, 16, s.as_str()))
             .collect();
         let (bytes, n) = encode(&syms, 600);
         assert!(bytes.len() <= 600 && n < 100 && n > 0);

@@ -15,9 +15,11 @@ pub mod exit;
 pub mod guard;
 pub mod kinds;
 pub mod ksyms;
+pub mod oops;
 #[macro_use]
 pub mod record;
 pub mod scenario;
+pub mod stackdump;
 pub mod uaf;
 
 pub use exit::GuestExit;

@@ -123,7 +123,9 @@ mod tests {
                 sym: Some(Sym {
                     name: "guest::scenarios::life::stale_task_read",
                     off: Hex(4),
+                    size: Hex(0x20),
                 }),
+                trap: None,
             })
             .unwrap();
         let hit = UafHit {

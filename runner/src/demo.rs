@@ -1,10 +1,12 @@
 //! `runner demo` (`make demo`): boot a few stack scenarios and show each
 //! diagnostic the way a person wants to read it: the guest's oops as it
-//! printed it, the trace symbolized by the runner with file:line from the
-//! ELF's DWARF, and a picture of the stack area with the hit marked.
+//! printed it, the runner's own unwind of the dumped stack (DWARF CFI, with
+//! file:line from the ELF's line tables) beside it, whether the two agree,
+//! and a picture of the stack area with the hit marked.
 
 use crate::cli::Options;
 use crate::fatal::Fatal;
+use crate::report;
 use crate::report::lines::{self, Alloc, Hit};
 use crate::select;
 use crate::session::{self, Mode};
@@ -15,6 +17,7 @@ pub const DEFAULT: &[&str] = &[
     "stack.recursion",
     "stack.underflow",
     "stack.probe_skip",
+    "stack.exception",
     "stack.irq",
 ];
 
@@ -94,16 +97,16 @@ pub fn render(
     out.push(String::new());
     out.push("── the guest's oops ──".into());
     out.extend(oops(&lines, hit.line).iter().map(|l| format!("  {l}")));
-    out.push(String::new());
-    out.push("── symbolized by the runner (DWARF, addr2line) ──".into());
-    match symbols {
-        Some(symbols) => out.extend(trace(hit, symbols)),
-        None => out.push("  (no guest ELF to read)".into()),
-    }
     let alloc = allocs
         .iter()
         .find(|a| a.task_id == hit.task_id && a.cpu == hit.cpu)
         .or(allocs.first());
+    out.push(String::new());
+    out.push("── unwound by the runner from the dumped stack (DWARF CFI, file:line) ──".into());
+    match symbols {
+        Some(symbols) => out.extend(unwound(&events, hit, alloc.copied(), symbols)),
+        None => out.push("  (no guest ELF to read)".into()),
+    }
     out.push(String::new());
     out.push("── the stack area ──".into());
     match alloc {
@@ -116,57 +119,114 @@ pub fn render(
 /// The oops lines the guest printed before the GUARD-HIT at `hit_line`:
 /// back to the `BUG:` line that opens it.
 pub fn oops<'a>(lines: &[&'a str], hit_line: usize) -> Vec<&'a str> {
-    let end = hit_line.min(lines.len());
-    let start = lines[..end]
-        .iter()
-        .rposition(|l| l.starts_with("BUG:"))
-        .unwrap_or(end);
-    lines[start..end]
-        .iter()
-        .map(|l| l.trim_end())
-        .filter(|l| !l.starts_with("STACK-ALLOC ") && !l.starts_with("# "))
+    crate::report::oops::block(lines, hit_line)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(_, l)| l.trim_end())
         .collect()
 }
 
-fn trace(hit: &Hit, symbols: &Symbols) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut push = |label: &str, addr: u64, lookup: u64, repeat: usize| {
-        let frames = symbols.frames(lookup);
-        let times = if repeat > 1 {
-            format!(" (x{repeat})")
-        } else {
-            String::new()
-        };
-        if frames.is_empty() {
-            out.push(format!("  {label:>4} {addr:016x} ?{times}"));
-        }
-        for (i, f) in frames.iter().enumerate() {
-            let name = if i == 0 {
-                symbols
-                    .symbol_offset(addr)
-                    .filter(|s| s.starts_with(f.function.as_str()))
-                    .unwrap_or_else(|| f.function.clone())
-            } else {
-                format!("(inlined into the next) {}", f.function)
-            };
-            let at = f
-                .location
-                .as_ref()
-                .map(|l| format!(" at {l}"))
-                .unwrap_or_default();
-            let label = if i == 0 { label } else { "" };
-            out.push(format!("  {label:>4} {addr:016x} {name}{at}{times}"));
-        }
+/// The runner's unwind of the hit's dumped stack, frame by frame with
+/// file:line (a recursion folded), then whether the guest's trace agrees.
+fn unwound(
+    events: &lines::Events,
+    hit: &Hit,
+    alloc: Option<&Alloc>,
+    symbols: &Symbols,
+) -> Vec<String> {
+    use crate::unwind::Kind;
+    let Some(dump) = report::trace::dump_of(events, hit, alloc) else {
+        return vec![
+            "  (no STACK-DUMP with this report: only a scenario's first hit has one)".into(),
+        ];
     };
-    push("RIP", hit.rip.0, hit.rip.0, 1);
-    let backtrace = crate::report::return_addresses(&hit.backtrace);
-    let mut i = 0;
-    while i < backtrace.len() {
-        let addr = backtrace[i];
-        let run = backtrace[i..].iter().take_while(|&&a| a == addr).count();
-        // A return address points after its call: name the call.
-        push("", addr, addr.saturating_sub(1), run);
-        i += run;
+    let kind = alloc.map(|a| a.stack_kind).or(hit.stack_kind);
+    let judged = report::trace::judge(hit, kind, dump, symbols);
+    let mut out = Vec::new();
+    if let Some(u) = &judged.unwind {
+        let seen = crate::unwind::frame_pointer_view(&u.frames);
+        let mut i = 0;
+        while i < u.frames.len() {
+            let f = u.frames[i];
+            let run = u.frames[i..]
+                .iter()
+                .take_while(|g| g.pc == f.pc && g.kind == f.kind)
+                .count();
+            let label = match f.kind {
+                Kind::Fault => "RIP",
+                Kind::Interrupted => "trap",
+                Kind::Return => "",
+            };
+            let mut notes = String::new();
+            if run > 1 {
+                notes.push_str(&format!(" (x{run})"));
+            }
+            if f.kind == Kind::Interrupted {
+                notes.push_str(" (interrupted)");
+            }
+            if i > 0 && !seen.iter().any(|s| s.pc == f.pc && s.kind == f.kind) {
+                notes.push_str(" (not visible to frame pointers)");
+            }
+            out.extend(frame_lines(symbols, label, f.pc, f.lookup_pc(), &notes));
+            i += run;
+        }
+        out.push(format!("  ends: {}", match &u.end {
+            crate::unwind::End::Outermost => "the task's outermost frame (its entry trampoline)".to_string(),
+            crate::unwind::End::LeftStack { addr } => format!("the next frame is off this stack ({addr:#x}): the interrupted context"),
+            crate::unwind::End::NoCfi { pc } => format!("no call-frame information for {pc:#x}"),
+            crate::unwind::End::Broken(why) => why.clone(),
+        }));
+    }
+    let mine: Vec<_> = judged
+        .failures
+        .iter()
+        .filter(|f| {
+            matches!(
+                f.check,
+                report::Check::Unwind | report::Check::Depth | report::Check::Context
+            )
+        })
+        .collect();
+    if mine.is_empty() {
+        out.push(format!(
+            "  the guest's Call Trace: the same {} frame(s), in the same order{}",
+            hit.backtrace.len(),
+            hit.depth
+                .map_or(String::new(), |d| format!("; depth {d} fits the frames"))
+        ));
+    } else {
+        for f in mine {
+            out.push(format!("  ✗ {}: {}", f.check.name(), f.detail));
+        }
+    }
+    out
+}
+
+/// One frame's lines: its symbol, file:line, and what was inlined into it.
+fn frame_lines(symbols: &Symbols, label: &str, addr: u64, lookup: u64, notes: &str) -> Vec<String> {
+    let frames = symbols.frames(lookup);
+    if frames.is_empty() {
+        return vec![format!("  {label:>4} {addr:016x} ?{notes}")];
+    }
+    let mut out = Vec::new();
+    for (i, f) in frames.iter().enumerate() {
+        let name = if i == 0 {
+            // Named as the oops names it (a return address by its call,
+            // with its own offset), when the symbol is this function.
+            let sym = report::oops::elf_sym(symbols, addr, lookup != addr);
+            Some(report::oops::elf_text(&sym))
+                .filter(|s| sym.is_some() && s.starts_with(f.function.as_str()))
+                .unwrap_or_else(|| f.function.clone())
+        } else {
+            format!("(inlined into the next) {}", f.function)
+        };
+        let at = f
+            .location
+            .as_ref()
+            .map(|l| format!(" at {l}"))
+            .unwrap_or_default();
+        let (label, notes) = if i == 0 { (label, notes) } else { ("", "") };
+        out.push(format!("  {label:>4} {addr:016x} {name}{at}{notes}"));
     }
     out
 }
@@ -263,7 +323,7 @@ mod tests {
 
     #[test]
     fn the_picture_marks_the_hit_where_it_is() {
-        let log = format!("{}\n{}\n", lines::ALLOC, lines::HIT);
+        let log = format!("{}\n{}\n", lines::alloc(), lines::hit());
         let e = parse(&log);
         let pic = picture(&e.allocs[0], Some(&e.hits[0]));
         let text = pic.join("\n");
@@ -296,8 +356,8 @@ mod tests {
         );
 
         // A jumped guard is marked below the guard, outside the box.
-        let far = lines::HIT.replace("0xffffc9000001ef48", "0xffffc9000001dbf8");
-        let log = format!("{}\n{far}\n", lines::ALLOC);
+        let far = lines::hit().replace("0xffffc9000001ef48", "0xffffc9000001dbf8");
+        let log = format!("{}\n{far}\n", lines::alloc());
         let e = parse(&log);
         let pic = picture(&e.allocs[0], Some(&e.hits[0]));
         assert!(
@@ -306,8 +366,8 @@ mod tests {
             pic.join("\n")
         );
         // An underflow is marked in the upper guard.
-        let up = lines::HIT.replace("0xffffc9000001ef48", "0xffffc90000023038");
-        let log = format!("{}\n{up}\n", lines::ALLOC);
+        let up = lines::hit().replace("0xffffc9000001ef48", "0xffffc90000023038");
+        let log = format!("{}\n{up}\n", lines::alloc());
         let e = parse(&log);
         let pic = picture(&e.allocs[0], Some(&e.hits[0]));
         let hit = pic
@@ -331,8 +391,13 @@ mod tests {
             [
                 "BUG: TASK stack guard page was hit",
                 "Oops: ...",
+                "# diag",
                 "Call Trace:"
             ]
         );
+        // Never back past another report's record.
+        let log = "BUG: a\nGUARD-HIT {}\nSTACK-DUMP {}\nCall Trace:\nGUARD-HIT {}\n";
+        let lines: Vec<&str> = log.lines().collect();
+        assert!(oops(&lines, 4).is_empty());
     }
 }

@@ -15,6 +15,7 @@ mod select;
 mod session;
 mod status;
 mod symbols;
+mod unwind;
 mod workspace;
 
 use abi::{Scenario, SCENARIOS};

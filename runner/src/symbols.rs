@@ -6,15 +6,33 @@
 //! "the backtrace contains `stack_recurse`" holds the guest's addresses
 //! against the ELF, not against whatever names the guest chose to print.
 
+use crate::unwind::{CallFrames, ElfCallFrames};
 use object::{Object, ObjectSection, ObjectSymbol, SymbolKind};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
-/// What the verdicts need from a symbolizer; tests supply a table.
+/// What the verdicts need to know of the guest ELF; tests supply tables.
 pub trait Symbolize {
     /// Every function name `addr` lies in, innermost first (inlined frames
     /// and symbol aliases included). Empty if unknown.
     fn functions(&self, addr: u64) -> Vec<String>;
+    /// The symbol-table entry containing `addr` (as the guest's `.ksyms`
+    /// was filled from): every name at its address, its start and size.
+    fn symbol(&self, addr: u64) -> Option<SymbolAt>;
+    /// Whether `addr` lies in the ELF's executable code.
+    fn in_text(&self, addr: u64) -> bool;
+    /// The ELF's call-frame information, for the runner's own unwinder.
+    fn call_frames(&self) -> Option<&dyn CallFrames>;
+}
+
+/// A function symbol: all names at one address (aliases, folded
+/// functions), where it starts, how big it is (0: an assembly label, which
+/// reaches to the next symbol).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SymbolAt {
+    pub names: Vec<String>,
+    pub base: u64,
+    pub size: u64,
 }
 
 /// One frame of an address's inline chain.
@@ -32,6 +50,9 @@ pub struct Symbols {
     dwarf: Option<addr2line::Context<Reader>>,
     /// Function symbols sorted by address: (address, size, demangled name).
     table: Vec<(u64, u64, String)>,
+    /// Executable sections' address ranges.
+    text: Vec<std::ops::Range<u64>>,
+    cfi: Option<ElfCallFrames>,
     root: Option<PathBuf>,
 }
 
@@ -68,9 +89,20 @@ impl Symbols {
         let dwarf = gimli::Dwarf::load(load)
             .ok()
             .and_then(|d| addr2line::Context::from_dwarf(d).ok());
+        let text = file
+            .sections()
+            .filter(|s| s.kind() == object::SectionKind::Text)
+            .map(|s| s.address()..s.address() + s.size())
+            .collect();
+        // Without CFI the unwinder has nothing to go on; its check says so.
+        let cfi = ElfCallFrames::parse(&file)
+            .map_err(|e| eprintln!("runner: warning: the guest's call-frame information: {e}"))
+            .ok();
         Ok(Symbols {
             dwarf,
             table,
+            text,
+            cfi,
             root: Some(crate::workspace::root()),
         })
     }
@@ -108,22 +140,17 @@ impl Symbols {
         out
     }
 
-    /// The symbol containing `addr`, as `name+0xoff/0xsize`, like Linux.
-    pub fn symbol_offset(&self, addr: u64) -> Option<String> {
-        let (base, size, name) = self.containing(addr)?;
-        Some(match size {
-            0 => format!("{name}+{:#x}", addr - base),
-            _ => format!("{name}+{:#x}/{size:#x}", addr - base),
-        })
-    }
-
     fn containing(&self, addr: u64) -> Option<&(u64, u64, String)> {
-        let i = self.table.partition_point(|s| s.0 <= addr).checked_sub(1)?;
+        let last = self.table.partition_point(|s| s.0 <= addr).checked_sub(1)?;
+        // Of several symbols at one address, the first in table order: the
+        // one `abi::ksyms::encode` keeps, so the guest's answer and this
+        // one are about the same entry.
+        let i = self.table.partition_point(|s| s.0 < self.table[last].0);
         let s = &self.table[i];
         // An assembly label has no size: it reaches to the next symbol
         // (the last one reaches nowhere).
         let fits = match s.1 {
-            0 => i + 1 < self.table.len(),
+            0 => last + 1 < self.table.len(),
             size => addr < s.0 + size,
         };
         fits.then_some(s)
@@ -145,6 +172,25 @@ impl Symbols {
 }
 
 impl Symbolize for Symbols {
+    fn symbol(&self, addr: u64) -> Option<SymbolAt> {
+        let &(base, size, _) = self.containing(addr)?;
+        let names = self
+            .table
+            .iter()
+            .filter(|s| s.0 == base)
+            .map(|s| s.2.clone())
+            .collect();
+        Some(SymbolAt { names, base, size })
+    }
+
+    fn in_text(&self, addr: u64) -> bool {
+        self.text.iter().any(|r| r.contains(&addr))
+    }
+
+    fn call_frames(&self) -> Option<&dyn CallFrames> {
+        self.cfi.as_ref().map(|c| c as &dyn CallFrames)
+    }
+
     fn functions(&self, addr: u64) -> Vec<String> {
         let mut names: Vec<String> = self.frames(addr).into_iter().map(|f| f.function).collect();
         // Identical functions folded into one address keep all their names.
@@ -200,9 +246,14 @@ pub fn with_ksyms(elf: &[u8]) -> Result<(Vec<u8>, usize), String> {
         .file_range()
         .ok_or_else(|| format!("{} has no bytes in the file", abi::ksyms::SECTION_NAME))?;
     let capacity = (size as usize).min(abi::ksyms::SECTION_SIZE);
-    let symbols = function_symbols(&file);
-    let pairs: Vec<(u64, &str)> = symbols.iter().map(|(a, _, n)| (*a, n.as_str())).collect();
-    let (table, count) = abi::ksyms::encode(&pairs, capacity);
+    let mut symbols = function_symbols(&file);
+    // In the order `Symbols` keeps them, so both pick the same alias.
+    symbols.sort();
+    let entries: Vec<abi::ksyms::Symbol> = symbols
+        .iter()
+        .map(|(a, size, n)| (*a, *size, n.as_str()))
+        .collect();
+    let (table, count) = abi::ksyms::encode(&entries, capacity);
     let mut out = elf.to_vec();
     let at = offset as usize;
     out[at..at + capacity].fill(0);
@@ -236,7 +287,8 @@ pub mod tests {
     use super::*;
     use std::collections::HashMap;
 
-    /// A symbolizer from a fixed table: address → names.
+    /// A symbolizer from a fixed table: address → names; no symbol table,
+    /// no text, no CFI.
     pub struct Fake(pub HashMap<u64, Vec<&'static str>>);
 
     impl Symbolize for Fake {
@@ -245,6 +297,15 @@ pub mod tests {
                 .get(&addr)
                 .map(|v| v.iter().map(|s| s.to_string()).collect())
                 .unwrap_or_default()
+        }
+        fn symbol(&self, _: u64) -> Option<SymbolAt> {
+            None
+        }
+        fn in_text(&self, _: u64) -> bool {
+            false
+        }
+        fn call_frames(&self) -> Option<&dyn CallFrames> {
+            None
         }
     }
 
@@ -271,7 +332,11 @@ pub mod tests {
             names.iter().any(|n| n.contains("demangle")),
             "{names:?} at {addr:#x}"
         );
-        assert!(symbols.symbol_offset(addr).unwrap().contains("+0x0/"));
+        let s = Symbolize::symbol(&symbols, addr).unwrap();
+        assert_eq!(s.base, addr);
+        assert!(s.size > 0 && s.names.iter().any(|n| n.ends_with("symbols::demangle")));
+        assert!(symbols.in_text(addr));
+        assert!(!symbols.in_text(0));
         assert!(symbols.functions(u64::MAX).is_empty());
     }
 

@@ -43,6 +43,16 @@ fn aps(mp: &MpResponse) -> impl Iterator<Item = &&Cpu> {
     mp.cpus().iter().filter(move |c| c.lapic_id != bsp)
 }
 
+/// The LAPIC id of each CPU index, as the boot loader listed the CPUs:
+/// index 0 is the BSP, then the APs in the order `start_aps` numbers them.
+/// The ground truth a fault report's hardware-read LAPIC id is held
+/// against (`oops::announce_cpus`).
+pub fn lapic_ids(mp: &MpResponse) -> impl Iterator<Item = u32> + '_ {
+    core::iter::once(mp.bsp_lapic_id())
+        .chain(aps(mp).map(|c| c.lapic_id))
+        .take(percpu::MAX_CPUS)
+}
+
 /// Release every AP and wait (bounded) until all of them are online.
 /// Returns how many came up.
 pub fn start_aps(mp: &MpResponse) -> usize {

@@ -4,45 +4,107 @@
 //! rbp at [rbp] and the return address at [rbp + 8]. Every read goes
 //! through `probe::read_u64`: a chain that leaves mapped memory ends the
 //! trace instead of faulting inside the fault handler.
+//!
+//! A handler called from the exception entry returns to `trap_return`, and
+//! right above that return address lies the `TrapFrame` of the code the
+//! exception interrupted. Like Linux's unwinder at an entry frame, the walk
+//! crosses it: it records the interrupted RIP (marked with the vector: it
+//! is not a return address) and goes on from the interrupted rbp, so the
+//! function that took the exception is not silently left out.
 use crate::arch::x86_64::probe;
+use crate::arch::x86_64::trap::{trap_return_address, TrapFrame};
+use core::mem::{offset_of, size_of};
 
-pub const MAX_FRAMES: usize = 64;
+pub const MAX_FRAMES: usize = abi::guard::MAX_FRAMES;
+
+/// One frame: a return address, or the address an exception interrupted.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Frame {
+    pub addr: u64,
+    /// `Some(vector)`: `addr` is the interrupted instruction.
+    pub trap: Option<u8>,
+}
 
 pub struct Backtrace {
-    pub frames: [u64; MAX_FRAMES],
-    pub len: usize,
+    frames: [Frame; MAX_FRAMES],
+    len: usize,
     /// More frames existed than were kept.
     pub truncated: bool,
 }
 
 impl Backtrace {
-    pub fn addrs(&self) -> &[u64] {
+    pub fn frames(&self) -> &[Frame] {
         &self.frames[..self.len]
+    }
+
+    /// Keep `f`; false (and `truncated`) if there is no room.
+    fn push(&mut self, f: Frame) -> bool {
+        if self.len == MAX_FRAMES {
+            self.truncated = true;
+            return false;
+        }
+        self.frames[self.len] = f;
+        self.len += 1;
+        true
     }
 }
 
-/// Collect return addresses starting from `rbp`, keeping to `[lo, hi)`
-/// (the stack the chain should live on) and to strictly rising frames.
-pub fn walk(mut rbp: u64, lo: u64, hi: u64) -> Backtrace {
+/// The interrupted rip, rbp and vector of the trap frame at `at`.
+fn trap_frame(at: u64) -> Option<(u64, u64, u8)> {
+    let rip = probe::read_u64(at + offset_of!(TrapFrame, rip) as u64)?;
+    let rbp = probe::read_u64(at + offset_of!(TrapFrame, rbp) as u64)?;
+    let vector = probe::read_u64(at + offset_of!(TrapFrame, vector) as u64)?;
+    Some((rip, rbp, vector as u8))
+}
+
+/// Collect the frames starting from `rbp`, keeping to `[lo, hi)` (the
+/// stack the chain should live on) and to strictly rising frames.
+pub fn walk(rbp: u64, lo: u64, hi: u64) -> Backtrace {
     let mut bt = Backtrace {
-        frames: [0; MAX_FRAMES],
+        frames: [Frame::default(); MAX_FRAMES],
         len: 0,
         truncated: false,
     };
+    // A deliberate defect (`runner --defect`): the walk starts one frame
+    // up, as a walker written to skip its own frame would, and so loses the
+    // innermost frame of the faulted context.
+    #[cfg(defect = "trace-skip-innermost")]
+    let rbp = probe::read_u64(rbp).unwrap_or(0);
+    let mut rbp = rbp;
+    let trap_return = trap_return_address();
     while rbp >= lo && rbp.saturating_add(16) <= hi {
-        let (Some(next), Some(ret)) = (probe::read_u64(rbp), probe::read_u64(rbp + 8)) else {
+        let (Some(mut next), Some(ret)) = (probe::read_u64(rbp), probe::read_u64(rbp + 8)) else {
             break;
         };
-        if ret == 0 {
+        if ret == 0
+            || !bt.push(Frame {
+                addr: ret,
+                trap: None,
+            })
+        {
             break;
         }
-        if bt.len == MAX_FRAMES {
-            bt.truncated = true;
-            break;
+        let frame_at = rbp + 16;
+        if ret == trap_return && frame_at + size_of::<TrapFrame>() as u64 <= hi {
+            let Some((rip, interrupted_rbp, vector)) = trap_frame(frame_at) else {
+                break;
+            };
+            if !bt.push(Frame {
+                addr: rip,
+                trap: Some(vector),
+            }) {
+                break;
+            }
+            next = interrupted_rbp;
         }
-        bt.frames[bt.len] = ret;
-        bt.len += 1;
-        if next <= rbp {
+        // The chain must run up the stack; anything else is a corrupt or
+        // looping chain. (A deliberate defect writes the test the wrong way
+        // round, so the walk stops after the first frame.)
+        #[cfg(not(defect = "trace-first-only"))]
+        let ends = next <= rbp;
+        #[cfg(defect = "trace-first-only")]
+        let ends = next >= rbp;
+        if ends {
             break;
         }
         rbp = next;

@@ -1,32 +1,38 @@
 //! Explaining stack faults the way a good kernel explains an oops.
 //!
 //! Called from the #PF and #DF handlers with the trapped register frame.
-//! It decides what was hit — the guard page below a stack (overflow), the
-//! one above (underflow), or something that is no guard of the faulting
-//! stack at all — using the vmalloc ownership registry rather than guesses,
-//! prints Linux's lines (`BUG: TASK stack guard page was hit at ...`) plus
-//! what Linux does not tell (by how many bytes, whose stack, the recursion
-//! depth), one machine-readable `GUARD-HIT` line for the runner, and says
-//! whether the task can be killed or the machine must stop.
+//! In four steps, each its own piece: `classify` decides what was hit (the
+//! guard page below a stack, overflow; the one above, underflow; or no
+//! guard of the faulting stack at all) from the vmalloc ownership registry
+//! rather than guesses; `decide` says in what context it hit and whether
+//! the task can be killed or the machine must stop; `backtrace` walks the
+//! frames; `report` prints Linux's lines (`BUG: TASK stack guard page was
+//! hit at ...`) plus what Linux does not tell (by how many bytes, whose
+//! stack, the recursion depth, the LAPIC that took it), one
+//! machine-readable `GUARD-HIT` line for the runner, and, the first time a
+//! scenario faults, the raw stack so the runner can unwind it itself.
 mod backtrace;
+mod classify;
+mod report;
+mod symbols;
 mod uaf;
 
 pub use abi::kinds::HitKind;
 pub use uaf::{announce_uaf, uaf_reports, use_after_free};
 
-use crate::arch::x86_64::percpu;
+use crate::arch::x86_64::lapic;
+use crate::arch::x86_64::percpu::{self, PerCpu};
 use crate::arch::x86_64::trap::TrapFrame;
 use crate::lkdtm;
 use crate::mm::stack::StackKind;
-use crate::mm::vmalloc::{self, Owner, VmAllocation};
-use abi::guard::{Frame, GuardHit, StackAlloc, StackCorruption};
+use crate::mm::vmalloc::Owner;
+use abi::guard::{CpuMap, StackAlloc, StackCorruption};
 use abi::kinds::{Context, Via};
 use abi::Hex;
+use classify::Fault;
 use core::fmt::Write;
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
-use kcore::vmalloc::Lookup;
 use x86_64::registers::control::Cr3;
-use x86_64::VirtAddr;
 
 /// What the handler must do after the report.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -47,6 +53,9 @@ static SUPPRESSED: AtomicU64 = AtomicU64::new(0);
 /// The scenario running now (index into `abi::SCENARIOS`, or MAX), named in
 /// every report. An atomic: fault handlers on several CPUs read it at once.
 static SCENARIO: AtomicUsize = AtomicUsize::new(usize::MAX);
+/// The scenario whose first hit has dumped its stack (one dump per
+/// scenario keeps a thousand overflows as fast as one).
+static DUMPED: AtomicUsize = AtomicUsize::new(usize::MAX);
 
 pub fn hits() -> u64 {
     HITS.load(Ordering::Acquire)
@@ -79,135 +88,19 @@ pub fn set_quiet(quiet: bool) -> u64 {
     SUPPRESSED.swap(0, Ordering::AcqRel)
 }
 
-/// The stack allocation an address lies in or guards, if it is a stack.
-fn stack_at(addr: u64) -> Option<(VmAllocation, StackKind)> {
-    let a = vmalloc::lookup(VirtAddr::new(addr))?.allocation()?;
-    match a.owner {
-        Owner::Stack { kind, .. } => Some((a, kind)),
-        _ => None,
-    }
-}
-
-/// An address as the embedded symbol table names it.
-fn sym(addr: u64) -> Option<abi::guard::Sym<'static>> {
-    let (name, off) = crate::mm::layout::symbols()?.lookup(addr)?;
-    Some(abi::guard::Sym {
-        name,
-        off: Hex(off),
-    })
-}
-
-/// Name an address from the embedded symbol table.
-struct Sym(u64);
-
-impl core::fmt::Display for Sym {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        match sym(self.0) {
-            Some(s) => write!(f, "{}+{:#x}", s.name, s.off.get()),
-            None => f.write_str("?"),
-        }
-    }
-}
-
-/// A backtrace as the records carry it: every frame, each with its name.
-fn frames(bt: &backtrace::Backtrace) -> heapless::Vec<Frame<'static>, { abi::guard::MAX_FRAMES }> {
-    let mut out = heapless::Vec::new();
-    for &a in bt.addrs() {
-        // Cannot fail: a walk keeps at most `MAX_FRAMES`.
-        let _ = out.push(Frame {
-            addr: Hex(a),
-            sym: sym(a),
-        });
-    }
-    out
-}
-
-/// Where the CPU was, by symbol, and every register.
-fn write_regs(w: &mut impl Write, frame: &TrapFrame) -> core::fmt::Result {
-    writeln!(
-        w,
-        "RIP: {:04x}:{:016x} {}",
-        frame.cs,
-        frame.rip,
-        Sym(frame.rip)
-    )?;
-    writeln!(w, "{frame}")
-}
-
-/// The call trace and the end marker, a recursion collapsed into one line
-/// with a count.
-fn write_trace(w: &mut impl Write, bt: &backtrace::Backtrace) -> core::fmt::Result {
-    writeln!(w, "Call Trace:")?;
-    let addrs = bt.addrs();
-    let mut i = 0;
-    while i < addrs.len() {
-        let mut j = i + 1;
-        while j < addrs.len() && addrs[j] == addrs[i] {
-            j += 1;
-        }
-        if j - i > 1 {
-            writeln!(w, " [<{:016x}>] {} (x{})", addrs[i], Sym(addrs[i]), j - i)?;
-        } else {
-            writeln!(w, " [<{:016x}>] {}", addrs[i], Sym(addrs[i]))?;
-        }
-        i = j;
-    }
-    if bt.truncated {
-        writeln!(w, " ... (more frames)")?;
-    }
-    writeln!(w, "---[ end trace ]---")
-}
-
-/// Report a fault that may be a stack fault. `None` from a page fault
-/// means "not about any stack": the caller reports it generically. A
-/// double fault is always reported here, guard hit or not.
-pub fn stack_fault(frame: &TrapFrame, cr2: u64, via: Via) -> Option<Action> {
-    let cpu = percpu::this();
-    // The stack the CPU was on: where rsp points (already in the guard, for
-    // an overflow), or else the running task's stack (rsp may have been
-    // thrown far away from it).
-    // Which stack the CPU was on is a per-CPU fact, not something to infer
-    // from rsp (which an overflow has pushed into a guard page, and a bad
-    // frame may have thrown into someone else's): the IRQ stack inside an
-    // interrupt, the running task's stack otherwise. rsp is the fallback for
-    // code on no stack we allocated (the boot stacks).
-    let current_stack = if cpu.in_irq() {
-        Some(cpu.irq_stack_top().as_u64() - 1)
-    } else {
-        // TSS.rsp0: the one place that says where the running task's stack
-        // ends (luto's seed), kept up to date by the context switch.
-        Some(cpu.stack_top().as_u64())
-            .filter(|&top| top != 0)
-            .map(|top| top - 1)
-    };
-    let stack = current_stack
-        .and_then(stack_at)
-        .or_else(|| stack_at(frame.rsp));
-    let hit = vmalloc::lookup(VirtAddr::new(cr2));
-    let same = |a: &VmAllocation| stack.is_some_and(|(s, _)| s.seq == a.seq);
-    let (kind, by) = match hit {
-        Some(Lookup::GuardBelow {
-            alloc,
-            bytes_below_base,
-        }) if same(&alloc) => (HitKind::Overflow, bytes_below_base),
-        Some(Lookup::GuardAbove {
-            alloc,
-            bytes_above_top,
-        }) if same(&alloc) => (HitKind::Underflow, bytes_above_top + 1),
-        _ => (HitKind::NotGuard, 0),
-    };
-    if kind == HitKind::NotGuard
-        && via == Via::PageFault
-        && stack_at(frame.rsp).is_none()
-        && !hit.is_some_and(|h| h.is_guard())
-    {
-        return None;
-    }
-    let (task_id, comm) = cpu
+/// The running task's id and name (0 and "?" without one).
+fn current_task(cpu: &PerCpu, f: impl FnOnce(u64, &str)) {
+    let (id, comm) = cpu
         .with_current(|t| (t.id, t.name_bytes()))
         .unwrap_or((0, ([0; 16], 0)));
-    let comm = core::str::from_utf8(&comm.0[..comm.1]).unwrap_or("?");
-    let stack_kind = stack.map(|(_, k)| k);
+    f(id, core::str::from_utf8(&comm.0[..comm.1]).unwrap_or("?"))
+}
+
+/// In what context the fault hit, and what to do about it. Only a task's
+/// own stack, outside interrupt context, can be given up by killing the
+/// task: everything on it belongs to that task alone.
+fn decide(fault: &Fault, cpu: &PerCpu, task_id: u64) -> (Context, Action) {
+    let stack_kind = fault.stack.map(|(_, k)| k);
     let in_exception = crate::arch::x86_64::exceptions::in_page_fault(cpu.id);
     let context = match stack_kind {
         Some(StackKind::Irq) => Context::Irq,
@@ -215,9 +108,7 @@ pub fn stack_fault(frame: &TrapFrame, cr2: u64, via: Via) -> Option<Action> {
         Some(StackKind::Task) => Context::Task,
         _ => Context::Exception,
     };
-    // Only a task's own stack, outside interrupt context, can be given up
-    // by killing the task: everything on it belongs to that task alone.
-    let owner_is_current = stack.is_some_and(|(a, k)| {
+    let owner_is_current = fault.stack.is_some_and(|(a, k)| {
         k == StackKind::Task && matches!(a.owner, Owner::Stack { id, .. } if id == task_id)
     });
     let action = if context != Context::Irq && owner_is_current && !cpu.in_irq() {
@@ -225,119 +116,55 @@ pub fn stack_fault(frame: &TrapFrame, cr2: u64, via: Via) -> Option<Action> {
     } else {
         Action::Fatal
     };
-    let depth = lkdtm::depth(cpu.id);
-    let (lo, hi) = stack.map_or((0, 0), |(a, _)| (a.base, a.top()));
-    let (guard_lo, guard_hi) = match (kind, stack) {
-        (HitKind::Overflow, Some((a, _))) => {
-            (a.guard_below_range().start, a.guard_below_range().end)
-        }
-        (HitKind::Underflow, Some((a, _))) => {
-            (a.guard_above_range().start, a.guard_above_range().end)
-        }
-        _ => (0, 0),
-    };
-    // The trace lives on the faulting stack (or, if rsp left it, wherever
-    // rbp still points inside it).
-    let bt = backtrace::walk(frame.rbp, lo.min(frame.rbp), hi.max(frame.rbp + 16));
+    (context, action)
+}
 
-    HITS.fetch_add(1, Ordering::AcqRel);
-    LAST_KIND[cpu.id].store(kind.index() as u8 + 1, Ordering::Release);
-    if QUIET.load(Ordering::Acquire) {
-        SUPPRESSED.fetch_add(1, Ordering::Relaxed);
-        return Some(action);
-    }
-    let linux = stack_kind.map_or("UNKNOWN", |k| k.linux_name());
-    crate::console::report(|w| {
-        let _ = (|| -> core::fmt::Result {
-            match kind {
-                HitKind::Overflow | HitKind::Underflow => {
-                    writeln!(w, "BUG: {linux} stack guard page was hit at {cr2:016x} (stack is {lo:016x}..{hi:016x})")?;
-                    let side = if kind == HitKind::Overflow {
-                        "below"
-                    } else {
-                        "above"
-                    };
-                    writeln!(
-                        w,
-                        "Oops: stack guard page: {kind} by {by} bytes {side} the stack, on CPU {}, task {task_id} '{comm}'",
-                        cpu.id
-                    )?;
-                }
-                _ => {
-                    writeln!(
-                        w,
-                        "BUG: unable to handle page fault for address: {cr2:016x}"
-                    )?;
-                    writeln!(
-                        w,
-                        "Oops: stack fault outside the guard pages of the {linux} stack {lo:016x}..{hi:016x} (guard jumped?), on CPU {}, task {task_id} '{comm}'",
-                        cpu.id
-                    )?;
-                    if let Some(h) = hit.and_then(|h| h.allocation()) {
-                        writeln!(
-                            w,
-                            "  {cr2:016x} belongs to {:?} {:016x}..{:016x}",
-                            h.owner,
-                            h.base,
-                            h.top()
-                        )?;
-                    }
-                }
-            }
-            writeln!(
-                w,
-                "CPU: {} PID: {task_id} Comm: {comm} via {} context {context}",
-                cpu.id,
-                via.oops_name()
-            )?;
-            write_regs(w, frame)?;
-            writeln!(
-                w,
-                "CR2: {cr2:016x} CR3: {:016x} error code: {:#x}",
-                Cr3::read().0.start_address().as_u64(),
-                frame.error_code
-            )?;
-            if guard_hi > guard_lo {
-                writeln!(
-                    w,
-                    "Guard: {guard_lo:016x}..{guard_hi:016x} ({} pages)",
-                    (guard_hi - guard_lo) / 4096
-                )?;
-            }
-            if depth > 0 {
-                writeln!(w, "Recursion depth: {depth}")?;
-            }
-            write_trace(w, &bt)?;
-            Ok(())
-        })();
-        w.record(&GuardHit {
+/// Report a fault that may be a stack fault. `None` from a page fault
+/// means "not about any stack": the caller reports it generically. A
+/// double fault is always reported here, guard hit or not.
+pub fn stack_fault(frame: &TrapFrame, cr2: u64, via: Via) -> Option<Action> {
+    let cpu = percpu::this();
+    // The second witness for "which CPU": the hardware's answer, read
+    // before anything consults the per-CPU data.
+    let lapic_id = lapic::hardware_id();
+    let fault = classify::classify(frame, cr2, via, cpu)?;
+    let mut out = None;
+    current_task(cpu, |task_id, comm| {
+        let (context, action) = decide(&fault, cpu, task_id);
+        let depth = lkdtm::depth(cpu.id);
+        let (lo, hi) = fault.stack.map_or((0, 0), |(a, _)| (a.base, a.top()));
+        // The trace lives on the faulting stack (or, if rsp left it,
+        // wherever rbp still points inside it).
+        let trace = backtrace::walk(frame.rbp, lo.min(frame.rbp), hi.max(frame.rbp + 16));
+
+        HITS.fetch_add(1, Ordering::AcqRel);
+        LAST_KIND[cpu.id].store(fault.kind.index() as u8 + 1, Ordering::Release);
+        out = Some(action);
+        if QUIET.load(Ordering::Acquire) {
+            SUPPRESSED.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let me = SCENARIO.load(Ordering::Acquire);
+        report::print(&report::Report {
             scenario: scenario(),
-            kind,
-            stack_kind,
-            stack_lo: Hex(lo),
-            stack_hi: Hex(hi),
-            guard_lo: Hex(guard_lo),
-            guard_hi: Hex(guard_hi),
-            bytes: by,
-            fault_addr: Hex(cr2),
+            fault: &fault,
+            frame,
+            cr2,
+            cr3: Cr3::read().0.start_address().as_u64(),
             via,
             cpu: cpu.id as u32,
+            lapic_id,
             task_id,
-            task_name: comm,
-            rip: Hex(frame.rip),
-            rip_sym: sym(frame.rip),
-            rsp: Hex(frame.rsp),
-            error_code: Hex(frame.error_code),
-            cr2: Hex(cr2),
-            backtrace: frames(&bt),
-            truncated: bt.truncated,
-            depth: (depth > 0).then_some(depth),
+            comm,
             context,
+            depth,
+            trace: &trace,
             recovered: action != Action::Fatal,
+            dump: &|| DUMPED.swap(me, Ordering::AcqRel) != me,
         });
     });
     lkdtm::set_depth(cpu.id, 0);
-    Some(action)
+    out
 }
 
 /// Announce, before overflowing it, the stack a scenario is about to
@@ -347,23 +174,38 @@ pub fn announce_stack(kind: StackKind, lo: u64, hi: u64, guards: usize, frame_by
         return;
     }
     let cpu = percpu::this();
+    let lapic_id = lapic::hardware_id();
     lkdtm::set_depth(cpu.id, 0);
-    let (task_id, name) = cpu
-        .with_current(|t| (t.id, t.name_bytes()))
-        .unwrap_or((0, ([0; 16], 0)));
-    let name = core::str::from_utf8(&name.0[..name.1]).unwrap_or("?");
-    crate::console::record(&StackAlloc {
-        scenario: scenario(),
-        stack_kind: kind,
-        lo: Hex(lo),
-        hi: Hex(hi),
-        guard_below: guards as u64,
-        guard_above: guards as u64,
-        cpu: cpu.id as u32,
-        task_id,
-        task_name: name,
-        frame_bytes,
+    current_task(cpu, |task_id, task_name| {
+        crate::console::record(&StackAlloc {
+            scenario: scenario(),
+            stack_kind: kind,
+            lo: Hex(lo),
+            hi: Hex(hi),
+            guard_below: guards as u64,
+            guard_above: guards as u64,
+            cpu: cpu.id as u32,
+            lapic_id,
+            task_id,
+            task_name,
+            frame_bytes,
+        })
     });
+}
+
+/// Announce which LAPIC each CPU index is (`CPU-MAP`), as the boot loader
+/// listed them: what the LAPIC id a report reads from the hardware is held
+/// against.
+pub fn announce_cpus(lapic_ids: impl Iterator<Item = u32>) {
+    let mut map = CpuMap {
+        lapic_ids: heapless::Vec::new(),
+    };
+    for id in lapic_ids {
+        if map.lapic_ids.push(id).is_err() {
+            break;
+        }
+    }
+    crate::console::record(&map);
 }
 
 /// Report damage found after the fact, that no hardware caught.

@@ -2,7 +2,10 @@
 //! on its unmapped pages, told the way KFENCE tells it, plus what the
 //! task-struct case needs: the dead task's history (who created, reaped
 //! and freed it, and when), since the struct itself is gone.
-use super::{backtrace, frames, scenario, stack_at, write_regs, write_trace, Action, Sym};
+use super::classify::stack_at;
+use super::report::{write_regs, write_trace};
+use super::symbols::{frames, sym};
+use super::{backtrace, scenario, Action};
 use crate::arch::x86_64::percpu;
 use crate::arch::x86_64::trap::TrapFrame;
 use crate::mm::guarded;
@@ -92,7 +95,7 @@ pub fn use_after_free(frame: &TrapFrame, cr2: u64) -> Option<Action> {
             writeln!(
                 w,
                 "BUG: KFENCE: use-after-free {access} in {}",
-                Sym(frame.rip)
+                Known(sym(frame.rip))
             )?;
             writeln!(
                 w,
@@ -151,4 +154,16 @@ pub fn use_after_free(frame: &TrapFrame, cr2: u64) -> Option<Action> {
         });
     });
     Some(action)
+}
+
+/// A symbol, or `?`.
+struct Known(Option<abi::guard::Sym<'static>>);
+
+impl core::fmt::Display for Known {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match &self.0 {
+            Some(s) => write!(f, "{s}"),
+            None => f.write_str("?"),
+        }
+    }
 }

@@ -120,6 +120,10 @@ pub fn counters_now() -> mm::Snapshot {
 pub fn run_requested(boot: &BootInfo) -> GuestExit {
     let names = || abi::cmdline::scenarios(boot.cmdline);
     ktap::header(names().count());
+    match boot.mp {
+        Some(mp) => crate::oops::announce_cpus(crate::boot::mp::lapic_ids(mp)),
+        None => crate::oops::announce_cpus(core::iter::once(crate::arch::x86_64::cpu::apic_id())),
+    }
     if names().count() == 0 {
         ktap::diag(format_args!(
             "no scenarios requested: pass `{}=name,...` on the command line (got {:?})",

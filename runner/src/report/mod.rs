@@ -5,9 +5,13 @@
 //! truth the guest announced beforehand and against the guest ELF.
 
 pub mod classify;
+#[cfg(test)]
+pub mod fixture;
 pub mod judge;
 pub mod lines;
+pub mod oops;
 pub mod stack;
+pub mod trace;
 pub mod uaf;
 
 use crate::symbols::{Symbolize, Symbols};
@@ -35,12 +39,28 @@ pub enum Check {
     StackKind,
     /// The backtrace (symbolized from the ELF) contains the expected function.
     Backtrace,
-    /// depth × frame size is about the stack size.
+    /// depth × frame size is about the stack size, and the unwound stack
+    /// holds as many frames of the recursing function as the depth says.
     Depth,
     /// As many reports as the scenario makes, all alike.
     Hits,
     /// `recovered` matches whether the scenario's boot can go on.
     Recovered,
+    /// The bytes past the stack are the distance of the fault from the
+    /// announced stack.
+    Bytes,
+    /// Every line of the human oops reads as the record renders it.
+    OopsLine,
+    /// Every `symbol+offset` the oops prints is the ELF symbol table's.
+    Symbol,
+    /// The guest's trace is the frame-pointer view of the runner's own
+    /// unwind of the dumped stack, which ends where the stack does.
+    Unwind,
+    /// The context (task, exception, IRQ) is what the unwound stack shows.
+    Context,
+    /// The LAPIC id read from the hardware at the fault (and at the
+    /// announcement) is the one the boot listed for the CPU named.
+    Lapic,
     /// Use after free: the object kind and owner are the announced ones.
     Object,
     /// Use after free: the fault is the announced address inside the announced object.
@@ -68,6 +88,12 @@ impl Check {
             Check::Depth => "depth",
             Check::Hits => "hits",
             Check::Recovered => "recovered",
+            Check::Bytes => "bytes",
+            Check::OopsLine => "oops-line",
+            Check::Symbol => "symbol",
+            Check::Unwind => "unwind",
+            Check::Context => "context",
+            Check::Lapic => "lapic",
             Check::Object => "object",
             Check::FaultInObject => "fault-in-object",
             Check::Access => "access",

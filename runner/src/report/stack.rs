@@ -3,11 +3,16 @@
 //!
 //! Every claim in a `GUARD-HIT` is held against something the fault handler
 //! did not write: the `STACK-ALLOC` the scenario announced before it
-//! overflowed (bounds, guard size, CPU, task), the fault address (which
-//! guard it really lies in), and the guest ELF (which functions the
-//! backtrace addresses really are in). Each check that fails is named.
+//! overflowed (bounds, guard size, CPU, task, and so the bytes past the
+//! stack), the fault address (which guard it really lies in), the boot's
+//! CPU map (which LAPIC the hardware said took the fault), and the guest
+//! ELF (which functions the backtrace addresses really are in, and their
+//! `symbol+offset`). The human oops is read back line by line and held
+//! against the record (`oops`), and the first hit's dumped stack is
+//! unwound by the runner itself and held against the guest's trace
+//! (`trace`). Each check that fails is named.
 
-use super::lines::{Alloc, Events, Hit};
+use super::lines::{Alloc, Cpus, Events, Hit};
 use super::{functions_near, return_addresses, Check, Failure, FaultVerdict};
 use crate::symbols::Symbolize;
 use abi::guard::{GuardExpect, Verdict};
@@ -178,9 +183,34 @@ pub fn judge(
     };
     let mut observed = Verdict::NotCaught;
     let mut jumped = None;
+    let cpus = events.cpu_maps.first();
+    for alloc in &allocs {
+        if let Some(f) = lapic(cpus, "the STACK-ALLOC", alloc.cpu, alloc.lapic_id, smp) {
+            failures.push(f);
+        }
+    }
     for (i, hit) in hits.iter().enumerate() {
         let alloc = pair(hit, &allocs);
         let (truth, mut found) = judge_hit(hit, alloc, expect, symbols, recovered);
+        let block = super::oops::block(&events.lines, hit.line);
+        found.extend(super::oops::check_lines(block.as_deref(), hit));
+        found.extend(lapic(cpus, "the `CPU:` line", hit.cpu, hit.lapic_id, smp));
+        if let Some(symbols) = symbols {
+            found.extend(super::oops::check_symbols(hit, symbols));
+            // The first hit of a scenario comes with its stack's words.
+            match super::trace::dump_of(events, hit, alloc) {
+                Some(dump) => {
+                    let kind = alloc.map(|a| a.stack_kind).or(hit.stack_kind);
+                    found.extend(super::trace::judge(hit, kind, dump, symbols).failures)
+                }
+                None if i == 0 && hit.stack_hi.get() > hit.stack_lo.get() => found.push(Failure {
+                    check: Check::Unwind,
+                    detail: "no STACK-DUMP after the scenario's first GUARD-HIT: nothing to unwind"
+                        .into(),
+                }),
+                None => {}
+            }
+        }
         if hits.len() > 1 {
             for f in &mut found {
                 f.detail = format!("hit {} (cpu {}): {}", i + 1, hit.cpu, f.detail);
@@ -239,6 +269,40 @@ pub fn judge(
             .corruptions_of(scenario.name)
             .map(|c| format!("{} {:#x} instead of {:#x}", c.what, c.found.0, c.expected.0))
             .collect(),
+    }
+}
+
+/// The second witness for "CPU n": the LAPIC id the hardware gave at the
+/// moment, against the one the boot listed for CPU n.
+fn lapic(cpus: Option<&Cpus>, what: &str, cpu: u32, lapic_id: u32, smp: u32) -> Option<Failure> {
+    let fail = |detail: String| {
+        Some(Failure {
+            check: Check::Lapic,
+            detail,
+        })
+    };
+    let Some(map) = cpus else {
+        return fail(format!(
+            "no CPU-MAP in the log: nothing witnesses that {what}'s CPU {cpu} is the CPU that ran it"
+        ));
+    };
+    let ids = &map.lapic_ids;
+    let mut distinct = ids.to_vec();
+    distinct.sort_unstable();
+    distinct.dedup();
+    if ids.len() != smp as usize || distinct.len() != ids.len() {
+        return fail(format!(
+            "the boot's CPU-MAP lists LAPIC ids {ids:?}: not {smp} distinct CPUs"
+        ));
+    }
+    match ids.get(cpu as usize) {
+        Some(&id) if id == lapic_id => None,
+        Some(&id) => fail(format!(
+            "{what} names CPU {cpu}, but the hardware said LAPIC {lapic_id} took it, and the boot listed CPU {cpu} as LAPIC {id}"
+        )),
+        None => fail(format!(
+            "{what} names CPU {cpu}, which the boot's CPU-MAP does not list"
+        )),
     }
 }
 
@@ -378,6 +442,22 @@ fn judge_hit(
             );
         }
     }
+    if let (Some(a), Verdict::Overflow | Verdict::Underflow) = (alloc, truth) {
+        let (want, side) = if truth == Verdict::Overflow {
+            (a.lo.0.saturating_sub(hit.fault_addr.0), "below")
+        } else {
+            (hit.fault_addr.0.saturating_sub(a.hi.0) + 1, "above")
+        };
+        if hit.bytes != want {
+            fail(
+                Check::Bytes,
+                format!(
+                    "the `Oops:` line says {} by {} bytes, but the fault at {:#x} is {want} bytes {side} the announced stack {:#x}..{:#x}",
+                    hit.kind, hit.bytes, hit.fault_addr.0, a.lo.0, a.hi.0
+                ),
+            );
+        }
+    }
     if let Some(a) = alloc {
         if (hit.stack_lo.0, hit.stack_hi.0) != (a.lo.0, a.hi.0) {
             fail(
@@ -482,150 +562,413 @@ fn judge_hit(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::lines::{parse, tests as lines};
-    use crate::symbols::tests::Fake;
-    use std::collections::HashMap;
+    use crate::report::fixture::{self, failed, Answers, Log};
+    use serde_json::{json, Value};
 
-    fn scenario(name: &str) -> &'static Scenario {
-        abi::scenario::find(name).unwrap()
+    fn elf() -> Answers {
+        Answers::load()
     }
 
-    fn symbols() -> Fake {
-        let mut m = HashMap::new();
-        m.insert(
-            0xffffffff8002435a,
-            vec!["guest::scenarios::stack::stack_recurse"],
-        );
-        m.insert(
-            0xffffffff800243af,
-            vec!["guest::scenarios::stack::stack_recurse"],
-        );
-        m.insert(
-            0xffffffff8002445f,
-            vec!["guest::scenarios::stack::recurse_to_death"],
-        );
-        Fake(m)
+    fn judge_log(name: &str, log: &Log, smp: u32) -> StackVerdict {
+        fixture::judge(name, &log.text(), smp, &elf())
     }
 
-    fn judge_log(name: &str, log: &str, smp: u32) -> StackVerdict {
-        let s = scenario(name);
-        let fake = symbols();
-        judge(s, &s.guard.unwrap(), smp, &parse(log), &[], Some(&fake))
+    fn recursion(log: Log) -> StackVerdict {
+        judge_log("stack.recursion", &log, 1)
     }
 
-    fn recursion(hit: &str) -> StackVerdict {
-        judge_log(
-            "stack.recursion",
-            &format!(
-                "KTAP version 1\n{}\n{hit}\nok 1 stack.recursion\n",
-                lines::ALLOC
-            ),
-            1,
-        )
+    fn real() -> Log {
+        Log::of(fixture::STACK)
     }
 
-    fn failed(v: &StackVerdict) -> Vec<&'static str> {
-        v.failures.iter().map(|f| f.check.name()).collect()
+    /// Failed check names, each once, in order.
+    fn names(v: &StackVerdict) -> Vec<&'static str> {
+        let mut out = failed(v);
+        out.dedup();
+        out
+    }
+
+    fn set(field: &'static str, value: Value) -> impl FnOnce(&mut Value) {
+        move |v| v[field] = value
     }
 
     #[test]
     fn a_good_report_passes_every_check() {
-        let v = recursion(lines::HIT);
+        let v = recursion(real());
         assert_eq!(v.failures, []);
         assert_eq!(v.observed, Verdict::Overflow);
         assert!(v.as_expected());
         assert_eq!(
             v.describe(),
-            "caught with good diagnostics (overflow, TASK stack, depth 53)"
+            "caught with good diagnostics (overflow, TASK stack, depth 52)"
         );
     }
 
-    /// Each tampered field must be caught by its own check, and only by it.
+    /// Each field changed as a guest that got it wrong would print it (the
+    /// record, and the oops rendered from it) must be caught by its own
+    /// check, and only by it.
     #[test]
     fn each_tampered_field_names_its_check() {
-        let cases: &[(&str, &str, &[&str])] = &[
-            // bounds: the stack is claimed one page higher
+        type Tamper = Box<dyn FnOnce(&mut Value)>;
+        let frames = |f: fn(&mut Vec<Value>)| -> Tamper {
+            Box::new(move |v: &mut Value| f(v["backtrace"].as_array_mut().unwrap()))
+        };
+        let cases: Vec<(&str, Tamper, &[&str])> = vec![
             (
-                "\"stack_lo\":\"0xffffc9000001f000\",\"stack_hi\":\"0xffffc90000023000\"",
-                "\"stack_lo\":\"0xffffc90000020000\",\"stack_hi\":\"0xffffc90000024000\"",
+                "the stack claimed one page higher",
+                Box::new(|v: &mut Value| {
+                    v["stack_lo"] = json!("0xffffc90000020000");
+                    v["stack_hi"] = json!("0xffffc90000024000");
+                }),
                 &["guard-adjacent", "bounds"],
             ),
-            // the guard is reported somewhere the fault is not
             (
-                "\"guard_lo\":\"0xffffc9000001e000\",\"guard_hi\":\"0xffffc9000001f000\"",
-                "\"guard_lo\":\"0xffffc9000001d000\",\"guard_hi\":\"0xffffc9000001e000\"",
+                "a guard where the fault is not",
+                Box::new(|v: &mut Value| {
+                    v["guard_lo"] = json!("0xffffc9000001d000");
+                    v["guard_hi"] = json!("0xffffc9000001e000");
+                }),
                 &["fault-in-guard", "guard-adjacent"],
             ),
-            ("\"cpu\":0", "\"cpu\":2", &["cpu"]),
-            ("\"task_id\":3", "\"task_id\":4", &["task"]),
             (
-                "\"stack_kind\":\"task\"",
-                "\"stack_kind\":\"irq\"",
+                "another CPU",
+                Box::new(set("cpu", json!(2))),
+                &["cpu", "lapic"],
+            ),
+            (
+                "another LAPIC",
+                Box::new(set("lapic_id", json!(1))),
+                &["lapic"],
+            ),
+            (
+                "another task",
+                Box::new(set("task_id", json!(4))),
+                &["task"],
+            ),
+            (
+                "another stack kind",
+                Box::new(set("stack_kind", json!("irq"))),
                 &["stack-kind"],
             ),
-            ("\"depth\":53", "\"depth\":12", &["depth"]),
-            ("\"depth\":53", "\"depth\":200", &["depth"]),
-            ("\"depth\":53", "\"depth\":null", &["depth"]),
-            ("\"kind\":\"overflow\"", "\"kind\":\"underflow\"", &["kind"]),
-            ("\"recovered\":true", "\"recovered\":false", &["recovered"]),
-            // a backtrace through functions that are not the recursion
             (
-                "\"rip\":\"0xffffffff8002435a\"",
-                "\"rip\":\"0xffffffff80000000\"",
-                &[],
+                "a shallow depth",
+                Box::new(set("depth", json!(12))),
+                &["depth"],
+            ),
+            (
+                "a deep depth",
+                Box::new(set("depth", json!(200))),
+                &["depth"],
+            ),
+            ("no depth", Box::new(set("depth", Value::Null)), &["depth"]),
+            (
+                "depth off by two",
+                Box::new(set("depth", json!(54))),
+                &["depth"],
+            ),
+            (
+                "the other guard",
+                Box::new(set("kind", json!("underflow"))),
+                &["kind"],
+            ),
+            (
+                "not recovered",
+                Box::new(set("recovered", json!(false))),
+                &["recovered"],
+            ),
+            (
+                "bytes counted into the guard",
+                Box::new(set("bytes", json!(4096 - 184))),
+                &["bytes"],
+            ),
+            (
+                "exception context",
+                Box::new(set("context", json!("exception"))),
+                &["context"],
+            ),
+            (
+                "RIP named after another function",
+                Box::new(|v: &mut Value| {
+                    v["rip_sym"]["name"] = json!("guest::scenarios::stack::recurse_to_death")
+                }),
+                &["symbol"],
+            ),
+            (
+                "RIP at a wrong offset",
+                Box::new(|v: &mut Value| v["rip_sym"]["off"] = json!("0x2b")),
+                &["symbol"],
+            ),
+            (
+                "a frame the guest cannot name",
+                frames(|f| f[55]["sym"] = Value::Null),
+                &["symbol"],
+            ),
+            (
+                "the innermost frame lost",
+                frames(|f| {
+                    f.remove(0);
+                }),
+                &["unwind"],
+            ),
+            (
+                "the outermost frame lost",
+                frames(|f| {
+                    f.pop();
+                }),
+                &["unwind"],
+            ),
+            (
+                "only the first frame kept",
+                frames(|f| f.truncate(1)),
+                &["unwind"],
+            ),
+            (
+                "a frame made up",
+                frames(|f| {
+                    let extra = f[54].clone();
+                    f.insert(54, extra);
+                }),
+                &["unwind"],
             ),
         ];
-        for (from, to, want) in cases {
-            assert!(lines::HIT.contains(from), "{from}");
-            let v = recursion(&lines::HIT.replace(from, to));
-            assert_eq!(failed(&v), *want, "{to}: {:?}", v.failures);
-            assert_eq!(v.observed, Verdict::Overflow);
-            assert_eq!(v.as_expected(), want.is_empty(), "{to}");
-            if !want.is_empty() {
-                assert!(
-                    v.describe().starts_with("caught, diagnostics wrong"),
-                    "{}",
-                    v.describe()
-                );
-                assert!(v.describe().contains(want[0]), "{}", v.describe());
-            }
+        for (what, tamper, want) in cases {
+            let v = recursion(real().hit("stack.recursion", tamper));
+            assert_eq!(names(&v), want, "{what}: {:#?}", v.failures);
+            assert_eq!(v.observed, Verdict::Overflow, "{what}");
+            assert!(!v.as_expected(), "{what}");
+            assert!(
+                v.describe().starts_with("caught, diagnostics wrong"),
+                "{what}: {}",
+                v.describe()
+            );
+            assert!(v.describe().contains(want[0]), "{}", v.describe());
         }
     }
 
+    /// What the failures say: the wrong line, and both values.
     #[test]
-    fn the_backtrace_is_checked_against_the_elf_not_the_guest() {
-        let hit = lines::HIT
-            .replace(
-                "\"rip\":\"0xffffffff8002435a\"",
-                "\"rip\":\"0xffffffff80000000\"",
-            )
-            .replace("0xffffffff800243b0", "0xffffffff80024460");
-        let v = recursion(&hit);
-        assert_eq!(failed(&v), ["backtrace"]);
+    fn failures_name_the_line_and_both_values() {
+        let detail = |log: Log| recursion(log).failures[0].detail.clone();
+        let d = detail(real().hit("stack.recursion", set("bytes", json!(3912))));
         assert!(
-            v.failures[0].detail.contains("recurse_to_death"),
+            d.contains("`Oops:` line says overflow by 3912 bytes")
+                && d.contains("is 184 bytes below"),
+            "{d}"
+        );
+        let d = detail(real().hit("stack.recursion", |v| {
+            v["rip_sym"]["name"] = json!("guest::scenarios::stack::recurse_to_death")
+        }));
+        assert!(
+            d.contains("the `RIP:` line names 0xffffffff8001958a `guest::scenarios::stack::recurse_to_death+0x2a/0xe6`")
+                && d.contains("the ELF says `guest::scenarios::stack::stack_recurse+0x2a/0xe6`"),
+            "{d}"
+        );
+        let d = detail(real().hit("stack.recursion", |v| {
+            v["backtrace"].as_array_mut().unwrap().remove(0);
+        }));
+        assert!(
+            d.contains("Call Trace line 1: the guest prints `[<ffffffff800195e9>] guest::scenarios::stack::stack_recurse+0x89/0xe6 (x52)`")
+                && d.contains("gives `[<ffffffff800195e9>] guest::scenarios::stack::stack_recurse+0x89/0xe6 (x53)`"),
+            "{d}"
+        );
+        let d = detail(real().hit("stack.recursion", |v| {
+            v["backtrace"].as_array_mut().unwrap().truncate(1);
+        }));
+        assert!(
+            d.contains("Call Trace line 1: the guest prints `[<ffffffff800195e9>] guest::scenarios::stack::stack_recurse+0x89/0xe6`, the unwind"),
+            "{d}"
+        );
+        let d = detail(real().hit("stack.recursion", |v| {
+            v["backtrace"].as_array_mut().unwrap().pop();
+        }));
+        assert!(
+            d.contains("the guest's Call Trace ends after line 4; the unwind of the dumped stack goes on with `[<ffffffff8002bbdc>] task_entry_trampoline+0x7`"),
+            "{d}"
+        );
+        let d = detail(real().hit("stack.recursion", set("lapic_id", json!(1))));
+        assert!(
+            d.contains("the `CPU:` line names CPU 0, but the hardware said LAPIC 1 took it, and the boot listed CPU 0 as LAPIC 0"),
+            "{d}"
+        );
+    }
+
+    /// The oops lines themselves: a line garbled, or gone, is caught by
+    /// `oops-line` alone (the record is right).
+    #[test]
+    fn each_garbled_oops_line_is_named() {
+        let cases: &[(&str, &str, &str)] = &[
+            (
+                "overflow by 184 bytes",
+                "overflow by 4280 bytes",
+                "the `Oops:` line (log line",
+            ),
+            ("CPU: 0 APIC: 0", "CPU: 1 APIC: 0", "the `CPU:` line"),
+            (
+                "guest::scenarios::stack::stack_recurse+0x2a/0xe6",
+                "?",
+                "the `RIP:` line",
+            ),
+            ("(x53)", "(x52)", "a `Call Trace` line"),
+            (
+                "Recursion depth: 52",
+                "Recursion depth: 5",
+                "the `Recursion depth:` line",
+            ),
+            ("(1 page)", "(2 pages)", "the `Guard:` line"),
+            (
+                "RBP: ffffc9000001f070",
+                "RBP: ffffc9000001f078",
+                "a register line",
+            ),
+            ("Call Trace:", "Call trace:", "which is no oops line"),
+        ];
+        for (from, to, named) in cases {
+            let v = recursion(real().oops_text("stack.recursion", from, to));
+            assert_eq!(names(&v), ["oops-line"], "{to}: {:#?}", v.failures);
+            assert!(v.failures[0].detail.contains(named), "{:?}", v.failures);
+            assert!(v.failures[0].detail.contains(to), "{:?}", v.failures);
+        }
+        // A line gone, and none at all.
+        let v = recursion(real().without(|l| l.starts_with("Guard: ")));
+        assert_eq!(names(&v), ["oops-line"]);
+        let v = recursion(real().without(|l| l.starts_with("BUG: ")));
+        assert_eq!(names(&v), ["oops-line"]);
+        assert!(
+            v.failures[0].detail.contains("no `BUG:` line"),
             "{:?}",
             v.failures
         );
-        // Without an ELF the check cannot pass.
-        let s = scenario("stack.recursion");
-        let log = format!("{}\n{}\n", lines::ALLOC, lines::HIT);
-        let v = judge(s, &s.guard.unwrap(), 1, &parse(&log), &[], None);
+    }
+
+    /// The dumped stack is the unwinder's ground truth: damage to it (or no
+    /// dump at all) fails the unwind, and nothing else.
+    #[test]
+    fn a_damaged_or_missing_dump_fails_the_unwind_only() {
+        // The trampoline's return address, pointed elsewhere.
+        let v = recursion(real().dump("stack.recursion", |lo, w| {
+            let top = (0xffffc90000023000 - lo) / 8;
+            let at = (1..8)
+                .map(|k| top as usize - k)
+                .find(|&i| w[i] == Some(0xffffffff8002bbdc))
+                .expect("the trampoline's return address near the top");
+            w[at] = Some(0xffffffff80019710);
+        }));
+        assert_eq!(names(&v), ["unwind"], "{:#?}", v.failures);
+        // A word unreadable where the unwinder needs it.
+        let v = recursion(real().dump("stack.recursion", |_, w| {
+            let n = w.len();
+            for x in &mut w[n - 8..] {
+                *x = None;
+            }
+        }));
+        assert_eq!(names(&v), ["unwind"], "{:#?}", v.failures);
+        // A chunk missing, then the whole dump.
+        let log = real();
+        let first_dump = log
+            .0
+            .iter()
+            .position(|l| l.starts_with("STACK-DUMP "))
+            .unwrap();
+        let mut cut = log.clone();
+        cut.0.remove(first_dump + 1);
+        let v = recursion(cut);
+        assert_eq!(names(&v), ["unwind"], "{:#?}", v.failures);
+        let v = recursion(real().without(|l| l.starts_with("STACK-DUMP ")));
+        assert_eq!(names(&v), ["unwind"]);
+        assert!(
+            v.failures[0].detail.contains("no STACK-DUMP"),
+            "{:?}",
+            v.failures
+        );
+    }
+
+    #[test]
+    fn the_cpu_map_witnesses_the_announcement_too() {
+        let v = recursion(Log::of(&fixture::STACK.replacen(
+            "\"cpu\":0,\"lapic_id\":0,\"task_id\":3",
+            "\"cpu\":0,\"lapic_id\":5,\"task_id\":3",
+            1,
+        )));
+        assert_eq!(names(&v), ["lapic"], "{:#?}", v.failures);
+        assert!(
+            v.failures[0].detail.contains("the STACK-ALLOC names CPU 0"),
+            "{:?}",
+            v.failures
+        );
+        let v = recursion(real().without(|l| l.starts_with("CPU-MAP ")));
+        assert_eq!(names(&v), ["lapic"]);
+        assert!(
+            v.failures[0].detail.contains("no CPU-MAP"),
+            "{:?}",
+            v.failures
+        );
+    }
+
+    #[test]
+    fn every_odd_context_agrees_with_its_unwind() {
+        // The captured #PF-handler recursion, IRQ-stack recursion, underflow
+        // and jumped guard: a trace through a trap frame, a trace that ends
+        // at the IRQ entry, a trace from an rsp moved by hand.
+        for &(name, log, smp) in fixture::CAPTURED {
+            let v = judge_log(name, &Log::of(log), smp);
+            assert_eq!(v.failures, [], "{name}");
+        }
+        // The #PF handler's report says it was in an exception: a context
+        // of `task` is contradicted by the trap frame on the stack.
+        let v = judge_log(
+            "stack.exception",
+            &Log::of(fixture::STACK).hit("stack.exception", set("context", json!("task"))),
+            1,
+        );
+        assert_eq!(names(&v), ["context"], "{:#?}", v.failures);
+        // Dropping the interrupted frame the walk crosses (what the walker
+        // did before it read trap frames) is caught.
+        let v = judge_log(
+            "stack.exception",
+            &Log::of(fixture::STACK).hit("stack.exception", |v| {
+                let f = v["backtrace"].as_array_mut().unwrap();
+                let at = f.iter().position(|x| x.get("trap").is_some()).unwrap();
+                f.remove(at);
+            }),
+            1,
+        );
+        assert_eq!(names(&v), ["unwind"], "{:#?}", v.failures);
+        // The IRQ stack's trace must end where the entry switched stacks.
+        let v = judge_log(
+            "stack.irq",
+            &Log::of(fixture::IRQ).hit("stack.irq", |v| {
+                v["backtrace"].as_array_mut().unwrap().pop();
+            }),
+            1,
+        );
+        assert_eq!(names(&v), ["unwind"], "{:#?}", v.failures);
+    }
+
+    #[test]
+    fn the_backtrace_needs_the_elf() {
+        let s = abi::scenario::find("stack.recursion").unwrap();
+        let log = real().text();
+        let v = judge(
+            s,
+            &s.guard.unwrap(),
+            1,
+            &crate::report::lines::parse(&log),
+            &[],
+            None,
+        );
         assert_eq!(failed(&v), ["backtrace"]);
     }
 
     #[test]
     fn a_fault_outside_the_announced_guard_is_a_jumped_guard() {
         // The guest calls a far fault an overflow, with a guard made up to fit.
-        let hit = lines::HIT
-            .replace("0xffffc9000001ef48", "0xffffc9000001cf48")
-            .replace(
-                "\"guard_lo\":\"0xffffc9000001e000\",\"guard_hi\":\"0xffffc9000001f000\"",
-                "\"guard_lo\":\"0xffffc9000001c000\",\"guard_hi\":\"0xffffc9000001f000\"",
-            );
-        let v = recursion(&hit);
+        let v = recursion(real().hit("stack.recursion", |v| {
+            v["fault_addr"] = json!("0xffffc9000001cf48");
+            v["cr2"] = json!("0xffffc9000001cf48");
+            v["guard_lo"] = json!("0xffffc9000001c000");
+        }));
         assert_eq!(v.observed, Verdict::GuardJumped);
-        assert!(failed(&v).contains(&"kind"));
+        assert_eq!(names(&v), ["kind"], "{:#?}", v.failures);
         assert!(!v.as_expected());
         assert!(
             v.describe().starts_with(
@@ -634,18 +977,8 @@ mod tests {
             "{}",
             v.describe()
         );
-
         // probe_skip: reported honestly as not-guard, which is what it expects.
-        let alloc = lines::ALLOC.replace("stack.recursion", "stack.probe_skip");
-        let hit = lines::HIT
-            .replace("stack.recursion", "stack.probe_skip")
-            .replace("0xffffc9000001ef48", "0xffffc9000001dbf8")
-            .replace("\"kind\":\"overflow\"", "\"kind\":\"not-guard\"")
-            .replace(
-                "\"guard_lo\":\"0xffffc9000001e000\",\"guard_hi\":\"0xffffc9000001f000\"",
-                "\"guard_lo\":\"0x0\",\"guard_hi\":\"0x0\"",
-            );
-        let v = judge_log("stack.probe_skip", &format!("{alloc}\n{hit}\n"), 1);
+        let v = judge_log("stack.probe_skip", &real(), 1);
         assert_eq!(
             (v.observed, v.failures.clone()),
             (Verdict::GuardJumped, vec![])
@@ -662,97 +995,99 @@ mod tests {
     fn no_guard_pages_is_never_caught() {
         // --guard-pages 0: the announced stack has no guard, the fault lands
         // far below it, the guest says not-guard.
-        let alloc = lines::ALLOC.replace(
+        let no_guard = Log::of(&fixture::STACK.replacen(
             "\"guard_below\":1,\"guard_above\":1",
             "\"guard_below\":0,\"guard_above\":0",
-        );
-        let hit = lines::HIT
-            .replace("0xffffc9000001ef48", "0xffffc8ffffffffd8")
-            .replace("\"kind\":\"overflow\"", "\"kind\":\"not-guard\"");
-        let v = judge_log("stack.recursion", &format!("{alloc}\n{hit}\n"), 1);
+            1,
+        ));
+        let v = recursion(no_guard.clone().hit("stack.recursion", |v| {
+            v["fault_addr"] = json!("0xffffc8ffffffffd8");
+            v["cr2"] = json!("0xffffc8ffffffffd8");
+            v["kind"] = json!("not-guard");
+            v["guard_lo"] = json!("0x0");
+            v["guard_hi"] = json!("0x0");
+            v["bytes"] = json!(0);
+        }));
         assert_eq!(v.observed, Verdict::GuardJumped);
         assert!(!v.as_expected());
         // Even if the guest claims overflow in a guard it made up.
-        let hit = lines::HIT.replace("0xffffc9000001ef48", "0xffffc9000001eff0");
-        let v = judge_log("stack.recursion", &format!("{alloc}\n{hit}\n"), 1);
+        let v = recursion(no_guard.clone());
         assert_eq!(v.observed, Verdict::GuardJumped);
-        assert_eq!(failed(&v), ["kind"]);
+        assert_eq!(names(&v), ["kind"], "{:#?}", v.failures);
         // And with no report at all (a reset or a hang), nothing was caught.
-        let v = judge_log("stack.recursion", &format!("{alloc}\n"), 1);
+        let v = recursion(
+            no_guard.without(|l| !l.starts_with("STACK-ALLOC ") && !l.starts_with("CPU-MAP ")),
+        );
         assert_eq!(v.observed, Verdict::NotCaught);
         assert_eq!(v.describe(), "NOT CAUGHT (expected overflow)");
     }
 
     #[test]
     fn expected_non_catches() {
-        let alloc = r#"STACK-ALLOC {"scenario":"stack.direct_legacy","stack_kind":"task","lo":"0xffff8000004b0000","hi":"0xffff8000004b4000","guard_below":0,"guard_above":0,"cpu":0,"task_id":8,"task_name":"legacy","frame_bytes":0}"#;
-        let v = judge_log(
-            "stack.direct_legacy",
-            &format!("{alloc}\n{}\n", lines::CORRUPTION),
-            1,
-        );
-        assert!(v.as_expected());
+        let v = judge_log("stack.direct_legacy", &real(), 1);
+        assert!(v.as_expected(), "{:?}", v.failures);
         assert_eq!(
             v.describe(),
             "not caught, as expected; found afterwards: thread_info flags 0xa5a5a5a5a5a5a5a5 instead of 0x0"
         );
-        let v = judge_log("stack.df_overflow", "", 1);
+        let v = judge_log("stack.df_overflow", &Log::of(""), 1);
         assert!(v.as_expected());
     }
 
     #[test]
     fn hit_counts_and_unreadable_lines() {
-        // Two reports where one is expected.
-        let v = recursion(&format!("{}\n{}", lines::HIT, lines::HIT));
-        assert_eq!(failed(&v), ["hits"]);
-        // One per CPU: four allocations, four hits on four CPUs.
-        let mut log = String::new();
-        for cpu in 0..4u64 {
-            let base = 0xffffc90000100000u64 + cpu * 0x10000;
-            let alloc = lines::ALLOC
-                .replace("stack.recursion", "stack.all_cpus")
-                .replace("0xffffc9000001f000", &format!("{:#x}", base))
-                .replace("0xffffc90000023000", &format!("{:#x}", base + 0x4000))
-                .replace("\"cpu\":0", &format!("\"cpu\":{cpu}"))
-                .replace("\"task_id\":3", &format!("\"task_id\":{}", 10 + cpu));
-            let hit = lines::HIT
-                .replace("stack.recursion", "stack.all_cpus")
-                .replace("0xffffc9000001f000", &format!("{:#x}", base))
-                .replace("0xffffc90000023000", &format!("{:#x}", base + 0x4000))
-                .replace("0xffffc9000001e000", &format!("{:#x}", base - 0x1000))
-                .replace("0xffffc9000001ef48", &format!("{:#x}", base - 0xb8))
-                .replace("\"cpu\":0", &format!("\"cpu\":{cpu}"))
-                .replace("\"task_id\":3", &format!("\"task_id\":{}", 10 + cpu));
-            log = format!("{alloc}\n{log}{hit}\n");
-        }
-        let v = judge_log("stack.all_cpus", &log, 4);
-        assert_eq!(v.failures, [], "{log}");
+        // Two reports where one is expected (the same oops twice).
+        let log = real();
+        let hit = log
+            .0
+            .iter()
+            .position(|l| l.starts_with("GUARD-HIT "))
+            .unwrap();
+        let bug = log.0.iter().position(|l| l.starts_with("BUG: ")).unwrap();
+        let after = hit
+            + 1
+            + log.0[hit + 1..]
+                .iter()
+                .take_while(|l| l.starts_with("STACK-DUMP "))
+                .count();
+        let mut twice = log.clone();
+        let again: Vec<String> = log.0[bug..=hit].to_vec();
+        twice.0.splice(after..after, again);
+        assert_eq!(names(&recursion(twice)), ["hits"]);
+        // One per CPU: four announcements, four hits on four CPUs (real, smp 4).
+        let all = Log::of(fixture::ALL_CPUS);
+        let v = judge_log("stack.all_cpus", &all, 4);
+        assert_eq!(v.failures, []);
         assert_eq!(
             v.describe(),
-            "caught with good diagnostics (overflow, TASK stack, depth 53, 4 hits)"
+            "caught with good diagnostics (overflow, TASK stack, depth 52, 4 hits)"
         );
-        let v = judge_log("stack.all_cpus", &log, 8);
-        assert_eq!(failed(&v), ["hits"]);
-
-        let cut = &lines::HIT[..200];
-        let v = recursion(&format!("{}\n{cut}", lines::HIT));
-        assert_eq!(failed(&v), ["readable"]);
+        let v = judge_log("stack.all_cpus", &all, 8);
+        assert_eq!(names(&v), ["lapic", "hits"], "{:#?}", v.failures);
+        // A report cut short is unreadable, and says so.
+        let mut cut = real();
+        let line = cut.0[hit].clone();
+        cut.0.push(line[..200].to_string());
+        assert_eq!(names(&recursion(cut)), ["readable"]);
     }
 
     #[test]
     fn suppressed_hits_are_counted() {
-        let s = scenario("stack.repeat");
-        let log = format!(
-            "{}\n{}\n",
-            lines::ALLOC.replace("stack.recursion", "stack.repeat"),
-            lines::HIT.replace("stack.recursion", "stack.repeat")
+        let log = Log::of(
+            &fixture::STACK
+                .replace(
+                    "\"scenario\":\"stack.recursion\"",
+                    "\"scenario\":\"stack.repeat\"",
+                )
+                .replace(
+                    "ok 1 stack.recursion",
+                    "# guard hits suppressed: 999\nok 1 stack.repeat",
+                ),
         );
-        let fake = symbols();
-        let diags = vec!["guard hits suppressed: 999".to_string()];
-        let v = judge(s, &s.guard.unwrap(), 1, &parse(&log), &diags, Some(&fake));
+        let v = judge_log("stack.repeat", &log, 1);
         assert!(v.as_expected(), "{:?}", v.failures);
         assert!(
-            v.describe().ends_with("depth 53, 1000 hits)"),
+            v.describe().ends_with("depth 52, 1000 hits)"),
             "{}",
             v.describe()
         );

@@ -27,12 +27,16 @@ core::arch::global_asm!(
     "    pop rbp",
     "    ret",
     // A new task lands here with rsp 16-byte aligned; rbp = 0 ends the
-    // frame-pointer chain for backtraces.
+    // frame-pointer chain for backtraces, and an undefined return address
+    // tells a DWARF unwinder the same: this is a task's outermost frame.
     ".global task_entry_trampoline",
     "task_entry_trampoline:",
+    "    .cfi_startproc",
+    "    .cfi_undefined rip",
     "    xor ebp, ebp",
     "    call {entry}",
     "    ud2",
+    "    .cfi_endproc",
     entry = sym task_entry,
 );
 

@@ -11,6 +11,7 @@ use x86_64::PhysAddr;
 
 const IA32_APIC_BASE: u32 = 0x1b;
 
+const ID: usize = 0x20;
 const EOI: usize = 0xb0;
 const SVR: usize = 0xf0;
 /// In-service register: 8 registers of 32 vectors each, 16 bytes apart.
@@ -54,6 +55,13 @@ pub fn init_this_cpu() {
     let virt = hhdm::phys_to_virt(phys).expect("LAPIC init before the HHDM offset is known");
     BASE.store(virt.as_u64(), Ordering::Relaxed);
     write(SVR, 0x100 | u32::from(SPURIOUS_VECTOR));
+}
+
+/// This CPU's LAPIC id, read from the LAPIC itself (xAPIC ID register,
+/// bits 31:24): a fact about the executing CPU that no per-CPU variable
+/// can get wrong, for fault reports to witness which CPU they ran on.
+pub fn hardware_id() -> u32 {
+    read(ID) >> 24
 }
 
 pub fn eoi() {

@@ -123,6 +123,18 @@ stubs!(
 // The common paths. The CPU aligned RSP to 16 before pushing its 5 words;
 // with the error code, the vector and 15 registers the frame is 22 words,
 // so RSP is 16-byte aligned again at the `call`, as the ABI wants.
+//
+// Around each `call` the code carries call-frame information (DWARF CFI)
+// that says where the interrupted context is: a signal frame whose CFA is
+// the interrupted rsp and whose registers are the saved ones, found from
+// the frame's base (rsp in `trap_common`, rbx in `irq_common`, which may
+// be on the IRQ stack while the frame is not). An unwinder that reads the
+// ELF (the runner's) then walks from a handler into the code the exception
+// interrupted, as it does through any call. The `.cfi_escape` bytes are
+// DW_CFA_def_cfa_expression (0x0f) and DW_CFA_expression (0x10), with
+// DW_OP_breg7 (rsp, 0x77) or DW_OP_breg3 (rbx, 0x73) plus the field's
+// offset (SLEB128), and DW_OP_deref (0x06) for the CFA; the assertions
+// after the block pin those offsets to `TrapFrame`'s layout.
 core::arch::global_asm!(
     ".section .text.trap_stubs, \"ax\"",
     ".macro SAVE_REGS",
@@ -133,11 +145,30 @@ core::arch::global_asm!(
     "    pop r15; pop r14; pop r13; pop r12; pop r11; pop r10; pop r9; pop r8",
     "    pop rbp; pop rdi; pop rsi; pop rdx; pop rcx; pop rbx; pop rax",
     ".endm",
+    // The frame's saved registers, relative to DW_OP_breg<base>.
+    ".macro FRAME_CFI base",
+    "    .cfi_escape 0x0f, 0x04, \\base, 0xa0, 0x01, 0x06", // CFA = [base + 160] (rsp)
+    "    .cfi_escape 0x10, 0x10, 0x03, \\base, 0x88, 0x01", // rip at base + 136
+    "    .cfi_escape 0x10, 0x06, 0x03, \\base, 0xc0, 0x00", // rbp at base + 64
+    "    .cfi_escape 0x10, 0x03, 0x03, \\base, 0xe8, 0x00", // rbx at base + 104
+    "    .cfi_escape 0x10, 0x0c, 0x02, \\base, 0x18", // r12 at base + 24
+    "    .cfi_escape 0x10, 0x0d, 0x02, \\base, 0x10", // r13 at base + 16
+    "    .cfi_escape 0x10, 0x0e, 0x02, \\base, 0x08", // r14 at base + 8
+    "    .cfi_escape 0x10, 0x0f, 0x02, \\base, 0x00", // r15 at base + 0
+    ".endm",
     "trap_common:",
     "    SAVE_REGS",
     "    cld",
+    "    .cfi_startproc simple",
+    "    .cfi_signal_frame",
+    "    FRAME_CFI 0x77",
     "    mov rdi, rsp",
     "    call {exception}",
+    // Where a handler called from here returns: the frame-pointer walk
+    // knows the trap frame sits right above this return address.
+    ".global trap_return",
+    "trap_return:",
+    "    .cfi_endproc",
     "    RESTORE_REGS",
     "    add rsp, 16",
     "    iretq",
@@ -150,6 +181,9 @@ core::arch::global_asm!(
     "    cld",
     "    mov rdi, rsp",
     "    mov rbx, rsp",
+    "    .cfi_startproc simple",
+    "    .cfi_signal_frame",
+    "    FRAME_CFI 0x73",
     "    add qword ptr gs:[{irq_depth}], 1",
     "    cmp qword ptr gs:[{irq_depth}], 1",
     "    jne 2f",
@@ -160,6 +194,7 @@ core::arch::global_asm!(
     "    sub qword ptr gs:[{irq_depth}], 1",
     "    mov rdi, rsp",
     "    call {irq_exit}",
+    "    .cfi_endproc",
     "    RESTORE_REGS",
     "    add rsp, 16",
     "    iretq",
@@ -170,8 +205,29 @@ core::arch::global_asm!(
     irq_stack_top = const super::percpu::IRQ_STACK_TOP_OFFSET,
 );
 
+/// The frame offsets the CFI above encodes.
+const _: () = {
+    use core::mem::offset_of;
+    assert!(offset_of!(TrapFrame, rsp) == 160);
+    assert!(offset_of!(TrapFrame, rip) == 136);
+    assert!(offset_of!(TrapFrame, rbp) == 64);
+    assert!(offset_of!(TrapFrame, rbx) == 104);
+    assert!(offset_of!(TrapFrame, r12) == 24);
+    assert!(offset_of!(TrapFrame, r13) == 16);
+    assert!(offset_of!(TrapFrame, r14) == 8);
+    assert!(offset_of!(TrapFrame, r15) == 0);
+};
+
 extern "C" {
     static trap_stub_table: [u64; 256];
+    static trap_return: u8;
+}
+
+/// The return address of a handler called from the exception entry: a
+/// frame with it has the `TrapFrame` of the interrupted context right
+/// above (at the frame's rbp + 16).
+pub fn trap_return_address() -> u64 {
+    (&raw const trap_return) as u64
 }
 
 /// The entry address of the stub for `vector`.
