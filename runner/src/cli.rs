@@ -104,6 +104,19 @@ pub struct Options {
     /// freed, so a use after free faults and is reported with the task's history.
     #[arg(long, global = true)]
     pub debug_task_structs: bool,
+    /// Test only: boot a guest built with this deliberate defect
+    /// (runner/src/defects.rs), to prove a verdict check fails.
+    #[arg(long, global = true, hide = true, value_name = "NAME", value_parser = defect_parser())]
+    pub defect: Option<&'static crate::defects::Defect>,
+}
+
+fn defect_parser() -> impl clap::builder::TypedValueParser<Value = &'static crate::defects::Defect>
+{
+    use clap::builder::TypedValueParser;
+    let names = crate::defects::DEFECTS.iter().map(|d| d.name);
+    clap::builder::PossibleValuesParser::new(names).map(|word: String| {
+        crate::defects::find(&word).expect("clap accepted only the listed names")
+    })
 }
 
 impl Options {

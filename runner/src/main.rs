@@ -6,6 +6,7 @@ mod boot;
 mod cli;
 mod compare;
 mod compare_boot;
+mod defects;
 mod demo;
 mod fatal;
 mod glob;
@@ -44,7 +45,7 @@ fn dispatch(command: Command, options: &Options) -> Result<i32, Fatal> {
             Ok(status::OK)
         }
         Command::Build => {
-            let artifacts = workspace::build()?;
+            let artifacts = workspace::build(options.defect)?;
             println!("guest:  {}", artifacts.guest.display());
             println!("loader: {}", artifacts.loader.display());
             Ok(status::OK)

@@ -95,9 +95,9 @@ pub fn setup(options: &Options, paths: &[BootPath]) -> Result<Setup, Fatal> {
     let qemu = qemu::program()?;
     let media = Media::find(paths)?;
     let artifacts = if options.no_build {
-        workspace::prebuilt()?
+        workspace::prebuilt(options.defect)?
     } else {
-        workspace::build()?
+        workspace::build(options.defect)?
     };
     let run_dir = create_run_dir()?;
     let symbols = Symbols::load(&artifacts.guest)

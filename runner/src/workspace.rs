@@ -2,6 +2,7 @@
 //! bare-metal crates the runner boots.
 
 use crate::boot::process;
+use crate::defects::Defect;
 use crate::fatal::Fatal;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -33,27 +34,75 @@ pub fn target_dir() -> PathBuf {
     }
 }
 
-fn cargo() -> PathBuf {
+fn cargo_program() -> PathBuf {
     std::env::var_os("CARGO")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("cargo"))
 }
 
-pub fn build() -> Result<Artifacts, Fatal> {
-    let mut command = Command::new(cargo());
+/// Build the guest and the loader (`cargo build`), or, with `defect`, the
+/// loader as usual and a guest with that deliberate defect compiled in
+/// (`cargo rustc ... -- --cfg defect="NAME"`, into `defects::target_dir()`,
+/// copied to a directory of its own so each defect's guest stays apart).
+pub fn build(defect: Option<&Defect>) -> Result<Artifacts, Fatal> {
+    let artifacts = match defect {
+        None => {
+            let messages = cargo(&["build", "-p", "guest", "-p", "loader"], &[])?;
+            artifacts_from_messages(&messages).map_err(Fatal::setup)?
+        }
+        Some(d) => {
+            let mut messages = cargo(&["build", "-p", "loader"], &[])?;
+            let dir = crate::defects::target_dir();
+            let cfg = format!("defect=\"{}\"", d.name);
+            messages.push_str(&cargo(
+                &["rustc", "-p", "guest", "--bin", "guest", "--target-dir"],
+                &[
+                    dir.as_os_str(),
+                    "--".as_ref(),
+                    "--cfg".as_ref(),
+                    cfg.as_ref(),
+                ],
+            )?);
+            let built = artifacts_from_messages(&messages).map_err(Fatal::setup)?;
+            Artifacts {
+                guest: keep_defect_guest(&built.guest, d)?,
+                ..built
+            }
+        }
+    };
+    with_symbol_table(artifacts)
+}
+
+/// `target/defect/NAME/guest`: a copy of the guest cargo just built with
+/// defect `d`.
+fn keep_defect_guest(built: &Path, d: &Defect) -> Result<PathBuf, Fatal> {
+    let dir = crate::defects::target_dir().join(d.name);
+    let kept = dir.join("guest");
+    std::fs::create_dir_all(&dir)
+        .and_then(|_| std::fs::copy(built, &kept))
+        .map_err(|e| {
+            Fatal::setup(format!(
+                "cannot keep the {} guest at {}: {e}",
+                d.name,
+                kept.display()
+            ))
+        })?;
+    Ok(kept)
+}
+
+/// Run `cargo SUBCOMMAND ARGS --release --target x86_64-unknown-none
+/// --message-format=json-render-diagnostics TAIL...` in the workspace and
+/// return its JSON messages.
+fn cargo(args: &[&str], tail: &[&std::ffi::OsStr]) -> Result<String, Fatal> {
+    let mut command = Command::new(cargo_program());
+    let (head, rest) = args.split_at(1);
     command
         .current_dir(root())
-        .args([
-            "build",
-            "-p",
-            "guest",
-            "-p",
-            "loader",
-            "--release",
-            "--target",
-            TARGET,
-        ])
+        .args(head)
+        .args(["--release", "--target", TARGET])
         .arg("--message-format=json-render-diagnostics")
+        .args(rest)
+        .args(tail)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -97,9 +146,7 @@ pub fn build() -> Result<Artifacts, Fatal> {
             "building guest and loader failed ({status}): {hint}"
         )));
     }
-    artifacts_from_messages(&messages)
-        .map_err(Fatal::setup)
-        .and_then(with_symbol_table)
+    Ok(messages)
 }
 
 /// Boot a copy of the guest with its `.ksyms` table filled in (`symbols::embed`),
@@ -110,11 +157,15 @@ fn with_symbol_table(artifacts: Artifacts) -> Result<Artifacts, Fatal> {
     Ok(Artifacts { guest, ..artifacts })
 }
 
-/// The images as a previous build left them (`--no-build`).
-pub fn prebuilt() -> Result<Artifacts, Fatal> {
+/// The images as a previous build left them (`--no-build`), the guest
+/// with `defect` if one is asked for.
+pub fn prebuilt(defect: Option<&Defect>) -> Result<Artifacts, Fatal> {
     let dir = target_dir().join(TARGET).join("release");
     let artifacts = Artifacts {
-        guest: dir.join("guest"),
+        guest: match defect {
+            Some(d) => crate::defects::target_dir().join(d.name).join("guest"),
+            None => dir.join("guest"),
+        },
         loader: dir.join("loader"),
     };
     for path in [&artifacts.guest, &artifacts.loader] {

@@ -14,10 +14,15 @@ pub fn sym(addr: u64) -> Option<Sym<'static>> {
     // function before the right one.
     #[cfg(defect = "ksyms-off-by-one")]
     let found = {
+        // The entry before: the symbol below this one's start, past any
+        // alignment padding between the two.
         let base = addr - found.offset;
-        let prev = table.lookup(base.checked_sub(1)?)?;
+        let (at, prev) = (1..64u64).find_map(|back| {
+            let at = base.checked_sub(back)?;
+            Some((at, table.lookup(at)?))
+        })?;
         abi::ksyms::Found {
-            offset: addr - (base - 1 - prev.offset),
+            offset: addr - (at - prev.offset),
             ..prev
         }
     };

@@ -104,7 +104,12 @@ impl StackVerdict {
         } else {
             format!(" (expected {})", self.expected.as_str())
         };
-        let failed: Vec<&str> = self.failures.iter().map(|f| f.check.name()).collect();
+        let mut failed: Vec<&str> = Vec::new();
+        for f in &self.failures {
+            if !failed.contains(&f.check.name()) {
+                failed.push(f.check.name());
+            }
+        }
         let failed = if failed.is_empty() {
             String::new()
         } else {
