@@ -96,7 +96,9 @@ impl<'a> Sym<'a> {
 
 /// One frame of a backtrace, with the guest's name for it: a return
 /// address, or (`trap`) the address an exception interrupted, found in the
-/// trap frame the walk crossed.
+/// trap frame the walk crossed. A recursion's run of one return address is
+/// one `Frame` with `repeat` > 1, as the oops folds it into one line
+/// (`(x53)`): the same facts, without 53 copies of one name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Frame<'a> {
     pub addr: Hex,
@@ -107,6 +109,25 @@ pub struct Frame<'a> {
     /// address: the instruction itself).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trap: Option<u8>,
+    /// How many times this frame repeats in a row (never 0; a trap frame
+    /// is always 1).
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub repeat: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+fn is_one(n: &u32) -> bool {
+    *n == 1
+}
+
+/// Every frame of a folded backtrace, each once: `(addr, trap)`.
+pub fn unfold<'f>(frames: &'f [Frame<'_>]) -> impl Iterator<Item = (u64, Option<u8>)> + 'f {
+    frames
+        .iter()
+        .flat_map(|f| core::iter::repeat_n((f.addr.get(), f.trap), f.repeat as usize))
 }
 
 /// The interrupted context's registers, as the oops prints them (RIP and
@@ -197,8 +218,8 @@ pub struct GuardHit<'a> {
     /// address lies in or guards, if any.
     #[serde(borrow)]
     pub area: Option<Area<'a>>,
-    /// Return addresses, innermost first (not collapsed: the oops folds a
-    /// recursion into one line, the record keeps every frame).
+    /// The frames, innermost first, runs folded as the oops folds them
+    /// (`unfold` gives every frame).
     #[serde(borrow)]
     pub backtrace: heapless::Vec<Frame<'a>, MAX_FRAMES>,
     /// The chain went on past `MAX_FRAMES`.
@@ -323,6 +344,7 @@ mod tests {
                     addr: Hex(0xffffffff8002b679 + i as u64),
                     sym,
                     trap: (i == 4).then_some(14),
+                    repeat: if i == 0 { 53 } else { 1 },
                 })
                 .unwrap();
         }

@@ -614,20 +614,19 @@ pub fn regs_lines<'a>(
     Ok(())
 }
 
-/// The `Call Trace:` block of a backtrace: runs of one return address
-/// folded into one line with a count (a trap frame is never folded), the
-/// cut-off marker, the end marker.
+/// The `Call Trace:` block of a backtrace (its runs already folded, one
+/// line each with a count), the cut-off marker, the end marker.
 pub fn trace_lines<'a>(
     frames: &[Frame<'a>],
     truncated: bool,
     out: &mut impl FnMut(Line<'a>) -> fmt::Result,
 ) -> fmt::Result {
     out(Line::CallTrace)?;
-    for (f, repeat) in fold(frames) {
+    for f in frames {
         out(Line::Frame {
             addr: f.addr.get(),
             sym: f.sym,
-            repeat,
+            repeat: f.repeat,
             trap: f.trap,
         })?;
     }
@@ -635,22 +634,6 @@ pub fn trace_lines<'a>(
         out(Line::More)?;
     }
     out(Line::End)
-}
-
-/// Frames as the trace prints them: each with how many times it repeats
-/// right after itself.
-pub fn fold<'f, 'a>(frames: &'f [Frame<'a>]) -> impl Iterator<Item = (Frame<'a>, u32)> + 'f {
-    let mut i = 0;
-    core::iter::from_fn(move || {
-        let f = *frames.get(i)?;
-        let run = if f.trap.is_some() {
-            1
-        } else {
-            frames[i..].iter().take_while(|g| **g == f).count()
-        };
-        i += run;
-        Some((f, run as u32))
-    })
 }
 
 /// Every line of the oops a `GUARD-HIT` states, in the order the guest

@@ -126,6 +126,7 @@ mod tests {
                     size: Hex(0x20),
                 }),
                 trap: None,
+                repeat: 1,
             })
             .unwrap();
         let hit = UafHit {

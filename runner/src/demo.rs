@@ -190,7 +190,7 @@ fn unwound(
     if mine.is_empty() {
         out.push(format!(
             "  the guest's Call Trace: the same {} frame(s), in the same order{}",
-            hit.backtrace.len(),
+            abi::guard::unfold(&hit.backtrace).count(),
             hit.depth
                 .map_or(String::new(), |d| format!("; depth {d} fits the frames"))
         ));

@@ -53,15 +53,23 @@ pub fn frame_sym(f: &backtrace::Frame) -> Option<Sym<'static>> {
     }
 }
 
-/// A backtrace as the records carry it: every frame, each with its name.
+/// A backtrace as the records carry it: every frame with its name, runs
+/// of one return address folded (a trap frame never is).
 pub fn frames(bt: &Backtrace) -> heapless::Vec<Frame<'static>, { abi::guard::MAX_FRAMES }> {
-    let mut out = heapless::Vec::new();
+    let mut out: heapless::Vec<Frame<'static>, { abi::guard::MAX_FRAMES }> = heapless::Vec::new();
     for f in bt.frames() {
+        if let Some(last) = out.last_mut() {
+            if f.trap.is_none() && last.trap.is_none() && last.addr.get() == f.addr {
+                last.repeat += 1;
+                continue;
+            }
+        }
         // Cannot fail: a walk keeps at most `MAX_FRAMES`.
         let _ = out.push(Frame {
             addr: Hex(f.addr),
             sym: frame_sym(f),
             trap: f.trap,
+            repeat: 1,
         });
     }
     out

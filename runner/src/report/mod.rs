@@ -119,9 +119,9 @@ pub trait FaultVerdict {
     fn failures(&self) -> &[Failure];
 }
 
-/// A record's backtrace as bare return addresses.
+/// A record's backtrace as bare return addresses, every frame once.
 pub fn return_addresses(frames: &[abi::guard::Frame]) -> Vec<u64> {
-    frames.iter().map(|f| f.addr.0).collect()
+    abi::guard::unfold(frames).map(|(a, _)| a).collect()
 }
 
 /// Every function the faulting RIP and the backtrace lie in, without repeats,

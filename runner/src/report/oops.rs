@@ -191,8 +191,8 @@ pub fn check_symbols(hit: &GuardHit, symbols: &dyn Symbolize) -> Vec<Failure> {
         });
     };
     judge("the `RIP:` line".into(), hit.rip.get(), &hit.rip_sym, false);
-    for (k, (f, repeat)) in abi::oops::fold(&hit.backtrace).enumerate() {
-        let shown = trace_line(&f, repeat);
+    for (k, f) in hit.backtrace.iter().enumerate() {
+        let shown = trace_line(f);
         judge(
             format!("Call Trace line {} `{shown}`", k + 1),
             f.addr.get(),
@@ -212,11 +212,11 @@ pub fn check_symbols(hit: &GuardHit, symbols: &dyn Symbolize) -> Vec<Failure> {
 }
 
 /// A trace line's text without its leading space.
-pub fn trace_line(f: &Frame, repeat: u32) -> String {
+pub fn trace_line(f: &Frame) -> String {
     Line::Frame {
         addr: f.addr.get(),
         sym: f.sym,
-        repeat,
+        repeat: f.repeat,
         trap: f.trap,
     }
     .to_string()

@@ -568,6 +568,7 @@ fn judge_hit(
 mod tests {
     use super::*;
     use crate::report::fixture::{self, failed, Answers, Log};
+    use abi::guard::GuardHit;
     use serde_json::{json, Value};
 
     fn elf() -> Answers {
@@ -705,14 +706,12 @@ mod tests {
             ),
             (
                 "a frame the guest cannot name",
-                frames(|f| f[55]["sym"] = Value::Null),
+                frames(|f| f[3]["sym"] = Value::Null),
                 &["symbol"],
             ),
             (
                 "the innermost frame lost",
-                frames(|f| {
-                    f.remove(0);
-                }),
+                frames(|f| f[0]["repeat"] = json!(52)),
                 &["unwind"],
             ),
             (
@@ -724,14 +723,17 @@ mod tests {
             ),
             (
                 "only the first frame kept",
-                frames(|f| f.truncate(1)),
+                frames(|f| {
+                    f.truncate(1);
+                    f[0]["repeat"] = json!(1);
+                }),
                 &["unwind"],
             ),
             (
                 "a frame made up",
                 frames(|f| {
-                    let extra = f[54].clone();
-                    f.insert(54, extra);
+                    let extra = f[2].clone();
+                    f.insert(2, extra);
                 }),
                 &["unwind"],
             ),
@@ -750,9 +752,21 @@ mod tests {
         }
     }
 
+    /// The captured recursion's record.
+    fn captured() -> GuardHit<'static> {
+        let e = crate::report::lines::parse(fixture::STACK);
+        e.hits[0].record.clone()
+    }
+
     /// What the failures say: the wrong line, and both values.
     #[test]
     fn failures_name_the_line_and_both_values() {
+        let hit = captured();
+        let (rip, ret, last) = (
+            hit.rip.0,
+            hit.backtrace[0].addr.0,
+            hit.backtrace.last().unwrap().addr.0,
+        );
         let detail = |log: Log| recursion(log).failures[0].detail.clone();
         let d = detail(real().hit("stack.recursion", set("bytes", json!(3912))));
         assert!(
@@ -764,30 +778,32 @@ mod tests {
             v["rip_sym"]["name"] = json!("guest::scenarios::stack::recurse_to_death")
         }));
         assert!(
-            d.contains("the `RIP:` line names 0xffffffff8001958a `guest::scenarios::stack::recurse_to_death+0x2a/0xe6`")
+            d.contains(&format!("the `RIP:` line names {rip:#x} `guest::scenarios::stack::recurse_to_death+0x2a/0xe6`"))
                 && d.contains("the ELF says `guest::scenarios::stack::stack_recurse+0x2a/0xe6`"),
             "{d}"
         );
         let d = detail(real().hit("stack.recursion", |v| {
-            v["backtrace"].as_array_mut().unwrap().remove(0);
+            v["backtrace"][0]["repeat"] = json!(52)
         }));
         assert!(
-            d.contains("Call Trace line 1: the guest prints `[<ffffffff800195e9>] guest::scenarios::stack::stack_recurse+0x89/0xe6 (x52)`")
-                && d.contains("gives `[<ffffffff800195e9>] guest::scenarios::stack::stack_recurse+0x89/0xe6 (x53)`"),
+            d.contains(&format!("Call Trace line 1: the guest prints `[<{ret:016x}>] guest::scenarios::stack::stack_recurse+0x89/0xe6 (x52)`"))
+                && d.contains(&format!("gives `[<{ret:016x}>] guest::scenarios::stack::stack_recurse+0x89/0xe6 (x53)`")),
             "{d}"
         );
         let d = detail(real().hit("stack.recursion", |v| {
-            v["backtrace"].as_array_mut().unwrap().truncate(1);
+            let f = v["backtrace"].as_array_mut().unwrap();
+            f.truncate(1);
+            f[0]["repeat"] = json!(1);
         }));
         assert!(
-            d.contains("Call Trace line 1: the guest prints `[<ffffffff800195e9>] guest::scenarios::stack::stack_recurse+0x89/0xe6`, the unwind"),
+            d.contains(&format!("Call Trace line 1: the guest prints `[<{ret:016x}>] guest::scenarios::stack::stack_recurse+0x89/0xe6`, the unwind")),
             "{d}"
         );
         let d = detail(real().hit("stack.recursion", |v| {
             v["backtrace"].as_array_mut().unwrap().pop();
         }));
         assert!(
-            d.contains("the guest's Call Trace ends after line 4; the unwind of the dumped stack goes on with `[<ffffffff8002bbdc>] task_entry_trampoline+0x7`"),
+            d.contains(&format!("the guest's Call Trace ends after line 4; the unwind of the dumped stack goes on with `[<{last:016x}>] task_entry_trampoline+0x7`")),
             "{d}"
         );
         let d = detail(real().hit("stack.recursion", set("lapic_id", json!(1))));
@@ -850,13 +866,15 @@ mod tests {
     #[test]
     fn a_damaged_or_missing_dump_fails_the_unwind_only() {
         // The trampoline's return address, pointed elsewhere.
+        let hit = captured();
+        let (trampoline, elsewhere) = (hit.backtrace[4].addr.0, hit.backtrace[1].addr.0);
         let v = recursion(real().dump("stack.recursion", |lo, w| {
-            let top = (0xffffc90000023000 - lo) / 8;
+            let top = (hit.stack_hi.0 - lo) / 8;
             let at = (1..8)
                 .map(|k| top as usize - k)
-                .find(|&i| w[i] == Some(0xffffffff8002bbdc))
+                .find(|&i| w[i] == Some(trampoline))
                 .expect("the trampoline's return address near the top");
-            w[at] = Some(0xffffffff80019710);
+            w[at] = Some(elsewhere);
         }));
         assert_eq!(names(&v), ["unwind"], "{:#?}", v.failures);
         // A word unreadable where the unwinder needs it.

@@ -211,10 +211,8 @@ pub fn judge(
         .iter()
         .map(|f| (f.pc, f.kind == Kind::Interrupted))
         .collect();
-    let guest: Vec<(u64, bool)> = hit
-        .backtrace
-        .iter()
-        .map(|f| (f.addr.get(), f.trap.is_some()))
+    let guest: Vec<(u64, bool)> = abi::guard::unfold(&hit.backtrace)
+        .map(|(a, trap)| (a, trap.is_some()))
         .collect();
     // A trace cut at the guest's limit must agree as far as it goes, and
     // the stack must really have gone on.
@@ -224,12 +222,26 @@ pub fn judge(
         expected.len()
     };
     let (want, got) = (runs(&expected[..cut]), runs(&guest));
+    // The guest's k-th line as it printed it (its runs as it folded them).
     let guest_line = |k: usize| {
-        let at: usize = got[..k].iter().map(|r| r.1).sum();
-        hit.backtrace
-            .get(at)
-            .map(|f| super::oops::trace_line(f, got[k].1 as u32))
-            .unwrap_or_default()
+        let ((addr, trap), n) = got[k];
+        let sym = hit
+            .backtrace
+            .iter()
+            .find(|f| f.addr.get() == addr)
+            .and_then(|f| f.sym);
+        let f = abi::guard::Frame {
+            addr: addr.into(),
+            sym,
+            trap: trap.then_some(0).and_then(|_| {
+                hit.backtrace
+                    .iter()
+                    .find(|f| f.addr.get() == addr)
+                    .and_then(|f| f.trap)
+            }),
+            repeat: n as u32,
+        };
+        super::oops::trace_line(&f)
     };
     let unwind_at = |k: usize| {
         let ((pc, interrupted), n) = want[k];
