@@ -222,23 +222,14 @@ pub fn judge(
         expected.len()
     };
     let (want, got) = (runs(&expected[..cut]), runs(&guest));
-    // The guest's k-th line as it printed it (its runs as it folded them).
+    // The guest's k-th line, named as it named that address.
     let guest_line = |k: usize| {
-        let ((addr, trap), n) = got[k];
-        let sym = hit
-            .backtrace
-            .iter()
-            .find(|f| f.addr.get() == addr)
-            .and_then(|f| f.sym);
+        let ((addr, _), n) = got[k];
+        let like = hit.backtrace.iter().find(|f| f.addr.get() == addr);
         let f = abi::guard::Frame {
             addr: addr.into(),
-            sym,
-            trap: trap.then_some(0).and_then(|_| {
-                hit.backtrace
-                    .iter()
-                    .find(|f| f.addr.get() == addr)
-                    .and_then(|f| f.trap)
-            }),
+            sym: like.and_then(|f| f.sym),
+            trap: like.and_then(|f| f.trap),
             repeat: n as u32,
         };
         super::oops::trace_line(&f)
