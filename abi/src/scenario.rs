@@ -34,6 +34,19 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// Every outcome, for tests that must cover them all.
+    pub const ALL: [Outcome; 9] = [
+        Outcome::Pass,
+        Outcome::Fail,
+        Outcome::Panic,
+        Outcome::CaughtFatal,
+        Outcome::Reset,
+        Outcome::Timeout,
+        Outcome::QemuFailed,
+        Outcome::Malformed,
+        Outcome::LoaderError,
+    ];
+
     /// A short lowercase name used in summaries, JSON and test assertions.
     pub const fn as_str(self) -> &'static str {
         match self {

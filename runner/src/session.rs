@@ -359,24 +359,13 @@ pub fn launch(
     (capture, verdict)
 }
 
-/// The worst thing that happened, as one status (see `status::HELP`).
+/// The worst thing that happened, as one status (see `status::HELP`): each
+/// result's status follows the mark the summary gives it.
 pub fn exit_status(mode: Mode, records: &[BootRecord]) -> i32 {
     records
         .iter()
         .flat_map(|r| &r.results)
-        .map(|r| match mode {
-            // An `ok` whose fault was not caught, or not told well, still fails.
-            Mode::Run if !r.fault_as_expected() => {
-                status::for_outcome(r.outcome).max(status::TEST_FAILURE)
-            }
-            // A stack scenario that is meant to stop the machine (an IRQ-stack
-            // overflow, a #DF-stack overflow) did what it is for.
-            Mode::Run if r.provokes_fault() && r.as_expected() => status::OK,
-            Mode::Run => status::for_outcome(r.outcome),
-            Mode::Test if r.as_expected() => status::OK,
-            Mode::Test if r.outcome == Outcome::Pass => status::TEST_FAILURE,
-            Mode::Test => status::for_outcome(r.outcome),
-        })
+        .map(|r| status::for_result(mode, r))
         .max()
         .unwrap_or(status::OK)
 }
