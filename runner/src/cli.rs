@@ -107,6 +107,17 @@ pub struct Options {
 }
 
 impl Options {
+    /// What clap cannot check: refused before anything is built or booted,
+    /// with one line saying what to do.
+    pub fn validate(&self) -> Result<(), String> {
+        for (flag, path) in [("--json", &self.json), ("--junit", &self.junit)] {
+            if let Some(path) = path {
+                writable(path).map_err(|why| format!("{flag} {}: {why}", path.display()))?;
+            }
+        }
+        Ok(())
+    }
+
     /// The guest command-line words the stack options ask for (`abi::cmdline`);
     /// an option not given is left to the guest's default.
     pub fn guest_args(&self) -> Vec<String> {
@@ -128,6 +139,45 @@ impl Options {
         }
         words
     }
+}
+
+/// A clap error as the runner's one line: clap's message and its tips,
+/// without the usage block (`runner --help` has it).
+pub fn one_line(error: &clap::Error) -> String {
+    let text = error.render().to_string();
+    let mut parts = Vec::new();
+    for line in text.lines().map(str::trim) {
+        if let Some(message) = line.strip_prefix("error: ") {
+            parts.push(message.to_string());
+        } else if let Some(tip) = line.strip_prefix("tip: ") {
+            parts.push(format!("({tip})"));
+        } else if line.starts_with("Usage:") {
+            break;
+        }
+    }
+    if parts.is_empty() {
+        parts.push(text.trim().replace('\n', " "));
+    }
+    format!("{}; see `runner --help`", parts.join(" "))
+}
+
+/// Whether a results file can be written at `path` at the end of the run:
+/// its directory exists, and it is not a directory itself.
+fn writable(path: &std::path::Path) -> Result<(), String> {
+    if path.is_dir() {
+        return Err("is a directory: name a file".into());
+    }
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => std::path::Path::new("."),
+    };
+    if !dir.is_dir() {
+        return Err(format!(
+            "no directory {} to write it in: create it or name another file",
+            dir.display()
+        ));
+    }
+    Ok(())
 }
 
 /// A clap parser for one of the contract's named enums: its values are the
@@ -221,6 +271,25 @@ mod tests {
         assert_eq!(cli.options.timeout, 3);
         assert!(matches!(cli.command, Command::Run { ref patterns } if patterns == &["boot.*"]));
         assert_eq!(cli.options.boot, BootPath::Direct);
+    }
+
+    #[test]
+    fn usage_errors_are_one_line() {
+        for args in [
+            &["runner", "runnn"][..],
+            &["runner", "run", "--smp", "0"],
+            &["runner", "run", "--timeout", "x"],
+            &["runner", "run", "--stack-free", "never"],
+            &["runner", "run", "--json"],
+        ] {
+            let error = Cli::try_parse_from(args).unwrap_err();
+            let line = one_line(&error);
+            assert!(!line.contains('\n'), "{args:?}: {line}");
+            assert!(!line.starts_with("error"), "{args:?}: {line}");
+            assert!(line.ends_with("; see `runner --help`"), "{args:?}: {line}");
+        }
+        let error = Cli::try_parse_from(["runner", "runn"]).unwrap_err();
+        assert!(one_line(&error).contains("'run'"), "{}", one_line(&error));
     }
 
     #[test]

@@ -136,7 +136,9 @@ pub fn execute(
     let mut paths: Vec<BootPath> = boots.iter().map(|b| b.path).collect();
     paths.dedup();
     let setup = setup(options, &paths)?;
-    let records = boot_all(mode, &setup, boots, options)?;
+    // A setup step that fails midway (an ISO that cannot be built) ends the
+    // run, but the boots before it are still reported.
+    let (records, stopped) = boot_each(mode, &setup, boots, options);
     for skip in &skipped {
         eprintln!(
             "runner: skip {} via {}: {}",
@@ -150,15 +152,32 @@ pub fn execute(
         );
     }
     let mut code = exit_status(mode, &records);
-    summary::print(mode, &records, &skipped);
-    if mode == Mode::Test && !conformance(&records) {
+    let (clean, conformance) = match mode {
+        Mode::Test => conformance(&records),
+        Mode::Run => (true, Vec::new()),
+    };
+    if !clean {
         code = code.max(status::TEST_FAILURE);
     }
+    let mut errors: Vec<Fatal> = stopped.into_iter().collect();
+    if let Some(fatal) = errors.first() {
+        code = code.max(fatal.status);
+    }
+    // The files first: the console may be a pipe that is already closed.
     if let Some(path) = &options.json {
-        json::write(path, mode, &setup.run_dir, &records, &skipped, code)?;
+        let written = json::write(path, mode, &setup.run_dir, &records, &skipped, code);
+        errors.extend(written.err());
     }
     if let Some(path) = &options.junit {
-        junit::write(path, mode, &records, &skipped)?;
+        errors.extend(junit::write(path, mode, &records, &skipped).err());
+    }
+    summary::print(mode, &records, &skipped);
+    for line in conformance {
+        println!("{line}");
+    }
+    for fatal in &errors {
+        eprintln!("runner: error: {fatal}");
+        code = code.max(fatal.status);
     }
     Ok(code)
 }
@@ -170,6 +189,19 @@ pub fn boot_all(
     boots: Vec<Boot>,
     options: &Options,
 ) -> Result<Vec<BootRecord>, Fatal> {
+    match boot_each(mode, setup, boots, options) {
+        (records, None) => Ok(records),
+        (_, Some(fatal)) => Err(fatal),
+    }
+}
+
+/// `boot_all`, keeping the records made before a boot could not be set up.
+fn boot_each(
+    mode: Mode,
+    setup: &Setup,
+    boots: Vec<Boot>,
+    options: &Options,
+) -> (Vec<BootRecord>, Option<Fatal>) {
     let total = boots.len();
     let mut records = Vec::with_capacity(total);
     for (i, boot) in boots.into_iter().enumerate() {
@@ -183,7 +215,10 @@ pub fn boot_all(
             boot.name,
             boot.names().join(", ")
         );
-        let record = boot_once(mode, setup, boot, options)?;
+        let record = match boot_once(mode, setup, boot, options) {
+            Ok(record) => record,
+            Err(fatal) => return (records, Some(fatal)),
+        };
         eprintln!(
             "runner:   {} in {:.2}s",
             record.verdict.outcome.as_str(),
@@ -191,7 +226,7 @@ pub fn boot_all(
         );
         records.push(record);
     }
-    Ok(records)
+    (records, None)
 }
 
 pub const CONFORMANCE: &str = "boot.conformance";
@@ -222,34 +257,33 @@ pub fn conformance_columns(records: &[BootRecord]) -> Vec<(u32, Vec<compare::Col
 
 /// After a test run: hold the paths' boot facts against each other and the
 /// protocol; one line per CPU count (and each flag). False if anything is flagged.
-fn conformance(records: &[BootRecord]) -> bool {
+fn conformance(records: &[BootRecord]) -> (bool, Vec<String>) {
     let mut clean = true;
+    let mut lines = Vec::new();
     for (smp, columns) in conformance_columns(records) {
         let flags = compare::judge(&columns);
         let labels: Vec<&str> = columns.iter().map(|c| c.label.as_str()).collect();
         if flags.is_empty() && labels.len() == 1 {
-            println!(
+            lines.push(format!(
                 "conformance smp={smp}: {}: no boot fact the protocol rules out",
                 labels[0]
-            );
+            ));
         } else if flags.is_empty() {
-            println!(
+            lines.push(format!(
                 "conformance smp={smp}: {} agree on every boot fact the protocol fixes",
                 labels.join(", "),
-            );
+            ));
         } else {
             clean = false;
-            println!(
+            lines.push(format!(
                 "conformance smp={smp}: FAIL: {} flag(s) across {} (details: `runner compare-boot`)",
                 flags.len(),
                 labels.join(", ")
-            );
-            for flag in flags {
-                println!("    {flag}");
-            }
+            ));
+            lines.extend(flags.iter().map(|flag| format!("    {flag}")));
         }
     }
-    clean
+    (clean, lines)
 }
 
 /// A negative control built to hang proves its point in a few seconds; `test`
@@ -264,7 +298,7 @@ fn deadline(mode: Mode, boot: &Boot, options: &Options) -> Duration {
     } else {
         full
     };
-    guest + boot.path.firmware_allowance()
+    guest.saturating_add(boot.path.firmware_allowance())
 }
 
 pub fn boot_once(

@@ -221,6 +221,13 @@ mod marks {
                         "{shown}: status {code}, {}",
                         lines[0]
                     );
+                    let label = lines[0].split(' ').next().unwrap();
+                    let want = match mark {
+                        Mark::Passed => label == "PASS",
+                        Mark::Skipped => label == "SKIP",
+                        Mark::Failed => label != "PASS" && label != "SKIP",
+                    };
+                    assert!(want, "{shown}: marked {mark:?}: {}", lines[0]);
                     assert_eq!(
                         totals.starts_with("0 passed, 1 failed"),
                         mark == Mark::Failed,

@@ -135,17 +135,21 @@ pub fn run_captured(
         });
     }
 
-    let deadline = start + timeout;
+    // A deadline past the end of time (`--timeout` near u64::MAX) is none.
+    let deadline = start.checked_add(timeout);
+    let before_deadline = || deadline.is_none_or(|d| Instant::now() < d);
     // QEMU closes the serial pipe as it exits: wait for that without polling.
-    let mut eof = eof_rx
-        .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-        .is_ok();
+    let mut eof = match deadline {
+        Some(d) => eof_rx.recv_timeout(d.saturating_duration_since(Instant::now())),
+        None => eof_rx
+            .recv()
+            .map_err(|_| mpsc::RecvTimeoutError::Disconnected),
+    }
+    .is_ok();
     let ended = loop {
         match try_wait(pid) {
             Some(Ok(Some(status))) => break exit_of(status),
-            Some(Ok(None)) if Instant::now() < deadline => {
-                thread::sleep(Duration::from_micros(200))
-            }
+            Some(Ok(None)) if before_deadline() => thread::sleep(Duration::from_micros(200)),
             Some(Ok(None)) => {
                 kill(pid);
                 break Ended::TimedOut(timeout);

@@ -125,6 +125,7 @@ fn render_result(
         (Mode::Test, Mark::Failed) => "FAIL".to_string(),
         // The guest said ok, but the fault was not caught or not told well.
         (Mode::Run, Mark::Failed) if outcome_is_fine(mode, result) => "FAIL".to_string(),
+        (Mode::Run, Mark::Failed) if result.outcome == Outcome::Pass => "FAIL".to_string(),
         (Mode::Run, _) => result.outcome.as_str().to_ascii_uppercase(),
     };
     let paint = match (colour, mark) {
@@ -223,7 +224,7 @@ pub fn outcome_is_fine(mode: Mode, result: &ScenarioResult) -> bool {
 
 fn outcome_reason(mode: Mode, record: &BootRecord, result: &ScenarioResult) -> String {
     let mut text = String::new();
-    if mode == Mode::Test {
+    if mode == Mode::Test || result.provokes_fault() {
         text += &format!(
             "{}, expected {}: ",
             result.outcome.as_str(),
