@@ -63,6 +63,25 @@ impl Outcome {
     }
 }
 
+/// When the guest may answer a scenario with `ok ... # SKIP`: anywhere else
+/// a skip is a failure, so a guest cannot skip its way past a check.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SkipAllowed {
+    Never,
+    /// The scenario needs this many CPUs; with fewer it has nothing to do.
+    BelowCpus(u32),
+}
+
+impl SkipAllowed {
+    /// Whether a skip at `cpus` CPUs is one the catalog allows.
+    pub const fn allows(self, cpus: u32) -> bool {
+        match self {
+            SkipAllowed::Never => false,
+            SkipAllowed::BelowCpus(n) => cpus < n,
+        }
+    }
+}
+
 /// One scenario the guest knows how to run.
 #[derive(Clone, Copy, Debug)]
 pub struct Scenario {
@@ -85,6 +104,8 @@ pub struct Scenario {
     pub guard: Option<GuardExpect>,
     /// For use-after-free scenarios: what the report must say.
     pub uaf: Option<UafExpect>,
+    /// When a guest SKIP is an answer, not a failure.
+    pub skip: SkipAllowed,
 }
 
 const fn check(name: &'static str, summary: &'static str, test_smp: &'static [u32]) -> Scenario {
@@ -97,6 +118,7 @@ const fn check(name: &'static str, summary: &'static str, test_smp: &'static [u3
         test_smp,
         guard: None,
         uaf: None,
+        skip: SkipAllowed::Never,
     }
 }
 
@@ -111,6 +133,7 @@ const fn control(name: &'static str, summary: &'static str, expect: Outcome) -> 
         test_smp: &[1],
         guard: None,
         uaf: None,
+        skip: SkipAllowed::Never,
     }
 }
 
@@ -131,6 +154,7 @@ const fn stack(
         test_smp,
         guard: Some(guard),
         uaf: None,
+        skip: SkipAllowed::Never,
     }
 }
 
@@ -150,6 +174,7 @@ const fn stack_fatal(
         test_smp: &[1],
         guard: Some(guard),
         uaf: None,
+        skip: SkipAllowed::Never,
     }
 }
 
@@ -236,6 +261,7 @@ pub const SCENARIOS: &[Scenario] = &[
         test_smp: &[1],
         guard: None,
         uaf: None,
+        skip: SkipAllowed::Never,
     },
     Scenario {
         name: "bench.fork_heavy",
@@ -246,6 +272,7 @@ pub const SCENARIOS: &[Scenario] = &[
         test_smp: &[4],
         guard: None,
         uaf: None,
+        skip: SkipAllowed::Never,
     },
     stack(
         "stack.recursion",
@@ -283,12 +310,15 @@ pub const SCENARIOS: &[Scenario] = &[
         &[1],
         caught(Verdict::NotCaught, StackKind::Task, None),
     ),
-    stack(
-        "stack.ap",
-        "overflow on CPU 1 while CPU 0 keeps working",
-        &[4],
-        recursion("stack_recurse"),
-    ),
+    Scenario {
+        skip: SkipAllowed::BelowCpus(2),
+        ..stack(
+            "stack.ap",
+            "overflow on CPU 1 while CPU 0 keeps working",
+            &[4],
+            recursion("stack_recurse"),
+        )
+    },
     stack(
         "stack.all_cpus",
         "simultaneous overflow on every CPU: every one caught",
@@ -337,11 +367,14 @@ pub const SCENARIOS: &[Scenario] = &[
         Outcome::Reset,
         caught(Verdict::NotCaught, StackKind::DoubleFault, None),
     ),
-    check(
-        "life.rcu_reader",
-        "a reader holding a task across its exit sees a valid task until the grace period ends",
-        &[4],
-    ),
+    Scenario {
+        skip: SkipAllowed::BelowCpus(2),
+        ..check(
+            "life.rcu_reader",
+            "a reader holding a task across its exit sees a valid task until the grace period ends",
+            &[4],
+        )
+    },
     check(
         "life.stack_before_gp",
         "the stack is back in the per-CPU cache before the grace period ends; the task struct after",
@@ -427,6 +460,17 @@ mod tests {
             assert!(!s.test_smp.is_empty());
             assert_eq!(find(s.name).map(|f| f.name), Some(s.name));
         }
+    }
+
+    #[test]
+    fn a_scenario_that_may_skip_is_tested_where_it_must_not() {
+        for s in SCENARIOS {
+            for &cpus in s.test_smp {
+                assert!(!s.skip.allows(cpus), "{} may skip at smp={cpus}", s.name);
+            }
+        }
+        assert!(find("stack.ap").unwrap().skip.allows(1));
+        assert!(!find("stack.recursion").unwrap().skip.allows(1));
     }
 
     #[test]

@@ -83,10 +83,11 @@ pub struct Options {
     pub junit: Option<PathBuf>,
     /// Guard pages on each side of every vmapped stack (guest default 1; 0 disables
     /// them, and then the overflow scenarios must come out as not caught).
-    #[arg(long, global = true, value_name = "N")]
-    pub guard_pages: Option<u32>,
-    /// Task stack size in bytes (guest default 16384, Linux's THREAD_SIZE).
-    #[arg(long, global = true, value_name = "BYTES", value_parser = clap::value_parser!(u64).range(4096..))]
+    #[arg(long, global = true, value_name = "N", value_parser = guest_number(abi::config::guard_pages))]
+    pub guard_pages: Option<u64>,
+    /// Task stack size in bytes, whole pages up to 1 MiB (guest default
+    /// 16384, Linux's THREAD_SIZE).
+    #[arg(long, global = true, value_name = "BYTES", value_parser = guest_number(abi::config::stack_size))]
     pub stack_size: Option<u64>,
     /// How the guest allocates task stacks (guest default vmap-cached): direct
     /// (pre-4.8: contiguous, no guard pages, thread_info at the bottom), vmap
@@ -118,6 +119,20 @@ impl Options {
         Ok(())
     }
 
+    /// The configuration these options ask the guest for: what its echo
+    /// must show.
+    pub fn requested(&self) -> crate::report::evidence::Requested {
+        crate::report::evidence::Requested {
+            stack_strategy: self.stack_strategy,
+            stack_size: self.stack_size,
+            guard_pages: self.guard_pages,
+            stack_free: self.stack_free,
+            task_structs: self
+                .debug_task_structs
+                .then_some(abi::config::TaskStructs::Vmalloc),
+        }
+    }
+
     /// The guest command-line words the stack options ask for (`abi::cmdline`);
     /// an option not given is left to the guest's default.
     pub fn guest_args(&self) -> Vec<String> {
@@ -135,7 +150,11 @@ impl Options {
             words.push(format!("{}={}", abi::cmdline::STACK_FREE, m.as_str()));
         }
         if self.debug_task_structs {
-            words.push(format!("{}=vmalloc", abi::cmdline::TASK_STRUCTS));
+            words.push(format!(
+                "{}={}",
+                abi::cmdline::TASK_STRUCTS,
+                abi::config::TaskStructs::Vmalloc
+            ));
         }
         words
     }
@@ -178,6 +197,20 @@ fn writable(path: &std::path::Path) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// A clap parser for a number the guest takes only in the range
+/// `abi::config` gives (`accept`), so a value it would ignore is refused
+/// before anything boots.
+fn guest_number(
+    accept: fn(u64) -> Result<u64, abi::config::Refused>,
+) -> impl clap::builder::TypedValueParser<Value = u64> {
+    move |word: &str| -> Result<u64, String> {
+        let n: u64 = word
+            .parse()
+            .map_err(|_| format!("{word} is not a number"))?;
+        accept(n).map_err(|refused| refused.to_string())
+    }
 }
 
 /// A clap parser for one of the contract's named enums: its values are the

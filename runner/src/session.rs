@@ -343,11 +343,14 @@ pub fn boot_once(
         options,
     );
     let mut results = scenario_results(&boot.scenarios, &verdict);
-    report::attach(
+    let serial = String::from_utf8_lossy(&capture.serial);
+    report::attach(&mut results, &serial, boot.smp, setup.symbols.as_ref());
+    report::evidence::check(
         &mut results,
-        &String::from_utf8_lossy(&capture.serial),
+        &serial,
+        &verdict.report,
         boot.smp,
-        setup.symbols.as_ref(),
+        &options.requested(),
     );
     Ok(BootRecord {
         exit_status: match capture.ended {

@@ -38,7 +38,7 @@ release for --boot limine-bios/limine-uefi (else the cache `make limine` fills).
 /// verdict or the evidence was not), else the class of how it ended.
 pub fn for_result(mode: Mode, result: &ScenarioResult) -> i32 {
     match summary::mark(mode, result) {
-        Mark::Passed | Mark::Skipped => OK,
+        Mark::Passed | Mark::Skipped | Mark::Todo => OK,
         Mark::Failed if summary::outcome_is_fine(mode, result) => TEST_FAILURE,
         Mark::Failed => for_outcome(result.outcome).max(TEST_FAILURE),
     }
@@ -92,7 +92,8 @@ mod tests {
 
 /// The exit status and the summary's marks are one rule: every combination
 /// of what a scenario expects, how its boot ended, what its fault verdict
-/// says and whether the guest skipped it.
+/// says, whether the guest skipped it or marked it TODO, and whether its
+/// evidence holds.
 #[cfg(test)]
 mod marks {
     use super::*;
@@ -171,16 +172,20 @@ mod marks {
                 .collect(),
             };
             for guard in verdicts {
-                for skipped in [false, true] {
-                    out.push(ScenarioResult {
-                        scenario,
-                        outcome,
-                        skipped,
-                        diagnostics: vec![],
-                        ended_the_boot: outcome != Outcome::Pass && outcome != Outcome::Fail,
-                        guard: guard.clone(),
-                        uaf: None,
-                    });
+                for (skipped, todo) in [(false, None), (true, None), (false, Some("later"))] {
+                    for objections in [vec![], vec!["no GUEST-CONFIG line".to_string()]] {
+                        out.push(ScenarioResult {
+                            scenario,
+                            outcome,
+                            skipped,
+                            diagnostics: vec![],
+                            ended_the_boot: outcome != Outcome::Pass && outcome != Outcome::Fail,
+                            guard: guard.clone(),
+                            uaf: None,
+                            todo: todo.map(String::from),
+                            objections,
+                        });
+                    }
                 }
             }
         }
@@ -206,9 +211,11 @@ mod marks {
                 for result in results(name) {
                     let mark = summary::mark(mode, &result);
                     let shown = format!(
-                        "{mode:?} {name} {} skipped={} verdict={:?}",
+                        "{mode:?} {name} {} skipped={} todo={:?} objections={:?} verdict={:?}",
                         result.outcome.as_str(),
                         result.skipped,
+                        result.todo,
+                        result.objections,
                         result.guard.as_ref().map(|g| g.describe())
                     );
                     let records = [record(result)];
@@ -225,6 +232,7 @@ mod marks {
                     let want = match mark {
                         Mark::Passed => label == "PASS",
                         Mark::Skipped => label == "SKIP",
+                        Mark::Todo => label == "TODO",
                         Mark::Failed => label != "PASS" && label != "SKIP",
                     };
                     assert!(want, "{shown}: marked {mark:?}: {}", lines[0]);

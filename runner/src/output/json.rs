@@ -32,6 +32,8 @@ struct Totals {
     passed: usize,
     failed: usize,
     skipped: usize,
+    /// `not ok # TODO`: failures the guest knows about (not counted as failed).
+    todo: usize,
 }
 
 #[derive(Serialize)]
@@ -58,8 +60,12 @@ struct ScenarioResult<'a> {
     scenario: &'static str,
     outcome: &'static str,
     skipped: bool,
+    /// The guest's `# TODO` reason on a `not ok`.
+    todo: Option<&'a str>,
     expected: &'static str,
     as_expected: bool,
+    /// Why the result is not believed as the guest gave it (`report/evidence.rs`).
+    objections: &'a [String],
     diagnostics: &'a [String],
     /// Stack scenarios only: the guard verdict (`report/stack.rs`).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -128,6 +134,7 @@ pub fn write(
             passed: totals.passed,
             failed: totals.failed,
             skipped: totals.skipped,
+            todo: totals.todo,
         },
         exit_status,
     };
@@ -159,8 +166,10 @@ fn boot(record: &BootRecord) -> Boot<'_> {
                 scenario: r.scenario.name,
                 outcome: r.outcome.as_str(),
                 skipped: r.skipped,
+                todo: r.todo.as_deref(),
                 expected: r.scenario.expect.as_str(),
                 as_expected: r.as_expected(),
+                objections: &r.objections,
                 diagnostics: &r.diagnostics,
                 guard: r.guard.as_ref().map(|g| Guard {
                     verdict: g.category_str(),

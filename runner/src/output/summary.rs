@@ -12,6 +12,9 @@ pub enum Mark {
     Passed,
     Failed,
     Skipped,
+    /// A `not ok` the guest marked `# TODO`: a failure it knows about, which
+    /// KTAP does not count as one; shown, never as PASS.
+    Todo,
 }
 
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -19,6 +22,7 @@ pub struct Totals {
     pub passed: usize,
     pub failed: usize,
     pub skipped: usize,
+    pub todo: usize,
 }
 
 impl std::fmt::Display for Totals {
@@ -26,6 +30,9 @@ impl std::fmt::Display for Totals {
         write!(f, "{} passed, {} failed", self.passed, self.failed)?;
         if self.skipped > 0 {
             write!(f, ", {} skipped", self.skipped)?;
+        }
+        if self.todo > 0 {
+            write!(f, ", {} todo", self.todo)?;
         }
         Ok(())
     }
@@ -47,10 +54,11 @@ pub fn mark(mode: Mode, result: &ScenarioResult) -> Mark {
         Mode::Run => result.outcome == Outcome::Pass && result.fault_as_expected(),
         Mode::Test => result.as_expected(),
     };
-    match (good, result.skipped) {
-        (true, true) => Mark::Skipped,
-        (true, false) => Mark::Passed,
-        (false, _) => Mark::Failed,
+    match (good && result.believed(), result.skipped, &result.todo) {
+        (false, _, _) => Mark::Failed,
+        (true, true, _) => Mark::Skipped,
+        (true, false, Some(_)) => Mark::Todo,
+        (true, false, None) => Mark::Passed,
     }
 }
 
@@ -65,6 +73,7 @@ pub fn totals_with_skipped(mode: Mode, records: &[BootRecord], skipped: &[Skippe
             Mark::Passed => totals.passed += 1,
             Mark::Failed => totals.failed += 1,
             Mark::Skipped => totals.skipped += 1,
+            Mark::Todo => totals.todo += 1,
         }
     }
     totals
@@ -120,6 +129,7 @@ fn render_result(
     let mark = mark(mode, result);
     let label = match (mode, mark) {
         (_, Mark::Skipped) => "SKIP".to_string(),
+        (_, Mark::Todo) => "TODO".to_string(),
         (Mode::Test, Mark::Passed) => "PASS".to_string(),
         (Mode::Run, Mark::Passed) if result.provokes_fault() => "PASS".to_string(),
         (Mode::Test, Mark::Failed) => "FAIL".to_string(),
@@ -132,7 +142,7 @@ fn render_result(
         (false, _) => ("", ""),
         (true, Mark::Passed) => ("\x1b[32m", "\x1b[0m"),
         (true, Mark::Failed) => ("\x1b[1;31m", "\x1b[0m"),
-        (true, Mark::Skipped) => ("\x1b[33m", "\x1b[0m"),
+        (true, Mark::Skipped | Mark::Todo) => ("\x1b[33m", "\x1b[0m"),
     };
     let mut line = format!(
         "{}{label}{} {} smp={}{} {:.2}s",
@@ -152,9 +162,14 @@ fn render_result(
             line += &format!(": {reason}");
         }
     }
+    if let Some(todo) = &result.todo {
+        line += &format!(": not ok, # TODO {todo}");
+    }
     if mark == Mark::Failed && !outcome_is_fine(mode, result) {
         line += ": ";
         line += &outcome_reason(mode, record, result);
+    } else if let Some(objection) = result.objections.first() {
+        line += &format!(": {objection}");
     }
     if let Some(fault) = result.fault() {
         line += &format!(" — {}", fault.describe());
@@ -172,6 +187,12 @@ fn render_result(
                 .map(|f| indent(&format!("✗ {}: {}", f.check.name(), f.detail))),
         );
     }
+    out.extend(
+        result
+            .objections
+            .iter()
+            .map(|o| indent(&format!("✗ evidence: {o}"))),
+    );
     let diagnostics: Vec<String> = result
         .diagnostics
         .iter()
@@ -241,11 +262,12 @@ pub fn failure_reason(mode: Mode, record: &BootRecord, result: &ScenarioResult) 
         .fault()
         .filter(|g| !g.as_expected())
         .map(|g| g.describe());
+    let objection = result.objections.first().cloned();
     match (outcome, guard) {
         (Some(o), Some(g)) => format!("{o} — {g}"),
         (Some(o), None) => o,
         (None, Some(g)) => g,
-        (None, None) => reason(record, result),
+        (None, None) => objection.unwrap_or_else(|| reason(record, result)),
     }
 }
 
