@@ -416,3 +416,252 @@ fn a_guest_that_ran_with_another_configuration_fails_the_run() {
         run.show()
     );
 }
+
+// Item 5: bounded capture.
+
+/// The largest resident set of any child this test process has waited for, in KiB.
+fn children_max_rss_kib() -> i64 {
+    // SAFETY: getrusage writes only into the struct it is given.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage) };
+    usage.ru_maxrss
+}
+
+#[test]
+fn a_flood_without_newlines_is_stopped_and_bounded() {
+    let mut fake = Fake::new("flood");
+    let serial = format!("{ECHO}\nKTAP version 1\n1..1\n");
+    // 4 GB of 'x' with no newline: without a budget the runner would
+    // hold all of it (the issue saw 1.3 GB in 3 s).
+    fake.serial("boot.smoke", &serial)
+        .env("FAKE_FLOOD", "4000000000")
+        .env("FAKE_STATUS", exited(abi::GuestExit::Pass));
+    let started = std::time::Instant::now();
+    let run = fake.run(&["run", "boot.smoke", "--serial-limit", "4000000"]);
+    let took = started.elapsed();
+    no_panic(&run);
+    assert_eq!(run.status, Some(11), "{}", run.show());
+    let boot = &run.json()["boots"][0];
+    assert_eq!(boot["outcome"], "flood", "{boot:#}");
+    assert!(took.as_secs() < 60, "took {took:?}");
+    let log = std::fs::metadata(boot["serial_log"].as_str().unwrap()).unwrap();
+    assert!(log.len() < 200_000, "the log kept {} bytes", log.len());
+    let text = std::fs::read_to_string(boot["serial_log"].as_str().unwrap()).unwrap();
+    assert!(text.starts_with(ECHO), "the head is kept");
+    assert!(
+        text.contains("line cut at 65536 bytes"),
+        "the cut is marked"
+    );
+    assert!(text.contains("QEMU killed"), "the end is marked");
+    assert!(
+        run.stdout.len() < 10_000,
+        "{} bytes on stdout",
+        run.stdout.len()
+    );
+    let rss = children_max_rss_kib();
+    assert!(rss < 200 * 1024, "a child of the test grew to {rss} KiB");
+}
+
+#[test]
+fn a_long_line_is_cut_but_the_report_around_it_stands() {
+    let mut fake = Fake::new("long_line");
+    let serial = format!(
+        "{ECHO}\nKTAP version 1\n1..1\n# {}\nok 1 boot.smoke\n",
+        "y".repeat(5_000_000)
+    );
+    fake.serial("boot.smoke", &serial)
+        .env("FAKE_STATUS", exited(abi::GuestExit::Pass));
+    let run = fake.run(&["run", "boot.smoke", "--verbose"]);
+    assert_eq!(
+        run.status,
+        Some(0),
+        "{}",
+        &run.show()[..2000.min(run.show().len())]
+    );
+    let boot = &run.json()["boots"][0];
+    assert_eq!(boot["cut_lines"], 1, "{boot:#}");
+    assert!(
+        run.json().to_string().len() < 200_000,
+        "the line went into --json whole"
+    );
+    assert!(
+        run.stdout.len() < 200_000,
+        "the line went to the console whole"
+    );
+    assert!(run
+        .stderr
+        .contains("1 serial line(s) longer than 65536 bytes were cut"));
+}
+
+// Item 10: the smaller ones.
+
+fn alive(pid: i32) -> bool {
+    // A zombie waiting for init to reap it is as good as gone.
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|stat| {
+            !stat
+                .rsplit(')')
+                .next()
+                .unwrap_or("")
+                .trim_start()
+                .starts_with('Z')
+        })
+        .unwrap_or(false)
+}
+
+fn pid_in(file: &Path) -> i32 {
+    std::fs::read_to_string(file)
+        .unwrap_or_else(|e| panic!("{}: {e}", file.display()))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn a_wrapper_script_leaves_no_grandchild() {
+    for (how, extra) in [("exit", vec![]), ("timeout", vec!["--timeout", "1"])] {
+        let mut fake = Fake::new(&format!("wrapper_{how}"));
+        let child = fake.path("grandchild.pid");
+        fake.serial("boot.smoke", &all_ok(&["boot.smoke"]))
+            .env("FAKE_CHILD", &child)
+            .env("FAKE_STATUS", exited(abi::GuestExit::Pass));
+        if how == "timeout" {
+            fake.env("FAKE_SLEEP", "60");
+        }
+        let started = std::time::Instant::now();
+        let mut args = vec!["run", "boot.smoke"];
+        args.extend(extra);
+        let run = fake.run(&args);
+        // The grandchild holds the serial pipe open; QEMU's end must not
+        // wait for the deadline because of it.
+        assert!(
+            started.elapsed().as_secs() < 20,
+            "{how}: took {:?}",
+            started.elapsed()
+        );
+        let pid = pid_in(&child);
+        let gone = (0..50).any(|_| {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            !alive(pid)
+        });
+        if !gone {
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+        assert!(
+            gone,
+            "{how}: the wrapper's child {pid} outlived the run\n{}",
+            run.show()
+        );
+        let outcome = if how == "exit" { "pass" } else { "timeout" };
+        assert_eq!(run.json()["boots"][0]["outcome"], outcome, "{}", run.show());
+    }
+}
+
+#[test]
+fn a_wrapper_that_cannot_find_qemu_says_so() {
+    let mut fake = Fake::new("exit127");
+    fake.env(
+        "FAKE_STDERR",
+        "qemu-wrapper: line 3: qemu-system-x86_64-real: command not found",
+    )
+    .env("FAKE_STATUS", "127");
+    let run = fake.run(&["run", "boot.smoke"]);
+    assert_eq!(run.status, Some(9), "{}", run.show());
+    let boot = &run.json()["boots"][0];
+    assert_eq!(boot["outcome"], "qemu-failed", "{boot:#}");
+    let reason = boot["reason"].as_str().unwrap();
+    assert!(reason.contains("command not found"), "{reason}");
+    assert!(!reason.contains("guest wrote"), "{reason}");
+}
+
+#[test]
+fn a_wrong_limine_dir_is_an_error_under_test_and_an_unset_one_a_skip() {
+    let mut fake = Fake::new("limine_dir");
+    let log = fake.path("qemu.log");
+    let wrong = fake.path("not-limine");
+    fake.env("FAKE_LOG", &log).env("LIMINE_DIR", wrong);
+    let run = fake.run(&["test"]);
+    assert_eq!(run.status, Some(10), "{}", run.show());
+    let errors = run.errors();
+    assert_eq!(errors.len(), 1, "one line: {errors:?}");
+    assert!(errors[0].contains("LIMINE_DIR"), "{}", errors[0]);
+    assert!(!log.exists(), "QEMU was started");
+    // Unset: the Limine boots are skipped, saying how to get Limine.
+    let fake = Fake::new("limine_unset");
+    let mut command = fake.command(&["test"]);
+    command.env_remove("LIMINE_DIR");
+    let run = fake.finish(command.output().unwrap());
+    let cache = root().join(".cache/limine");
+    if !cache.exists() {
+        assert!(
+            run.stdout.contains("SKIP boot.smoke smp=1 [limine-bios]"),
+            "{}",
+            run.show()
+        );
+        assert!(!run.stderr.contains("error"), "{}", run.show());
+    }
+}
+
+/// Start the runner, wait until `ready` exists, send it SIGINT, and return the run.
+fn interrupt(fake: &Fake, args: &[&str], ready: &Path) -> Run {
+    let mut command = fake.command(args);
+    command.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let child = command.spawn().unwrap();
+    let started = std::time::Instant::now();
+    while !ready.exists() {
+        assert!(
+            started.elapsed().as_secs() < 120,
+            "{} never appeared",
+            ready.display()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    // SAFETY: signals the runner this test started.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    fake.finish(child.wait_with_output().unwrap())
+}
+
+#[test]
+fn ctrl_c_says_where_the_partial_serial_log_is() {
+    let mut fake = Fake::new("ctrl_c");
+    let log = fake.path("qemu.log");
+    fake.serial("boot.smoke", &format!("{ECHO}\nKTAP version 1\n1..1\n"))
+        .env("FAKE_LOG", &log)
+        .env("FAKE_SLEEP", "60");
+    let run = interrupt(&fake, &["run", "boot.smoke"], &log);
+    assert_eq!(run.status, Some(130), "{}", run.show());
+    let line = run
+        .stderr
+        .lines()
+        .find(|l| l.contains("interrupted"))
+        .unwrap_or_else(|| panic!("{}", run.show()));
+    let path = line
+        .split("the partial serial log is ")
+        .nth(1)
+        .unwrap_or_else(|| panic!("{line}"));
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    assert!(text.contains("KTAP version 1"), "{text}");
+}
+
+#[test]
+fn an_interrupted_build_leaves_no_compiler_behind() {
+    let mut fake = Fake::new("build_sigint");
+    let rustc = fake.path("rustc.pid");
+    fake.env("CARGO", root().join("tests/fake-cargo.sh"))
+        .env("FAKE_CARGO_CHILD", &rustc);
+    let run = interrupt(&fake, &["run", "boot.smoke"], &rustc);
+    assert_eq!(run.status, Some(130), "{}", run.show());
+    let pid = pid_in(&rustc);
+    let gone = (0..100).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        !alive(pid)
+    });
+    if !gone {
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    }
+    assert!(
+        gone,
+        "the build's child {pid} outlived the interrupted runner"
+    );
+}

@@ -31,11 +31,14 @@ pub enum Outcome {
     Malformed,
     /// The direct-boot loader refused to start the guest.
     LoaderError,
+    /// The serial line carried more than the runner's budget (a guest or
+    /// QEMU flooding it); QEMU was killed.
+    Flood,
 }
 
 impl Outcome {
     /// Every outcome, for tests that must cover them all.
-    pub const ALL: [Outcome; 9] = [
+    pub const ALL: [Outcome; 10] = [
         Outcome::Pass,
         Outcome::Fail,
         Outcome::Panic,
@@ -45,6 +48,7 @@ impl Outcome {
         Outcome::QemuFailed,
         Outcome::Malformed,
         Outcome::LoaderError,
+        Outcome::Flood,
     ];
 
     /// A short lowercase name used in summaries, JSON and test assertions.
@@ -59,6 +63,7 @@ impl Outcome {
             Outcome::QemuFailed => "qemu-failed",
             Outcome::Malformed => "malformed",
             Outcome::LoaderError => "loader-error",
+            Outcome::Flood => "flood",
         }
     }
 }

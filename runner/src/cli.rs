@@ -1,5 +1,6 @@
 //! The command line, as clap sees it.
 
+use crate::boot::capture::Limits;
 use crate::status;
 use abi::kinds::{FreeMode, Strategy};
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -101,6 +102,16 @@ pub struct Options {
     /// callback that tries the per-CPU cache first, 5.18+).
     #[arg(long, global = true, value_name = "MODE", value_parser = free_mode_parser())]
     pub stack_free: Option<FreeMode>,
+    /// Bytes of serial output one boot may send; past it the boot is a
+    /// flood and QEMU is killed (the log keeps what came before).
+    #[arg(long, global = true, value_name = "BYTES", default_value_t = Limits::DEFAULT.boot,
+          value_parser = clap::value_parser!(u64).range(4096..))]
+    pub serial_limit: u64,
+    /// Bytes of one serial line kept; a longer one keeps its head and tail
+    /// around a note of what was cut.
+    #[arg(long, global = true, value_name = "BYTES", default_value_t = Limits::DEFAULT.line as u64,
+          value_parser = clap::value_parser!(u64).range(256..))]
+    pub line_limit: u64,
     /// Debug mode: task structs in vmalloc pages of their own, unmapped when
     /// freed, so a use after free faults and is reported with the task's history.
     #[arg(long, global = true)]
@@ -117,6 +128,14 @@ impl Options {
             }
         }
         Ok(())
+    }
+
+    /// What of a boot's serial output is kept.
+    pub fn limits(&self) -> Limits {
+        Limits {
+            line: usize::try_from(self.line_limit).unwrap_or(usize::MAX),
+            boot: self.serial_limit,
+        }
     }
 
     /// The configuration these options ask the guest for: what its echo

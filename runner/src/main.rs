@@ -108,7 +108,7 @@ fn dispatch(command: Command, options: &Options) -> Result<i32, Fatal> {
             let mut boots = select::boots_on(options.boot, &wanted);
             // The default run also goes through real Limine where it can.
             let skipped = match options.boot {
-                cli::BootPath::Direct => session::add_limine_boots(&mut boots, options),
+                cli::BootPath::Direct => session::add_limine_boots(&mut boots, options)?,
                 _ => Vec::new(),
             };
             select::name_boots(&mut boots);

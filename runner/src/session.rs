@@ -32,6 +32,8 @@ pub struct BootRecord {
     pub exit_status: Option<i32>,
     pub duration: Duration,
     pub serial_log: PathBuf,
+    /// Serial lines longer than `--line-limit`, kept cut.
+    pub cut_lines: u64,
     pub verdict: Verdict,
     pub results: Vec<ScenarioResult>,
 }
@@ -50,8 +52,10 @@ pub struct Skipped {
 pub const LIMINE_TEST_SCENARIOS: [&str; 2] = ["boot.smoke", CONFORMANCE];
 
 /// Add the Limine boots of a test run, or, where this machine cannot boot
-/// a path, say why they are skipped.
-pub fn add_limine_boots(boots: &mut Vec<Boot>, options: &Options) -> Vec<Skipped> {
+/// a path, say why they are skipped. A `LIMINE_DIR` that is set asks for
+/// them: then a path that cannot boot is an error, not a skip.
+pub fn add_limine_boots(boots: &mut Vec<Boot>, options: &Options) -> Result<Vec<Skipped>, Fatal> {
+    let asked = std::env::var_os("LIMINE_DIR").is_some_and(|d| !d.is_empty());
     let wanted: Vec<(&'static abi::Scenario, u32)> = LIMINE_TEST_SCENARIOS
         .iter()
         .filter_map(|name| abi::scenario::find(name))
@@ -64,6 +68,12 @@ pub fn add_limine_boots(boots: &mut Vec<Boot>, options: &Options) -> Vec<Skipped
     for path in [BootPath::LimineBios, BootPath::LimineUefi] {
         match media::check(path) {
             Ok(()) => boots.extend(select::boots_on(path, &wanted)),
+            Err(reason) if asked => {
+                return Err(Fatal::setup(format!(
+                    "{reason} (LIMINE_DIR is set, so `test` boots {} through Limine; unset it to skip those boots)",
+                    path.as_str()
+                )))
+            }
             Err(reason) => {
                 for boot in select::boots_on(path, &wanted) {
                     skipped.push(Skipped {
@@ -76,7 +86,7 @@ pub fn add_limine_boots(boots: &mut Vec<Boot>, options: &Options) -> Vec<Skipped
             }
         }
     }
-    skipped
+    Ok(skipped)
 }
 
 /// Everything a boot needs besides its own plan.
@@ -224,6 +234,12 @@ fn boot_each(
             record.verdict.outcome.as_str(),
             record.duration.as_secs_f64()
         );
+        if record.cut_lines > 0 {
+            eprintln!(
+                "runner:   {} serial line(s) longer than {} bytes were cut (--line-limit)",
+                record.cut_lines, options.line_limit
+            );
+        }
         records.push(record);
     }
     (records, None)
@@ -358,6 +374,7 @@ pub fn boot_once(
             _ => None,
         },
         duration: capture.duration,
+        cut_lines: capture.cut_lines,
         boot,
         invocation,
         serial_log,
@@ -384,6 +401,7 @@ pub fn launch(
         timeout,
         serial_log,
         options.verbose.then_some(prefix.as_str()),
+        options.limits(),
     );
     capture.serial = console::plain(&capture.serial);
     let serial = String::from_utf8_lossy(&capture.serial);

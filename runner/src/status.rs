@@ -27,6 +27,7 @@ it marks FAIL: the class of how the boot ended when that was wrong (3-9), else 1
     8    loader-error: the direct-boot loader refused to start the guest
     9    qemu-failed: QEMU could not start or died on its own
     10   setup error: QEMU not installed, build failed, artifacts missing
+    11   flood: a boot's serial output passed --serial-limit; QEMU was killed
     130  interrupted (Ctrl-C, SIGTERM)
 
 Environment: QEMU overrides the qemu-system-x86_64 binary; CARGO the cargo used to build;
@@ -56,6 +57,7 @@ pub fn for_outcome(outcome: Outcome) -> i32 {
         Outcome::Malformed => 7,
         Outcome::LoaderError => 8,
         Outcome::QemuFailed => 9,
+        Outcome::Flood => 11,
     }
 }
 
@@ -74,6 +76,7 @@ mod tests {
             Outcome::Malformed,
             Outcome::LoaderError,
             Outcome::QemuFailed,
+            Outcome::Flood,
         ];
         for (i, o) in all.iter().enumerate() {
             let code = for_outcome(*o);
@@ -122,6 +125,7 @@ mod marks {
             exit_status: None,
             duration: Duration::ZERO,
             serial_log: "/t/01-x.serial".into(),
+            cut_lines: 0,
             verdict: Verdict {
                 outcome: result.outcome,
                 reason: "why".into(),

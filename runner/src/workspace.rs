@@ -58,13 +58,16 @@ pub fn build() -> Result<Artifacts, Fatal> {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     process::die_with_parent(&mut command, libc::SIGTERM);
-    let mut child = command.spawn().map_err(|e| {
-        Fatal::setup(format!(
-            "cannot run cargo ({e}): install Rust with rustup, or set CARGO"
-        ))
-    })?;
+    // In a process group of its own, which an interrupt stops as Ctrl-C
+    // would (SIGINT to every process in it): no rustc is left behind.
+    let (child, stdout, stderr) =
+        process::spawn_group(&mut command, libc::SIGINT, None).map_err(|e| {
+            Fatal::setup(format!(
+                "cannot run cargo ({e}): install Rust with rustup, or set CARGO"
+            ))
+        })?;
     // Cargo's human messages pass through; we only look for the one we can explain.
-    let stderr = child.stderr.take().map(|stderr| {
+    let stderr = stderr.map(|stderr| {
         thread::spawn(move || {
             let mut missing_target = false;
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
@@ -75,7 +78,7 @@ pub fn build() -> Result<Artifacts, Fatal> {
         })
     });
     let mut messages = String::new();
-    if let Some(stdout) = child.stdout.take() {
+    if let Some(stdout) = stdout {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
             messages.push_str(&line);
             messages.push('\n');

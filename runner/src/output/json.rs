@@ -48,6 +48,8 @@ struct Boot<'a> {
     exit_status: Option<i32>,
     duration_s: f64,
     serial_log: &'a PathBuf,
+    /// Serial lines longer than --line-limit, kept as head and tail.
+    cut_lines: u64,
     qemu_command: String,
     panic: Option<&'a PanicRecord>,
     problems: &'a [String],
@@ -155,6 +157,7 @@ fn boot(record: &BootRecord) -> Boot<'_> {
         exit_status: record.exit_status,
         duration_s: record.duration.as_secs_f64(),
         serial_log: &record.serial_log,
+        cut_lines: record.cut_lines,
         qemu_command: record.invocation.shell_line(),
         panic: record.verdict.panic.as_ref(),
         problems: &record.verdict.problems,

@@ -319,6 +319,7 @@ mod tests {
             exit_status: None,
             duration: Duration::from_millis(210),
             serial_log: "/t/01-x.serial".into(),
+            cut_lines: 0,
             verdict,
         }
     }
