@@ -665,3 +665,116 @@ fn an_interrupted_build_leaves_no_compiler_behind() {
         "the build's child {pid} outlived the interrupted runner"
     );
 }
+
+// Items 6 and 7: one set of images per run, one target directory.
+
+/// The directory a real `runner build` leaves the guest and loader in.
+fn built() -> PathBuf {
+    let output = Command::new(env!("CARGO_BIN_EXE_runner"))
+        .arg("build")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let guest = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("guest:"))
+        .unwrap_or_else(|| {
+            panic!(
+                "`runner build` said:\n{stdout}\n{}",
+                String::from_utf8_lossy(&output.stderr)
+            )
+        });
+    PathBuf::from(guest.trim()).parent().unwrap().to_path_buf()
+}
+
+/// (boot, image path, checksum) for every image each boot was given, from FAKE_LOG.
+fn images_booted(log: &Path) -> Vec<(u32, String, String)> {
+    let text = std::fs::read_to_string(log).unwrap();
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let mut words = line.split(' ');
+        let boot: u32 = words
+            .next()
+            .unwrap()
+            .trim_start_matches("boot=")
+            .parse()
+            .unwrap();
+        for word in words.filter(|w| w.starts_with('/')) {
+            let (path, sum) = word.rsplit_once('=').unwrap();
+            out.push((boot, path.to_string(), sum.to_string()));
+        }
+    }
+    out
+}
+
+#[test]
+fn every_boot_of_a_run_boots_the_images_it_started_with() {
+    let mut fake = Fake::new("pinned");
+    let release = fake.path("target/x86_64-unknown-none/release");
+    std::fs::create_dir_all(&release).unwrap();
+    let from = built();
+    for name in ["guest", "loader"] {
+        std::fs::copy(from.join(name), release.join(name)).unwrap();
+    }
+    let log = fake.path("qemu.log");
+    // During the first boot the images are rebuilt, the way a build does
+    // it: the guest with its symbols replaced by rename (`symbols::embed`),
+    // the loader rewritten in place.
+    let hook = format!(
+        r#"if [ "$FAKE_BOOT" = 1 ]; then cd '{}' && cp guest.ksyms new && echo rebuilt >>new && mv new guest.ksyms && echo rebuilt >>loader; fi"#,
+        release.display()
+    );
+    fake.env("CARGO_TARGET_DIR", fake.path("target"))
+        .env("FAKE_LOG", &log)
+        .env("FAKE_HOOK", hook)
+        .serial("selftest.fail", &all_ok(&["selftest.fail"]))
+        .serial("selftest.panic", &all_ok(&["selftest.panic"]))
+        .env("FAKE_STATUS", exited(abi::GuestExit::Pass));
+    let run = fake.run(&["run", "selftest.fail", "selftest.panic", "--no-build"]);
+    no_panic(&run);
+    let json = run.json();
+    let run_dir = json["run_dir"].as_str().unwrap();
+    let booted = images_booted(&log);
+    assert_eq!(booted.iter().filter(|b| b.0 == 1).count(), 2, "{booted:?}");
+    for (boot, path, sum) in &booted {
+        assert!(
+            path.starts_with(run_dir),
+            "boot {boot} booted {path}, outside {run_dir}"
+        );
+        let first = booted.iter().find(|b| b.0 == 1 && &b.1 == path).unwrap();
+        assert_eq!(sum, &first.2, "boot {boot} booted another {path}");
+    }
+    assert_eq!(
+        json["images"]["guest"].as_str().unwrap(),
+        booted.iter().find(|b| b.1.ends_with("/guest")).unwrap().1
+    );
+}
+
+#[test]
+fn a_relative_cargo_target_dir_is_read_from_where_the_runner_ran() {
+    let mut fake = Fake::new("target_dir");
+    let sub = fake.path("sub");
+    std::fs::create_dir_all(&sub).unwrap();
+    let cargo_log = fake.path("cargo.log");
+    fake.env("CARGO", root().join("tests/fake-cargo.sh"))
+        .env("FAKE_CARGO_LOG", &cargo_log)
+        .env("FAKE_CARGO_FROM", built())
+        .env("CARGO_TARGET_DIR", "rel-target")
+        .serial("boot.smoke", &all_ok(&["boot.smoke"]))
+        .env("FAKE_STATUS", exited(abi::GuestExit::Pass));
+    let mut command = fake.command(&["run", "boot.smoke"]);
+    command.current_dir(&sub);
+    let run = fake.finish(command.output().unwrap());
+    assert_eq!(run.status, Some(0), "{}", run.show());
+    let want = sub.join("rel-target");
+    let built_in = std::fs::read_to_string(&cargo_log).unwrap();
+    assert!(
+        built_in
+            .trim_end()
+            .ends_with(&format!("target={}", want.display())),
+        "the build went to {built_in}, not {}",
+        want.display()
+    );
+    let run_dir = run.json()["run_dir"].as_str().unwrap();
+    assert!(run_dir.starts_with(want.to_str().unwrap()), "{run_dir}");
+}

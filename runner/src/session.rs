@@ -92,6 +92,7 @@ pub fn add_limine_boots(boots: &mut Vec<Boot>, options: &Options) -> Result<Vec<
 /// Everything a boot needs besides its own plan.
 pub struct Setup {
     pub qemu: PathBuf,
+    /// The run's own copies of the images (`run_dir/images`).
     pub artifacts: Artifacts,
     pub run_dir: PathBuf,
     pub media: Media,
@@ -103,13 +104,17 @@ pub struct Setup {
 /// QEMU and the boot paths' tools first: they are the checks that need no build.
 pub fn setup(options: &Options, paths: &[BootPath]) -> Result<Setup, Fatal> {
     let qemu = qemu::program()?;
-    let media = Media::find(paths)?;
-    let artifacts = if options.no_build {
+    let mut media = Media::find(paths)?;
+    let built = if options.no_build {
         workspace::prebuilt()?
     } else {
         workspace::build()?
     };
     let run_dir = create_run_dir()?;
+    // The run boots its own copies, and reads the symbols from the same.
+    let images = run_dir.join("images");
+    let artifacts = workspace::pin(&built, &images)?;
+    media.pin(&images.join("limine"))?;
     let symbols = Symbols::load(&artifacts.guest)
         .map_err(|e| eprintln!("runner: warning: no symbols for the verdicts: {e}"))
         .ok();
@@ -134,7 +139,38 @@ fn create_run_dir() -> Result<PathBuf, Fatal> {
     ));
     std::fs::create_dir_all(&dir)
         .map_err(|e| Fatal::setup(format!("cannot create {}: {e}", dir.display())))?;
+    if let Some(runs) = dir.parent() {
+        prune_images(runs, KEEP_IMAGES, IMAGES_IDLE);
+    }
     Ok(dir)
+}
+
+/// Runs whose images are kept: each holds a guest (a hard link, but one
+/// that keeps every rebuilt guest alive) and a loader.
+const KEEP_IMAGES: usize = 16;
+/// A run directory this old is done with its images (no boot lasts this
+/// long), so a concurrent runner's are never taken away from it.
+const IMAGES_IDLE: Duration = Duration::from_secs(3600);
+
+/// Drop the `images/` of all but the newest `keep` runs, among those idle
+/// for `idle`; their serial logs stay (best effort).
+fn prune_images(runs: &Path, keep: usize, idle: Duration) {
+    let Ok(entries) = std::fs::read_dir(runs) else {
+        return;
+    };
+    let mut dirs: Vec<(std::time::SystemTime, PathBuf)> = entries
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.join("images").is_dir())
+        .filter_map(|p| Some((p.metadata().ok()?.modified().ok()?, p)))
+        .collect();
+    dirs.sort();
+    let old = dirs.len().saturating_sub(keep);
+    for (modified, dir) in &dirs[..old] {
+        if modified.elapsed().is_ok_and(|age| age >= idle) {
+            let _ = std::fs::remove_dir_all(dir.join("images"));
+        }
+    }
 }
 
 pub fn execute(
@@ -175,7 +211,7 @@ pub fn execute(
     }
     // The files first: the console may be a pipe that is already closed.
     if let Some(path) = &options.json {
-        let written = json::write(path, mode, &setup.run_dir, &records, &skipped, code);
+        let written = json::write(path, mode, &setup, &records, &skipped, code);
         errors.extend(written.err());
     }
     if let Some(path) = &options.junit {
@@ -423,4 +459,29 @@ pub fn exit_status(mode: Mode, records: &[BootRecord]) -> i32 {
         .map(|r| status::for_result(mode, r))
         .max()
         .unwrap_or(status::OK)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn old_runs_lose_their_images_and_keep_their_logs() {
+        let runs = std::env::temp_dir().join(format!("runner-prune-images-{}", std::process::id()));
+        for i in 0..4 {
+            let run = runs.join(format!("{i}"));
+            std::fs::create_dir_all(run.join("images")).unwrap();
+            std::fs::write(run.join("a.serial"), b"").unwrap();
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // Not idle yet: nothing goes.
+        prune_images(&runs, 2, Duration::from_secs(3600));
+        assert!(runs.join("0/images").is_dir());
+        prune_images(&runs, 2, Duration::ZERO);
+        for (i, kept) in [(0, false), (1, false), (2, true), (3, true)] {
+            assert_eq!(runs.join(format!("{i}/images")).is_dir(), kept, "run {i}");
+            assert!(runs.join(format!("{i}/a.serial")).is_file());
+        }
+        let _ = std::fs::remove_dir_all(&runs);
+    }
 }

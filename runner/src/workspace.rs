@@ -6,6 +6,7 @@ use crate::fatal::Fatal;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::OnceLock;
 use std::thread;
 
 pub const TARGET: &str = "x86_64-unknown-none";
@@ -22,15 +23,34 @@ pub fn root() -> PathBuf {
     manifest.parent().unwrap_or(manifest).to_path_buf()
 }
 
-/// Cargo's target directory: `CARGO_TARGET_DIR` (relative to the current
-/// directory, as cargo reads it) or the workspace's `target`.
+/// Cargo's target directory, resolved once: `CARGO_TARGET_DIR` (relative
+/// to the directory the runner was started in, as cargo reads it there) or
+/// the workspace's `target`. Builds, ISOs and run directories all go here,
+/// and the build is told the same absolute path: cargo runs in the
+/// workspace root, where a relative one would name another directory.
 pub fn target_dir() -> PathBuf {
-    match std::env::var_os("CARGO_TARGET_DIR") {
-        Some(dir) if !dir.is_empty() => std::env::current_dir()
-            .map(|cwd| cwd.join(&dir))
-            .unwrap_or_else(|_| PathBuf::from(dir)),
-        _ => root().join("target"),
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        resolve_target_dir(
+            std::env::var_os("CARGO_TARGET_DIR").as_deref(),
+            std::env::current_dir().ok().as_deref(),
+        )
+    })
+    .clone()
+}
+
+fn resolve_target_dir(env: Option<&std::ffi::OsStr>, cwd: Option<&Path>) -> PathBuf {
+    match (env.filter(|d| !d.is_empty()), cwd) {
+        (Some(dir), Some(cwd)) => cwd.join(dir),
+        (Some(dir), None) => PathBuf::from(dir),
+        (None, _) => root().join("target"),
     }
+}
+
+/// Whether the user named the target directory (else cargo's own
+/// configuration, `build.target-dir` included, decides).
+fn target_dir_is_set() -> bool {
+    std::env::var_os("CARGO_TARGET_DIR").is_some_and(|d| !d.is_empty())
 }
 
 fn cargo() -> PathBuf {
@@ -57,6 +77,9 @@ pub fn build() -> Result<Artifacts, Fatal> {
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
+    if target_dir_is_set() {
+        command.env("CARGO_TARGET_DIR", target_dir());
+    }
     process::die_with_parent(&mut command, libc::SIGTERM);
     // In a process group of its own, which an interrupt stops as Ctrl-C
     // would (SIGINT to every process in it): no rustc is left behind.
@@ -113,6 +136,36 @@ fn with_symbol_table(artifacts: Artifacts) -> Result<Artifacts, Fatal> {
     Ok(Artifacts { guest, ..artifacts })
 }
 
+/// The run's own copies of `artifacts`, in `dir`: every boot of the run
+/// boots these, and the verdicts read their symbols from the same bytes,
+/// whatever rebuilds the originals meanwhile. The guest image is
+/// hard-linked (`symbols::embed` only ever replaces it by rename, so the
+/// linked bytes never change); the loader, cargo's, is copied.
+pub fn pin(artifacts: &Artifacts, dir: &Path) -> Result<Artifacts, Fatal> {
+    std::fs::create_dir_all(dir)
+        .map_err(|e| Fatal::setup(format!("cannot create {}: {e}", dir.display())))?;
+    let guest = dir.join("guest");
+    let loader = dir.join("loader");
+    link_or_copy(&artifacts.guest, &guest)?;
+    copy(&artifacts.loader, &loader)?;
+    Ok(Artifacts { guest, loader })
+}
+
+/// A hard link where the filesystem allows one, else a copy.
+pub fn link_or_copy(from: &Path, to: &Path) -> Result<(), Fatal> {
+    std::fs::hard_link(from, to).or_else(|_| copy(from, to))
+}
+
+pub fn copy(from: &Path, to: &Path) -> Result<(), Fatal> {
+    std::fs::copy(from, to).map(drop).map_err(|e| {
+        Fatal::setup(format!(
+            "cannot copy {} to {}: {e}",
+            from.display(),
+            to.display()
+        ))
+    })
+}
+
 /// The images as a previous build left them (`--no-build`).
 pub fn prebuilt() -> Result<Artifacts, Fatal> {
     let dir = target_dir().join(TARGET).join("release");
@@ -164,6 +217,24 @@ pub fn artifacts_from_messages(messages: &str) -> Result<Artifacts, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_relative_target_dir_is_the_callers() {
+        let cwd = Path::new("/home/u/work/sub");
+        assert_eq!(
+            resolve_target_dir(Some("t".as_ref()), Some(cwd)),
+            Path::new("/home/u/work/sub/t")
+        );
+        assert_eq!(
+            resolve_target_dir(Some("/abs".as_ref()), Some(cwd)),
+            Path::new("/abs")
+        );
+        assert_eq!(
+            resolve_target_dir(Some("".as_ref()), Some(cwd)),
+            root().join("target")
+        );
+        assert_eq!(resolve_target_dir(None, Some(cwd)), root().join("target"));
+    }
 
     #[test]
     fn picks_executables_out_of_cargo_messages() {

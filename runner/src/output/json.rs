@@ -4,7 +4,7 @@ use crate::fatal::Fatal;
 use crate::output::summary;
 use crate::report::classify::PanicRecord;
 use crate::report::FaultVerdict;
-use crate::session::{BootRecord, Mode, Skipped};
+use crate::session::{BootRecord, Mode, Setup, Skipped};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 
@@ -12,11 +12,19 @@ use std::path::{Path, PathBuf};
 struct Document<'a> {
     command: &'static str,
     run_dir: &'a Path,
+    /// The images every boot booted: the run's own copies.
+    images: Images<'a>,
     boots: Vec<Boot<'a>>,
     /// Boots the plan wanted on a path this machine cannot boot (no Limine).
     skipped_boots: Vec<SkippedBoot<'a>>,
     totals: Totals,
     exit_status: i32,
+}
+
+#[derive(Serialize)]
+struct Images<'a> {
+    guest: &'a Path,
+    loader: &'a Path,
 }
 
 #[derive(Serialize)]
@@ -110,7 +118,7 @@ struct Guard<'a> {
 pub fn write(
     path: &Path,
     mode: Mode,
-    run_dir: &Path,
+    setup: &Setup,
     records: &[BootRecord],
     skipped: &[Skipped],
     exit_status: i32,
@@ -121,7 +129,11 @@ pub fn write(
             Mode::Run => "run",
             Mode::Test => "test",
         },
-        run_dir,
+        run_dir: &setup.run_dir,
+        images: Images {
+            guest: &setup.artifacts.guest,
+            loader: &setup.artifacts.loader,
+        },
         boots: records.iter().map(boot).collect(),
         skipped_boots: skipped
             .iter()
