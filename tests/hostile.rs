@@ -172,6 +172,23 @@ fn a_fault_scenario_that_ends_wrong_fails_the_exit_status_too() {
     assert!(run.stdout.contains("FAIL stack.irq"), "{}", run.show());
     assert_eq!(run.status, Some(1), "{}", run.show());
     assert_eq!(run.json()["exit_status"], 1);
+
+    // A #DF-stack overflow must reset the machine: a guest that goes on to
+    // say ok has not done it, however well its not-caught is witnessed.
+    let alloc = r#"STACK-ALLOC {"scenario":"stack.df_overflow","stack_kind":"exception-df","lo":"0xffffc90000007000","hi":"0xffffc9000000b000","guard_below":1,"guard_above":1,"cpu":0,"task_id":1,"task_name":"init","frame_bytes":0}"#;
+    let damage = r#"STACK-CORRUPTION {"scenario":"stack.df_overflow","what":"canary","expected":"0x0","found":"0x1","lo":"0xffffc90000007000","hi":"0xffffc9000000b000","task_id":1}"#;
+    fake.serial(
+        "stack.df_overflow",
+        &format!("{ECHO}\nKTAP version 1\n1..1\n{alloc}\n{damage}\nok 1 stack.df_overflow\n"),
+    );
+    let run = fake.run(&["run", "stack.df_overflow"]);
+    assert!(
+        run.stdout.contains("FAIL stack.df_overflow")
+            && run.stdout.contains("not caught, as expected"),
+        "{}",
+        run.show()
+    );
+    assert_eq!(run.status, Some(1), "{}", run.show());
 }
 
 // Item 4: no panics on any input.
