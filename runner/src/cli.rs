@@ -60,8 +60,9 @@ pub struct Options {
     pub smp: Option<u32>,
     #[arg(long, global = true, value_enum, default_value_t = Accel::Tcg)]
     pub accel: Accel,
-    /// Seconds before a boot is killed and reported as a timeout (the Limine
-    /// paths get their firmware's start-up time on top: 10 s BIOS, 30 s UEFI).
+    /// Seconds a boot may go without a KTAP result (from its start, then from
+    /// each result) before it is killed and reported as a timeout; the Limine
+    /// paths get their firmware's start-up time on top: 10 s BIOS, 30 s UEFI.
     #[arg(long, global = true, default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..))]
     pub timeout: u64,
     /// How the guest is loaded; Limine paths need LIMINE_DIR or `make limine`.

@@ -124,9 +124,63 @@ impl Cutter {
     }
 }
 
+/// Counts KTAP result lines (`ok ...`, `not ok ...`) in the kept stream,
+/// however it is chunked: each one is progress, which restarts a boot's
+/// deadline. A slow host makes a boot slow, not a timeout; a hang still
+/// goes the whole deadline without one.
+#[derive(Default)]
+pub struct Results {
+    /// The first bytes of the current line (enough to tell a result).
+    head: Vec<u8>,
+    /// The current line was already judged.
+    judged: bool,
+}
+
+impl Results {
+    const LONGEST: usize = "not ok ".len();
+
+    /// Result lines that begin in `bytes`.
+    pub fn feed(&mut self, bytes: &[u8]) -> usize {
+        let mut seen = 0;
+        for &b in bytes {
+            if b == b'\n' {
+                seen += usize::from(self.judge());
+                self.head.clear();
+                self.judged = false;
+            } else if !self.judged {
+                self.head.push(b);
+                if self.head.len() == Self::LONGEST {
+                    seen += usize::from(self.judge());
+                }
+            }
+        }
+        seen
+    }
+
+    fn judge(&mut self) -> bool {
+        if self.judged {
+            return false;
+        }
+        self.judged = true;
+        self.head.starts_with(b"ok ") || self.head.starts_with(b"not ok ")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn result_lines_are_counted_in_any_chunking() {
+        let text = b"KTAP version 1\n1..3\n# ok: not a result\nok 1 a\nnot ok 2 b\nok 3 c # SKIP x\nbroken ok 4\nok";
+        for split in 0..text.len() {
+            let mut results = Results::default();
+            let (a, b) = text.split_at(split);
+            assert_eq!(results.feed(a) + results.feed(b), 3, "split at {split}");
+        }
+        let mut results = Results::default();
+        assert_eq!(results.feed(b"ok\nok 1\n"), 1, "`ok` alone is not a result");
+    }
 
     fn cut(limits: Limits, chunks: &[&[u8]]) -> (String, Cutter) {
         let mut cutter = Cutter::new(limits);

@@ -7,7 +7,7 @@
 //! stays in the registry until it is reaped, so an interrupt can always
 //! reach it and say where its partial serial log is.
 
-use crate::boot::capture::{Cutter, Limits};
+use crate::boot::capture::{Cutter, Limits, Results};
 use crate::status;
 use std::fs::File;
 use std::io::{Read, Write};
@@ -214,11 +214,15 @@ pub struct Capture {
 enum Serial {
     Eof,
     Flooded,
+    /// A KTAP result line: the deadline starts again.
+    Progress,
 }
 
 /// Run `command` with stdout as the serial line, saved to `serial_log` and,
 /// with `live`, printed as it arrives behind that prefix; what is kept of
-/// it is bounded by `limits`.
+/// it is bounded by `limits`. The boot is killed as a timeout when it goes
+/// `timeout` without a KTAP result line (from its start, then from each):
+/// on a loaded host a boot gets slower, not a verdict it did not earn.
 pub fn run_captured(
     mut command: Command,
     timeout: Duration,
@@ -266,7 +270,7 @@ pub fn run_captured(
     }
 
     // A deadline past the end of time (`--timeout` near u64::MAX) is none.
-    let deadline = start.checked_add(timeout);
+    let mut deadline = start.checked_add(timeout);
     let mut eof = false;
     let ended = loop {
         match group.has_ended() {
@@ -289,6 +293,7 @@ pub fn run_captured(
                 .min(Duration::from_millis(10))
         });
         match serial_rx.recv_timeout(wait) {
+            Ok(Serial::Progress) => deadline = Instant::now().checked_add(timeout),
             Ok(Serial::Flooded) => break Some(Ended::Flooded(limits.boot)),
             Ok(Serial::Eof) | Err(mpsc::RecvTimeoutError::Disconnected) => eof = true,
             Err(mpsc::RecvTimeoutError::Timeout) => {}
@@ -303,7 +308,14 @@ pub fn run_captured(
         (None, Err(e)) => Ended::SpawnFailed(format!("waiting for QEMU: {e}")),
     };
     if !eof && !matches!(ended, Ended::Flooded(_)) {
-        eof = matches!(serial_rx.recv_timeout(PIPE_GRACE), Ok(Serial::Eof));
+        let until = Instant::now() + PIPE_GRACE;
+        while let Ok(news) = serial_rx.recv_timeout(until.saturating_duration_since(Instant::now()))
+        {
+            if matches!(news, Serial::Eof) {
+                eof = true;
+                break;
+            }
+        }
     }
     let stderr = stderr_rx.recv_timeout(PIPE_GRACE).unwrap_or_default();
     let (mut serial, cut_lines) = std::mem::take(&mut *lock(&serial));
@@ -345,6 +357,7 @@ fn read_serial(
     tell: &mpsc::Sender<Serial>,
 ) {
     let mut cutter = Cutter::new(limits);
+    let mut results = Results::default();
     let mut chunk = vec![0u8; 64 * 1024];
     let mut kept = Vec::new();
     // The live view prints whole lines; a partial one waits here (bounded
@@ -379,6 +392,9 @@ fn read_serial(
             Err(_) => break,
         };
         cutter.feed(&chunk[..n], &mut kept);
+        if results.feed(&kept) > 0 {
+            let _ = tell.send(Serial::Progress);
+        }
         flush(&mut kept, &mut partial, &cutter);
         if cutter.flooded() {
             let _ = tell.send(Serial::Flooded);

@@ -341,7 +341,8 @@ mod tests {
         assert_eq!(lines[1], "FAIL core.leak smp=4 0.21s: not ok");
         assert_eq!(lines[2], "    # leaked 3 frames");
         assert_eq!(lines[3], "SKIP core.preempt smp=4 0.21s: one cpu");
-        assert!(lines[4].starts_with("TIMEOUT selftest.hang smp=4 0.21s: no exit after 3s"));
+        assert!(lines[4]
+            .starts_with("TIMEOUT selftest.hang smp=4 0.21s: no exit and no KTAP result for 3s"));
         assert!(lines.contains(&"    # spinning".to_string()));
         assert!(lines.contains(&"    serial log: /t/01-x.serial".to_string()));
         assert_eq!(lines.last().unwrap(), "1 passed, 2 failed, 1 skipped");

@@ -55,7 +55,10 @@ pub fn classify(evidence: &Evidence) -> Verdict {
         }
         Ended::TimedOut(after) => {
             verdict.outcome = Outcome::Timeout;
-            verdict.reason = format!("no exit after {}s; QEMU killed", after.as_secs_f64());
+            verdict.reason = format!(
+                "no exit and no KTAP result for {}s; QEMU killed",
+                after.as_secs_f64()
+            );
             verdict.detail = tail;
         }
         Ended::Flooded(limit) => {

@@ -190,7 +190,10 @@ fn not_caught(r: &ScenarioResult, events: &Events) -> Vec<Failure> {
     let Some(guard) = &r.guard else {
         return Vec::new();
     };
-    if guard.observed != abi::guard::Verdict::NotCaught {
+    // A scenario the boot never reached has its failure already ("did not
+    // run"); a missing witness would only repeat it.
+    let ran = r.ended_the_boot || matches!(r.outcome, Outcome::Pass | Outcome::Fail);
+    if guard.observed != abi::guard::Verdict::NotCaught || !ran {
         return Vec::new();
     }
     let name = r.scenario.name;
