@@ -451,7 +451,10 @@ fn a_guest_that_ran_with_another_configuration_fails_the_run() {
 /// Run the runner and return it with its peak resident set (KiB): the
 /// runner's own, or a child's it waited for (the fake QEMU's), whichever is
 /// larger; not the other tests' (`wait4` on this one child).
-#[expect(clippy::zombie_processes, reason = "reaped by wait4, which also gives its rusage")]
+#[expect(
+    clippy::zombie_processes,
+    reason = "reaped by wait4, which also gives its rusage"
+)]
 fn run_measured(fake: &Fake, args: &[&str]) -> (Run, i64) {
     use std::os::unix::process::ExitStatusExt;
     let mut child = fake
@@ -831,4 +834,30 @@ fn a_relative_cargo_target_dir_is_read_from_where_the_runner_ran() {
     );
     let run_dir = run.json()["run_dir"].as_str().unwrap();
     assert!(run_dir.starts_with(want.to_str().unwrap()), "{run_dir}");
+}
+
+#[test]
+fn a_slow_boot_that_keeps_reporting_is_not_a_timeout() {
+    // Four results 1.5 s apart under a 2 s timeout: slow (a loaded host),
+    // not hung. A 3 s silence is a hang.
+    let names = ["boot.smoke", "core.preempt", "core.leak", "core.current"];
+    for (gap, outcome) in [("1.5", "pass"), ("3", "timeout")] {
+        let mut fake = Fake::new(&format!("slow_{outcome}"));
+        let mut hook = format!("echo '{ECHO}'; echo 'KTAP version 1'; echo '1..4'; ");
+        for (i, name) in names.iter().enumerate() {
+            hook += &format!("sleep {gap}; echo 'ok {} {name}'; ", i + 1);
+        }
+        fake.env("FAKE_HOOK", hook)
+            .env("FAKE_STATUS", exited(abi::GuestExit::Pass));
+        let mut args = vec!["run"];
+        args.extend(names);
+        args.extend(["--timeout", "2"]);
+        let run = fake.run(&args);
+        assert_eq!(
+            run.json()["boots"][0]["outcome"],
+            outcome,
+            "gap {gap}\n{}",
+            run.show()
+        );
+    }
 }
