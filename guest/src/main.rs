@@ -94,10 +94,12 @@ fn configure(cmdline: &str) {
             ),
         }
     }
-    match value(cmdline, TASK_STRUCTS).map(TaskStructs::from_name) {
-        Some(Some(TaskStructs::Vmalloc)) => task::set_debug_placement(true),
-        Some(Some(TaskStructs::Heap)) | None => {}
-        Some(None) => kprintln!("config: unknown {TASK_STRUCTS} (heap or vmalloc), keeping heap"),
+    if let Some(v) = value(cmdline, TASK_STRUCTS) {
+        match TaskStructs::from_name(v) {
+            Some(TaskStructs::Vmalloc) => task::set_debug_placement(true),
+            Some(TaskStructs::Heap) => {}
+            None => kprintln!("config: unknown {TASK_STRUCTS}={v} (heap or vmalloc), keeping heap"),
+        }
     }
     if let Some(v) = value(cmdline, GUARD_PAGES) {
         match v.parse::<u64>().ok().map(config::guard_pages) {

@@ -1,8 +1,9 @@
 //! What a boot said and what it means. `classify` turns QEMU's exit and the
 //! KTAP report into one verdict for the boot; `judge` gives each scenario
-//! its result, and `evidence` what the result needs to be believed; `lines` reads the guest's machine-readable fault lines; and
-//! `stack` and `uaf` hold each caught fault's report against the ground
-//! truth the guest announced beforehand and against the guest ELF.
+//! its result, and `evidence` what that result needs to be believed;
+//! `lines` reads the guest's machine-readable fault lines; and `stack` and
+//! `uaf` hold each caught fault's report against the ground truth the
+//! guest announced beforehand and against the guest ELF.
 
 pub mod classify;
 pub mod evidence;
