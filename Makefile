@@ -33,6 +33,9 @@ run: deps
 
 test: deps
 	$(CARGO) test --release
+	# Again in the debug profile, with overflow checks on: what a plain
+	# `cargo test` runs, and what catches arithmetic the release build wraps.
+	$(CARGO) test
 	$(RUNNER) test $(ARGS)
 
 # Boot a few stack scenarios and show each diagnostic for a person: the oops,

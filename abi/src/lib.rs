@@ -11,6 +11,7 @@ extern crate alloc;
 
 pub mod bench;
 pub mod cmdline;
+pub mod config;
 pub mod exit;
 pub mod guard;
 pub mod kinds;

@@ -31,9 +31,26 @@ pub enum Outcome {
     Malformed,
     /// The direct-boot loader refused to start the guest.
     LoaderError,
+    /// The serial line carried more than the runner's budget (a guest or
+    /// QEMU flooding it); QEMU was killed.
+    Flood,
 }
 
 impl Outcome {
+    /// Every outcome, for tests that must cover them all.
+    pub const ALL: [Outcome; 10] = [
+        Outcome::Pass,
+        Outcome::Fail,
+        Outcome::Panic,
+        Outcome::CaughtFatal,
+        Outcome::Reset,
+        Outcome::Timeout,
+        Outcome::QemuFailed,
+        Outcome::Malformed,
+        Outcome::LoaderError,
+        Outcome::Flood,
+    ];
+
     /// A short lowercase name used in summaries, JSON and test assertions.
     pub const fn as_str(self) -> &'static str {
         match self {
@@ -46,6 +63,26 @@ impl Outcome {
             Outcome::QemuFailed => "qemu-failed",
             Outcome::Malformed => "malformed",
             Outcome::LoaderError => "loader-error",
+            Outcome::Flood => "flood",
+        }
+    }
+}
+
+/// When the guest may answer a scenario with `ok ... # SKIP`: anywhere else
+/// a skip is a failure, so a guest cannot skip its way past a check.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SkipAllowed {
+    Never,
+    /// The scenario needs this many CPUs; with fewer it has nothing to do.
+    BelowCpus(u32),
+}
+
+impl SkipAllowed {
+    /// Whether a skip at `cpus` CPUs is one the catalog allows.
+    pub const fn allows(self, cpus: u32) -> bool {
+        match self {
+            SkipAllowed::Never => false,
+            SkipAllowed::BelowCpus(n) => cpus < n,
         }
     }
 }
@@ -72,6 +109,8 @@ pub struct Scenario {
     pub guard: Option<GuardExpect>,
     /// For use-after-free scenarios: what the report must say.
     pub uaf: Option<UafExpect>,
+    /// When a guest SKIP is an answer, not a failure.
+    pub skip: SkipAllowed,
 }
 
 const fn check(name: &'static str, summary: &'static str, test_smp: &'static [u32]) -> Scenario {
@@ -84,6 +123,7 @@ const fn check(name: &'static str, summary: &'static str, test_smp: &'static [u3
         test_smp,
         guard: None,
         uaf: None,
+        skip: SkipAllowed::Never,
     }
 }
 
@@ -98,6 +138,7 @@ const fn control(name: &'static str, summary: &'static str, expect: Outcome) -> 
         test_smp: &[1],
         guard: None,
         uaf: None,
+        skip: SkipAllowed::Never,
     }
 }
 
@@ -118,6 +159,7 @@ const fn stack(
         test_smp,
         guard: Some(guard),
         uaf: None,
+        skip: SkipAllowed::Never,
     }
 }
 
@@ -137,6 +179,7 @@ const fn stack_fatal(
         test_smp: &[1],
         guard: Some(guard),
         uaf: None,
+        skip: SkipAllowed::Never,
     }
 }
 
@@ -223,6 +266,7 @@ pub const SCENARIOS: &[Scenario] = &[
         test_smp: &[1],
         guard: None,
         uaf: None,
+        skip: SkipAllowed::Never,
     },
     Scenario {
         name: "bench.fork_heavy",
@@ -233,6 +277,7 @@ pub const SCENARIOS: &[Scenario] = &[
         test_smp: &[4],
         guard: None,
         uaf: None,
+        skip: SkipAllowed::Never,
     },
     stack(
         "stack.recursion",
@@ -270,12 +315,15 @@ pub const SCENARIOS: &[Scenario] = &[
         &[1],
         caught(Verdict::NotCaught, StackKind::Task, None),
     ),
-    stack(
-        "stack.ap",
-        "overflow on CPU 1 while CPU 0 keeps working",
-        &[4],
-        recursion("stack_recurse"),
-    ),
+    Scenario {
+        skip: SkipAllowed::BelowCpus(2),
+        ..stack(
+            "stack.ap",
+            "overflow on CPU 1 while CPU 0 keeps working",
+            &[4],
+            recursion("stack_recurse"),
+        )
+    },
     stack(
         "stack.all_cpus",
         "simultaneous overflow on every CPU: every one caught",
@@ -324,11 +372,14 @@ pub const SCENARIOS: &[Scenario] = &[
         Outcome::Reset,
         caught(Verdict::NotCaught, StackKind::DoubleFault, None),
     ),
-    check(
-        "life.rcu_reader",
-        "a reader holding a task across its exit sees a valid task until the grace period ends",
-        &[4],
-    ),
+    Scenario {
+        skip: SkipAllowed::BelowCpus(2),
+        ..check(
+            "life.rcu_reader",
+            "a reader holding a task across its exit sees a valid task until the grace period ends",
+            &[4],
+        )
+    },
     check(
         "life.stack_before_gp",
         "the stack is back in the per-CPU cache before the grace period ends; the task struct after",
@@ -414,6 +465,17 @@ mod tests {
             assert!(!s.test_smp.is_empty());
             assert_eq!(find(s.name).map(|f| f.name), Some(s.name));
         }
+    }
+
+    #[test]
+    fn a_scenario_that_may_skip_is_tested_where_it_must_not() {
+        for s in SCENARIOS {
+            for &cpus in s.test_smp {
+                assert!(!s.skip.allows(cpus), "{} may skip at smp={cpus}", s.name);
+            }
+        }
+        assert!(find("stack.ap").unwrap().skip.allows(1));
+        assert!(!find("stack.recursion").unwrap().skip.allows(1));
     }
 
     #[test]

@@ -55,10 +55,13 @@ fn kernel_main(stack_top: VirtAddr) -> ! {
     arch::x86_64::cpu::exit(exit)
 }
 
-/// Apply the stack settings the runner passed on the command line. A value
-/// that does not parse is reported and ignored, never half-applied.
+/// Apply the stack settings the runner passed on the command line, then
+/// echo what is in force (`GUEST-CONFIG`). A value that does not parse, or
+/// that `abi::config` does not accept, is reported and ignored, never
+/// half-applied; the echo shows the runner what was kept.
 fn configure(cmdline: &str) {
     use abi::cmdline::{value, GUARD_PAGES, STACK_FREE, STACK_SIZE, STACK_STRATEGY, TASK_STRUCTS};
+    use abi::config::{self, GuestConfig, TaskStructs};
     use mm::stack;
     if let Some(v) = value(cmdline, STACK_STRATEGY) {
         match stack::Strategy::from_name(v) {
@@ -70,10 +73,14 @@ fn configure(cmdline: &str) {
         }
     }
     if let Some(v) = value(cmdline, STACK_SIZE) {
-        match v.parse::<usize>() {
-            Ok(n) if (4096..=1 << 20).contains(&n) => stack::set_task_stack_size(n),
-            _ => kprintln!(
-                "config: {STACK_SIZE}={v} is not 4096..=1048576, keeping {}",
+        match v.parse::<u64>().ok().map(config::stack_size) {
+            Some(Ok(n)) => stack::set_task_stack_size(n as usize),
+            Some(Err(refused)) => kprintln!(
+                "config: {STACK_SIZE}={v}: {refused}; keeping {}",
+                stack::task_stack_size()
+            ),
+            None => kprintln!(
+                "config: {STACK_SIZE}={v} is not a number; keeping {}",
                 stack::task_stack_size()
             ),
         }
@@ -87,20 +94,37 @@ fn configure(cmdline: &str) {
             ),
         }
     }
-    match value(cmdline, TASK_STRUCTS) {
-        Some("vmalloc") => task::set_debug_placement(true),
-        Some("heap") | None => {}
-        Some(v) => kprintln!("config: unknown {TASK_STRUCTS}={v} (heap or vmalloc), keeping heap"),
+    if let Some(v) = value(cmdline, TASK_STRUCTS) {
+        match TaskStructs::from_name(v) {
+            Some(TaskStructs::Vmalloc) => task::set_debug_placement(true),
+            Some(TaskStructs::Heap) => {}
+            None => kprintln!("config: unknown {TASK_STRUCTS}={v} (heap or vmalloc), keeping heap"),
+        }
     }
     if let Some(v) = value(cmdline, GUARD_PAGES) {
-        match v.parse::<usize>() {
-            Ok(n) if n <= 64 => stack::set_guard_pages(n),
-            _ => kprintln!(
-                "config: {GUARD_PAGES}={v} is not 0..=64, keeping {}",
+        match v.parse::<u64>().ok().map(config::guard_pages) {
+            Some(Ok(n)) => stack::set_guard_pages(n as usize),
+            Some(Err(refused)) => kprintln!(
+                "config: {GUARD_PAGES}={v}: {refused}; keeping {}",
+                stack::guard_pages()
+            ),
+            None => kprintln!(
+                "config: {GUARD_PAGES}={v} is not a number; keeping {}",
                 stack::guard_pages()
             ),
         }
     }
+    console::record(&GuestConfig {
+        stack_strategy: stack::strategy(),
+        stack_size: stack::task_stack_size() as u64,
+        guard_pages: stack::guard_pages() as u64,
+        stack_free: task::free_mode(),
+        task_structs: if task::debug_placement() {
+            TaskStructs::Vmalloc
+        } else {
+            TaskStructs::Heap
+        },
+    });
 }
 
 /// The verdict for a KTAP report: `Pass` only if every result was `ok`.

@@ -1,5 +1,6 @@
 //! The command line, as clap sees it.
 
+use crate::boot::capture::Limits;
 use crate::status;
 use abi::kinds::{FreeMode, Strategy};
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -59,8 +60,9 @@ pub struct Options {
     pub smp: Option<u32>,
     #[arg(long, global = true, value_enum, default_value_t = Accel::Tcg)]
     pub accel: Accel,
-    /// Seconds before a boot is killed and reported as a timeout (the Limine
-    /// paths get their firmware's start-up time on top: 10 s BIOS, 30 s UEFI).
+    /// Seconds a boot may go without a KTAP result (from its start, then from
+    /// each result) before it is killed and reported as a timeout; the Limine
+    /// paths get their firmware's start-up time on top: 10 s BIOS, 30 s UEFI.
     #[arg(long, global = true, default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..))]
     pub timeout: u64,
     /// How the guest is loaded; Limine paths need LIMINE_DIR or `make limine`.
@@ -83,10 +85,11 @@ pub struct Options {
     pub junit: Option<PathBuf>,
     /// Guard pages on each side of every vmapped stack (guest default 1; 0 disables
     /// them, and then the overflow scenarios must come out as not caught).
-    #[arg(long, global = true, value_name = "N")]
-    pub guard_pages: Option<u32>,
-    /// Task stack size in bytes (guest default 16384, Linux's THREAD_SIZE).
-    #[arg(long, global = true, value_name = "BYTES", value_parser = clap::value_parser!(u64).range(4096..))]
+    #[arg(long, global = true, value_name = "N", value_parser = guest_number(abi::config::guard_pages))]
+    pub guard_pages: Option<u64>,
+    /// Task stack size in bytes, whole pages up to 1 MiB (guest default
+    /// 16384, Linux's THREAD_SIZE).
+    #[arg(long, global = true, value_name = "BYTES", value_parser = guest_number(abi::config::stack_size))]
     pub stack_size: Option<u64>,
     /// How the guest allocates task stacks (guest default vmap-cached): direct
     /// (pre-4.8: contiguous, no guard pages, thread_info at the bottom), vmap
@@ -100,6 +103,16 @@ pub struct Options {
     /// callback that tries the per-CPU cache first, 5.18+).
     #[arg(long, global = true, value_name = "MODE", value_parser = free_mode_parser())]
     pub stack_free: Option<FreeMode>,
+    /// Bytes of serial output one boot may send; past it the boot is a
+    /// flood and QEMU is killed (the log keeps what came before).
+    #[arg(long, global = true, value_name = "BYTES", default_value_t = Limits::DEFAULT.boot,
+          value_parser = clap::value_parser!(u64).range(4096..))]
+    pub serial_limit: u64,
+    /// Bytes of one serial line kept; a longer one keeps its head and tail
+    /// around a note of what was cut.
+    #[arg(long, global = true, value_name = "BYTES", default_value_t = Limits::DEFAULT.line as u64,
+          value_parser = clap::value_parser!(u64).range(256..))]
+    pub line_limit: u64,
     /// Debug mode: task structs in vmalloc pages of their own, unmapped when
     /// freed, so a use after free faults and is reported with the task's history.
     #[arg(long, global = true)]
@@ -120,6 +133,39 @@ fn defect_parser() -> impl clap::builder::TypedValueParser<Value = &'static crat
 }
 
 impl Options {
+    /// What clap cannot check: refused before anything is built or booted,
+    /// with one line saying what to do.
+    pub fn validate(&self) -> Result<(), String> {
+        for (flag, path) in [("--json", &self.json), ("--junit", &self.junit)] {
+            if let Some(path) = path {
+                writable(path).map_err(|why| format!("{flag} {}: {why}", path.display()))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// What of a boot's serial output is kept.
+    pub fn limits(&self) -> Limits {
+        Limits {
+            line: usize::try_from(self.line_limit).unwrap_or(usize::MAX),
+            boot: self.serial_limit,
+        }
+    }
+
+    /// The configuration these options ask the guest for: what its echo
+    /// must show.
+    pub fn requested(&self) -> crate::report::evidence::Requested {
+        crate::report::evidence::Requested {
+            stack_strategy: self.stack_strategy,
+            stack_size: self.stack_size,
+            guard_pages: self.guard_pages,
+            stack_free: self.stack_free,
+            task_structs: self
+                .debug_task_structs
+                .then_some(abi::config::TaskStructs::Vmalloc),
+        }
+    }
+
     /// The guest command-line words the stack options ask for (`abi::cmdline`);
     /// an option not given is left to the guest's default.
     pub fn guest_args(&self) -> Vec<String> {
@@ -137,9 +183,66 @@ impl Options {
             words.push(format!("{}={}", abi::cmdline::STACK_FREE, m.as_str()));
         }
         if self.debug_task_structs {
-            words.push(format!("{}=vmalloc", abi::cmdline::TASK_STRUCTS));
+            words.push(format!(
+                "{}={}",
+                abi::cmdline::TASK_STRUCTS,
+                abi::config::TaskStructs::Vmalloc
+            ));
         }
         words
+    }
+}
+
+/// A clap error as the runner's one line: clap's message and its tips,
+/// without the usage block (`runner --help` has it).
+pub fn one_line(error: &clap::Error) -> String {
+    let text = error.render().to_string();
+    let mut parts = Vec::new();
+    for line in text.lines().map(str::trim) {
+        if let Some(message) = line.strip_prefix("error: ") {
+            parts.push(message.to_string());
+        } else if let Some(tip) = line.strip_prefix("tip: ") {
+            parts.push(format!("({tip})"));
+        } else if line.starts_with("Usage:") {
+            break;
+        }
+    }
+    if parts.is_empty() {
+        parts.push(text.trim().replace('\n', " "));
+    }
+    format!("{}; see `runner --help`", parts.join(" "))
+}
+
+/// Whether a results file can be written at `path` at the end of the run:
+/// its directory exists, and it is not a directory itself.
+fn writable(path: &std::path::Path) -> Result<(), String> {
+    if path.is_dir() {
+        return Err("is a directory: name a file".into());
+    }
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => std::path::Path::new("."),
+    };
+    if !dir.is_dir() {
+        return Err(format!(
+            "no directory {} to write it in: create it or name another file",
+            dir.display()
+        ));
+    }
+    Ok(())
+}
+
+/// A clap parser for a number the guest takes only in the range
+/// `abi::config` gives (`accept`), so a value it would ignore is refused
+/// before anything boots.
+fn guest_number(
+    accept: fn(u64) -> Result<u64, abi::config::Refused>,
+) -> impl clap::builder::TypedValueParser<Value = u64> {
+    move |word: &str| -> Result<u64, String> {
+        let n: u64 = word
+            .parse()
+            .map_err(|_| format!("{word} is not a number"))?;
+        accept(n).map_err(|refused| refused.to_string())
     }
 }
 
@@ -234,6 +337,25 @@ mod tests {
         assert_eq!(cli.options.timeout, 3);
         assert!(matches!(cli.command, Command::Run { ref patterns } if patterns == &["boot.*"]));
         assert_eq!(cli.options.boot, BootPath::Direct);
+    }
+
+    #[test]
+    fn usage_errors_are_one_line() {
+        for args in [
+            &["runner", "runnn"][..],
+            &["runner", "run", "--smp", "0"],
+            &["runner", "run", "--timeout", "x"],
+            &["runner", "run", "--stack-free", "never"],
+            &["runner", "run", "--json"],
+        ] {
+            let error = Cli::try_parse_from(args).unwrap_err();
+            let line = one_line(&error);
+            assert!(!line.contains('\n'), "{args:?}: {line}");
+            assert!(!line.starts_with("error"), "{args:?}: {line}");
+            assert!(line.ends_with("; see `runner --help`"), "{args:?}: {line}");
+        }
+        let error = Cli::try_parse_from(["runner", "runn"]).unwrap_err();
+        assert!(one_line(&error).contains("'run'"), "{}", one_line(&error));
     }
 
     #[test]

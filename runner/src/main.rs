@@ -1,6 +1,28 @@
 //! The testbed's host side: builds the guest, boots it in QEMU, judges each
 //! scenario from the KTAP report and QEMU's exit status. See `runner --help`.
 
+/// The crate's `println!` and `eprintln!`: std's panic on a closed stream
+/// (EPIPE from `runner ... | head`); these make it go quiet instead
+/// (`output::term`). Defined before the modules, so every one of them uses
+/// these, not std's.
+macro_rules! println {
+    () => {
+        $crate::output::term::out(format_args!(""))
+    };
+    ($($arg:tt)*) => {
+        $crate::output::term::out(format_args!($($arg)*))
+    };
+}
+
+macro_rules! eprintln {
+    () => {
+        $crate::output::term::err(format_args!(""))
+    };
+    ($($arg:tt)*) => {
+        $crate::output::term::err(format_args!($($arg)*))
+    };
+}
+
 mod bench;
 mod boot;
 mod cli;
@@ -27,7 +49,20 @@ use session::Mode;
 
 fn main() {
     boot::process::kill_children_on_interrupt();
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // --help, --version, and `runner` alone (the help, on stderr).
+        Err(e)
+            if !e.use_stderr()
+                || e.kind() == clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand =>
+        {
+            e.exit()
+        }
+        Err(e) => {
+            eprintln!("runner: error: {}", cli::one_line(&e));
+            std::process::exit(status::USAGE);
+        }
+    };
     let code = match dispatch(cli.command, &cli.options) {
         Ok(code) => code,
         Err(fatal) => {
@@ -39,6 +74,7 @@ fn main() {
 }
 
 fn dispatch(command: Command, options: &Options) -> Result<i32, Fatal> {
+    options.validate().map_err(Fatal::usage)?;
     match command {
         Command::List => {
             list();
@@ -74,7 +110,7 @@ fn dispatch(command: Command, options: &Options) -> Result<i32, Fatal> {
             let mut boots = select::boots_on(options.boot, &wanted);
             // The default run also goes through real Limine where it can.
             let skipped = match options.boot {
-                cli::BootPath::Direct => session::add_limine_boots(&mut boots, options),
+                cli::BootPath::Direct => session::add_limine_boots(&mut boots, options)?,
                 _ => Vec::new(),
             };
             select::name_boots(&mut boots);

@@ -116,6 +116,7 @@ mod tests {
             test_smp: &[1, 4],
             guard: None,
             uaf: None,
+            skip: abi::scenario::SkipAllowed::Never,
         }
     }
 

@@ -32,6 +32,8 @@ pub struct BootRecord {
     pub exit_status: Option<i32>,
     pub duration: Duration,
     pub serial_log: PathBuf,
+    /// Serial lines longer than `--line-limit`, kept cut.
+    pub cut_lines: u64,
     pub verdict: Verdict,
     pub results: Vec<ScenarioResult>,
 }
@@ -50,8 +52,10 @@ pub struct Skipped {
 pub const LIMINE_TEST_SCENARIOS: [&str; 2] = ["boot.smoke", CONFORMANCE];
 
 /// Add the Limine boots of a test run, or, where this machine cannot boot
-/// a path, say why they are skipped.
-pub fn add_limine_boots(boots: &mut Vec<Boot>, options: &Options) -> Vec<Skipped> {
+/// a path, say why they are skipped. A `LIMINE_DIR` that is set asks for
+/// them: then a path that cannot boot is an error, not a skip.
+pub fn add_limine_boots(boots: &mut Vec<Boot>, options: &Options) -> Result<Vec<Skipped>, Fatal> {
+    let asked = std::env::var_os("LIMINE_DIR").is_some_and(|d| !d.is_empty());
     let wanted: Vec<(&'static abi::Scenario, u32)> = LIMINE_TEST_SCENARIOS
         .iter()
         .filter_map(|name| abi::scenario::find(name))
@@ -64,6 +68,12 @@ pub fn add_limine_boots(boots: &mut Vec<Boot>, options: &Options) -> Vec<Skipped
     for path in [BootPath::LimineBios, BootPath::LimineUefi] {
         match media::check(path) {
             Ok(()) => boots.extend(select::boots_on(path, &wanted)),
+            Err(reason) if asked => {
+                return Err(Fatal::setup(format!(
+                    "{reason} (LIMINE_DIR is set, so `test` boots {} through Limine; unset it to skip those boots)",
+                    path.as_str()
+                )))
+            }
             Err(reason) => {
                 for boot in select::boots_on(path, &wanted) {
                     skipped.push(Skipped {
@@ -76,12 +86,13 @@ pub fn add_limine_boots(boots: &mut Vec<Boot>, options: &Options) -> Vec<Skipped
             }
         }
     }
-    skipped
+    Ok(skipped)
 }
 
 /// Everything a boot needs besides its own plan.
 pub struct Setup {
     pub qemu: PathBuf,
+    /// The run's own copies of the images (`run_dir/images`).
     pub artifacts: Artifacts,
     pub run_dir: PathBuf,
     pub media: Media,
@@ -93,13 +104,17 @@ pub struct Setup {
 /// QEMU and the boot paths' tools first: they are the checks that need no build.
 pub fn setup(options: &Options, paths: &[BootPath]) -> Result<Setup, Fatal> {
     let qemu = qemu::program()?;
-    let media = Media::find(paths)?;
-    let artifacts = if options.no_build {
+    let mut media = Media::find(paths)?;
+    let built = if options.no_build {
         workspace::prebuilt(options.defect)?
     } else {
         workspace::build(options.defect)?
     };
     let run_dir = create_run_dir()?;
+    // The run boots its own copies, and reads the symbols from the same.
+    let images = run_dir.join("images");
+    let artifacts = workspace::pin(&built, &images)?;
+    media.pin(&images.join("limine"))?;
     let symbols = Symbols::load(&artifacts.guest)
         .map_err(|e| eprintln!("runner: warning: no symbols for the verdicts: {e}"))
         .ok();
@@ -124,7 +139,38 @@ fn create_run_dir() -> Result<PathBuf, Fatal> {
     ));
     std::fs::create_dir_all(&dir)
         .map_err(|e| Fatal::setup(format!("cannot create {}: {e}", dir.display())))?;
+    if let Some(runs) = dir.parent() {
+        prune_images(runs, KEEP_IMAGES, IMAGES_IDLE);
+    }
     Ok(dir)
+}
+
+/// Runs whose images are kept: each holds a guest (a hard link, but one
+/// that keeps every rebuilt guest alive) and a loader.
+const KEEP_IMAGES: usize = 16;
+/// A run directory this old is done with its images (no boot lasts this
+/// long), so a concurrent runner's are never taken away from it.
+const IMAGES_IDLE: Duration = Duration::from_secs(3600);
+
+/// Drop the `images/` of all but the newest `keep` runs, among those idle
+/// for `idle`; their serial logs stay (best effort).
+fn prune_images(runs: &Path, keep: usize, idle: Duration) {
+    let Ok(entries) = std::fs::read_dir(runs) else {
+        return;
+    };
+    let mut dirs: Vec<(std::time::SystemTime, PathBuf)> = entries
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.join("images").is_dir())
+        .filter_map(|p| Some((p.metadata().ok()?.modified().ok()?, p)))
+        .collect();
+    dirs.sort();
+    let old = dirs.len().saturating_sub(keep);
+    for (modified, dir) in &dirs[..old] {
+        if modified.elapsed().is_ok_and(|age| age >= idle) {
+            let _ = std::fs::remove_dir_all(dir.join("images"));
+        }
+    }
 }
 
 pub fn execute(
@@ -136,7 +182,9 @@ pub fn execute(
     let mut paths: Vec<BootPath> = boots.iter().map(|b| b.path).collect();
     paths.dedup();
     let setup = setup(options, &paths)?;
-    let records = boot_all(mode, &setup, boots, options)?;
+    // A setup step that fails midway (an ISO that cannot be built) ends the
+    // run, but the boots before it are still reported.
+    let (records, stopped) = boot_each(mode, &setup, boots, options);
     for skip in &skipped {
         eprintln!(
             "runner: skip {} via {}: {}",
@@ -150,15 +198,32 @@ pub fn execute(
         );
     }
     let mut code = exit_status(mode, &records);
-    summary::print(mode, &records, &skipped);
-    if mode == Mode::Test && !conformance(&records) {
+    let (clean, conformance) = match mode {
+        Mode::Test => conformance(&records),
+        Mode::Run => (true, Vec::new()),
+    };
+    if !clean {
         code = code.max(status::TEST_FAILURE);
     }
+    let mut errors: Vec<Fatal> = stopped.into_iter().collect();
+    if let Some(fatal) = errors.first() {
+        code = code.max(fatal.status);
+    }
+    // The files first: the console may be a pipe that is already closed.
     if let Some(path) = &options.json {
-        json::write(path, mode, &setup.run_dir, &records, &skipped, code)?;
+        let written = json::write(path, mode, &setup, &records, &skipped, code);
+        errors.extend(written.err());
     }
     if let Some(path) = &options.junit {
-        junit::write(path, mode, &records, &skipped)?;
+        errors.extend(junit::write(path, mode, &records, &skipped).err());
+    }
+    summary::print(mode, &records, &skipped);
+    for line in conformance {
+        println!("{line}");
+    }
+    for fatal in &errors {
+        eprintln!("runner: error: {fatal}");
+        code = code.max(fatal.status);
     }
     Ok(code)
 }
@@ -170,6 +235,19 @@ pub fn boot_all(
     boots: Vec<Boot>,
     options: &Options,
 ) -> Result<Vec<BootRecord>, Fatal> {
+    match boot_each(mode, setup, boots, options) {
+        (records, None) => Ok(records),
+        (_, Some(fatal)) => Err(fatal),
+    }
+}
+
+/// `boot_all`, keeping the records made before a boot could not be set up.
+fn boot_each(
+    mode: Mode,
+    setup: &Setup,
+    boots: Vec<Boot>,
+    options: &Options,
+) -> (Vec<BootRecord>, Option<Fatal>) {
     let total = boots.len();
     let mut records = Vec::with_capacity(total);
     for (i, boot) in boots.into_iter().enumerate() {
@@ -183,15 +261,24 @@ pub fn boot_all(
             boot.name,
             boot.names().join(", ")
         );
-        let record = boot_once(mode, setup, boot, options)?;
+        let record = match boot_once(mode, setup, boot, options) {
+            Ok(record) => record,
+            Err(fatal) => return (records, Some(fatal)),
+        };
         eprintln!(
             "runner:   {} in {:.2}s",
             record.verdict.outcome.as_str(),
             record.duration.as_secs_f64()
         );
+        if record.cut_lines > 0 {
+            eprintln!(
+                "runner:   {} serial line(s) longer than {} bytes were cut (--line-limit)",
+                record.cut_lines, options.line_limit
+            );
+        }
         records.push(record);
     }
-    Ok(records)
+    (records, None)
 }
 
 pub const CONFORMANCE: &str = "boot.conformance";
@@ -222,34 +309,33 @@ pub fn conformance_columns(records: &[BootRecord]) -> Vec<(u32, Vec<compare::Col
 
 /// After a test run: hold the paths' boot facts against each other and the
 /// protocol; one line per CPU count (and each flag). False if anything is flagged.
-fn conformance(records: &[BootRecord]) -> bool {
+fn conformance(records: &[BootRecord]) -> (bool, Vec<String>) {
     let mut clean = true;
+    let mut lines = Vec::new();
     for (smp, columns) in conformance_columns(records) {
         let flags = compare::judge(&columns);
         let labels: Vec<&str> = columns.iter().map(|c| c.label.as_str()).collect();
         if flags.is_empty() && labels.len() == 1 {
-            println!(
+            lines.push(format!(
                 "conformance smp={smp}: {}: no boot fact the protocol rules out",
                 labels[0]
-            );
+            ));
         } else if flags.is_empty() {
-            println!(
+            lines.push(format!(
                 "conformance smp={smp}: {} agree on every boot fact the protocol fixes",
                 labels.join(", "),
-            );
+            ));
         } else {
             clean = false;
-            println!(
+            lines.push(format!(
                 "conformance smp={smp}: FAIL: {} flag(s) across {} (details: `runner compare-boot`)",
                 flags.len(),
                 labels.join(", ")
-            );
-            for flag in flags {
-                println!("    {flag}");
-            }
+            ));
+            lines.extend(flags.iter().map(|flag| format!("    {flag}")));
         }
     }
-    clean
+    (clean, lines)
 }
 
 /// A negative control built to hang proves its point in a few seconds; `test`
@@ -264,7 +350,7 @@ fn deadline(mode: Mode, boot: &Boot, options: &Options) -> Duration {
     } else {
         full
     };
-    guest + boot.path.firmware_allowance()
+    guest.saturating_add(boot.path.firmware_allowance())
 }
 
 pub fn boot_once(
@@ -309,11 +395,14 @@ pub fn boot_once(
         options,
     );
     let mut results = scenario_results(&boot.scenarios, &verdict);
-    report::attach(
+    let serial = String::from_utf8_lossy(&capture.serial);
+    report::attach(&mut results, &serial, boot.smp, setup.symbols.as_ref());
+    report::evidence::check(
         &mut results,
-        &String::from_utf8_lossy(&capture.serial),
+        &serial,
+        &verdict.report,
         boot.smp,
-        setup.symbols.as_ref(),
+        &options.requested(),
     );
     Ok(BootRecord {
         exit_status: match capture.ended {
@@ -321,6 +410,7 @@ pub fn boot_once(
             _ => None,
         },
         duration: capture.duration,
+        cut_lines: capture.cut_lines,
         boot,
         invocation,
         serial_log,
@@ -347,6 +437,7 @@ pub fn launch(
         timeout,
         serial_log,
         options.verbose.then_some(prefix.as_str()),
+        options.limits(),
     );
     capture.serial = console::plain(&capture.serial);
     let serial = String::from_utf8_lossy(&capture.serial);
@@ -359,24 +450,38 @@ pub fn launch(
     (capture, verdict)
 }
 
-/// The worst thing that happened, as one status (see `status::HELP`).
+/// The worst thing that happened, as one status (see `status::HELP`): each
+/// result's status follows the mark the summary gives it.
 pub fn exit_status(mode: Mode, records: &[BootRecord]) -> i32 {
     records
         .iter()
         .flat_map(|r| &r.results)
-        .map(|r| match mode {
-            // An `ok` whose fault was not caught, or not told well, still fails.
-            Mode::Run if !r.fault_as_expected() => {
-                status::for_outcome(r.outcome).max(status::TEST_FAILURE)
-            }
-            // A stack scenario that is meant to stop the machine (an IRQ-stack
-            // overflow, a #DF-stack overflow) did what it is for.
-            Mode::Run if r.provokes_fault() && r.as_expected() => status::OK,
-            Mode::Run => status::for_outcome(r.outcome),
-            Mode::Test if r.as_expected() => status::OK,
-            Mode::Test if r.outcome == Outcome::Pass => status::TEST_FAILURE,
-            Mode::Test => status::for_outcome(r.outcome),
-        })
+        .map(|r| status::for_result(mode, r))
         .max()
         .unwrap_or(status::OK)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn old_runs_lose_their_images_and_keep_their_logs() {
+        let runs = std::env::temp_dir().join(format!("runner-prune-images-{}", std::process::id()));
+        for i in 0..4 {
+            let run = runs.join(format!("{i}"));
+            std::fs::create_dir_all(run.join("images")).unwrap();
+            std::fs::write(run.join("a.serial"), b"").unwrap();
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // Not idle yet: nothing goes.
+        prune_images(&runs, 2, Duration::from_secs(3600));
+        assert!(runs.join("0/images").is_dir());
+        prune_images(&runs, 2, Duration::ZERO);
+        for (i, kept) in [(0, false), (1, false), (2, true), (3, true)] {
+            assert_eq!(runs.join(format!("{i}/images")).is_dir(), kept, "run {i}");
+            assert!(runs.join(format!("{i}/a.serial")).is_file());
+        }
+        let _ = std::fs::remove_dir_all(&runs);
+    }
 }

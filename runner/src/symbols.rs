@@ -111,7 +111,10 @@ impl Symbols {
     /// back to the symbol table when DWARF says nothing.
     pub fn frames(&self, addr: u64) -> Vec<Frame> {
         let mut out = Vec::new();
-        if let Some(ctx) = &self.dwarf {
+        // addr2line probes the range [addr, addr + 1), which overflows at
+        // u64::MAX (a panic with overflow checks on); no code lives there.
+        let dwarf = self.dwarf.as_ref().filter(|_| addr != u64::MAX);
+        if let Some(ctx) = dwarf {
             if let Ok(mut frames) = ctx.find_frames(addr).skip_all_loads() {
                 while let Ok(Some(frame)) = frames.next() {
                     let function = frame

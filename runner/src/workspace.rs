@@ -7,6 +7,7 @@ use crate::fatal::Fatal;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::OnceLock;
 use std::thread;
 
 pub const TARGET: &str = "x86_64-unknown-none";
@@ -23,15 +24,34 @@ pub fn root() -> PathBuf {
     manifest.parent().unwrap_or(manifest).to_path_buf()
 }
 
-/// Cargo's target directory: `CARGO_TARGET_DIR` (relative to the current
-/// directory, as cargo reads it) or the workspace's `target`.
+/// Cargo's target directory, resolved once: `CARGO_TARGET_DIR` (relative
+/// to the directory the runner was started in, as cargo reads it there) or
+/// the workspace's `target`. Builds, ISOs and run directories all go here,
+/// and the build is told the same absolute path: cargo runs in the
+/// workspace root, where a relative one would name another directory.
 pub fn target_dir() -> PathBuf {
-    match std::env::var_os("CARGO_TARGET_DIR") {
-        Some(dir) if !dir.is_empty() => std::env::current_dir()
-            .map(|cwd| cwd.join(&dir))
-            .unwrap_or_else(|_| PathBuf::from(dir)),
-        _ => root().join("target"),
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        resolve_target_dir(
+            std::env::var_os("CARGO_TARGET_DIR").as_deref(),
+            std::env::current_dir().ok().as_deref(),
+        )
+    })
+    .clone()
+}
+
+fn resolve_target_dir(env: Option<&std::ffi::OsStr>, cwd: Option<&Path>) -> PathBuf {
+    match (env.filter(|d| !d.is_empty()), cwd) {
+        (Some(dir), Some(cwd)) => cwd.join(dir),
+        (Some(dir), None) => PathBuf::from(dir),
+        (None, _) => root().join("target"),
     }
+}
+
+/// Whether the user named the target directory (else cargo's own
+/// configuration, `build.target-dir` included, decides).
+fn target_dir_is_set() -> bool {
+    std::env::var_os("CARGO_TARGET_DIR").is_some_and(|d| !d.is_empty())
 }
 
 fn cargo_program() -> PathBuf {
@@ -106,14 +126,20 @@ fn cargo(args: &[&str], tail: &[&std::ffi::OsStr]) -> Result<String, Fatal> {
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
+    if target_dir_is_set() {
+        command.env("CARGO_TARGET_DIR", target_dir());
+    }
     process::die_with_parent(&mut command, libc::SIGTERM);
-    let mut child = command.spawn().map_err(|e| {
-        Fatal::setup(format!(
-            "cannot run cargo ({e}): install Rust with rustup, or set CARGO"
-        ))
-    })?;
+    // In a process group of its own, which an interrupt stops as Ctrl-C
+    // would (SIGINT to every process in it): no rustc is left behind.
+    let (child, stdout, stderr) =
+        process::spawn_group(&mut command, libc::SIGINT, None).map_err(|e| {
+            Fatal::setup(format!(
+                "cannot run cargo ({e}): install Rust with rustup, or set CARGO"
+            ))
+        })?;
     // Cargo's human messages pass through; we only look for the one we can explain.
-    let stderr = child.stderr.take().map(|stderr| {
+    let stderr = stderr.map(|stderr| {
         thread::spawn(move || {
             let mut missing_target = false;
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
@@ -124,7 +150,7 @@ fn cargo(args: &[&str], tail: &[&std::ffi::OsStr]) -> Result<String, Fatal> {
         })
     });
     let mut messages = String::new();
-    if let Some(stdout) = child.stdout.take() {
+    if let Some(stdout) = stdout {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
             messages.push_str(&line);
             messages.push('\n');
@@ -155,6 +181,36 @@ fn with_symbol_table(artifacts: Artifacts) -> Result<Artifacts, Fatal> {
     let guest = crate::symbols::embed(&artifacts.guest)
         .map_err(|e| Fatal::setup(format!("cannot embed the guest's symbol table: {e}")))?;
     Ok(Artifacts { guest, ..artifacts })
+}
+
+/// The run's own copies of `artifacts`, in `dir`: every boot of the run
+/// boots these, and the verdicts read their symbols from the same bytes,
+/// whatever rebuilds the originals meanwhile. The guest image is
+/// hard-linked (`symbols::embed` only ever replaces it by rename, so the
+/// linked bytes never change); the loader, cargo's, is copied.
+pub fn pin(artifacts: &Artifacts, dir: &Path) -> Result<Artifacts, Fatal> {
+    std::fs::create_dir_all(dir)
+        .map_err(|e| Fatal::setup(format!("cannot create {}: {e}", dir.display())))?;
+    let guest = dir.join("guest");
+    let loader = dir.join("loader");
+    link_or_copy(&artifacts.guest, &guest)?;
+    copy(&artifacts.loader, &loader)?;
+    Ok(Artifacts { guest, loader })
+}
+
+/// A hard link where the filesystem allows one, else a copy.
+pub fn link_or_copy(from: &Path, to: &Path) -> Result<(), Fatal> {
+    std::fs::hard_link(from, to).or_else(|_| copy(from, to))
+}
+
+pub fn copy(from: &Path, to: &Path) -> Result<(), Fatal> {
+    std::fs::copy(from, to).map(drop).map_err(|e| {
+        Fatal::setup(format!(
+            "cannot copy {} to {}: {e}",
+            from.display(),
+            to.display()
+        ))
+    })
 }
 
 /// The images as a previous build left them (`--no-build`), the guest
@@ -212,6 +268,24 @@ pub fn artifacts_from_messages(messages: &str) -> Result<Artifacts, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_relative_target_dir_is_the_callers() {
+        let cwd = Path::new("/home/u/work/sub");
+        assert_eq!(
+            resolve_target_dir(Some("t".as_ref()), Some(cwd)),
+            Path::new("/home/u/work/sub/t")
+        );
+        assert_eq!(
+            resolve_target_dir(Some("/abs".as_ref()), Some(cwd)),
+            Path::new("/abs")
+        );
+        assert_eq!(
+            resolve_target_dir(Some("".as_ref()), Some(cwd)),
+            root().join("target")
+        );
+        assert_eq!(resolve_target_dir(None, Some(cwd)), root().join("target"));
+    }
 
     #[test]
     fn picks_executables_out_of_cargo_messages() {

@@ -354,7 +354,7 @@ fn measure(
     };
     let scenarios = [SCENARIO];
     let extra = options.guest_args();
-    let timeout = Duration::from_secs(options.timeout) + path.firmware_allowance();
+    let timeout = Duration::from_secs(options.timeout).saturating_add(path.firmware_allowance());
     let mut times = Vec::with_capacity(runs as usize);
     for run in 0..runs {
         let name = format!("{label}-{run:03}");

@@ -110,6 +110,24 @@ impl Media {
         Ok(Media { limine, firmware })
     }
 
+    /// Copy the Limine files the ISOs are made of into `dir` and make them
+    /// from there, so every boot of a run gets the same Limine whatever
+    /// happens to the release directory meanwhile.
+    pub fn pin(&mut self, dir: &Path) -> Result<(), Fatal> {
+        let Some(kit) = &mut self.limine else {
+            return Ok(());
+        };
+        std::fs::create_dir_all(dir)
+            .map_err(|e| Fatal::setup(format!("cannot create {}: {e}", dir.display())))?;
+        for name in limine::FILES {
+            workspace::copy(&kit.release.file(name), &dir.join(name))?;
+        }
+        kit.release = Release {
+            dir: dir.to_path_buf(),
+        };
+        Ok(())
+    }
+
     /// The ISO (built unless cached) and firmware for one boot.
     pub fn prepare(
         &self,

@@ -4,7 +4,7 @@ use crate::fatal::Fatal;
 use crate::output::summary;
 use crate::report::classify::PanicRecord;
 use crate::report::FaultVerdict;
-use crate::session::{BootRecord, Mode, Skipped};
+use crate::session::{BootRecord, Mode, Setup, Skipped};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 
@@ -12,11 +12,19 @@ use std::path::{Path, PathBuf};
 struct Document<'a> {
     command: &'static str,
     run_dir: &'a Path,
+    /// The images every boot booted: the run's own copies.
+    images: Images<'a>,
     boots: Vec<Boot<'a>>,
     /// Boots the plan wanted on a path this machine cannot boot (no Limine).
     skipped_boots: Vec<SkippedBoot<'a>>,
     totals: Totals,
     exit_status: i32,
+}
+
+#[derive(Serialize)]
+struct Images<'a> {
+    guest: &'a Path,
+    loader: &'a Path,
 }
 
 #[derive(Serialize)]
@@ -32,6 +40,8 @@ struct Totals {
     passed: usize,
     failed: usize,
     skipped: usize,
+    /// `not ok # TODO`: failures the guest knows about (not counted as failed).
+    todo: usize,
 }
 
 #[derive(Serialize)]
@@ -46,6 +56,8 @@ struct Boot<'a> {
     exit_status: Option<i32>,
     duration_s: f64,
     serial_log: &'a PathBuf,
+    /// Serial lines longer than --line-limit, kept as head and tail.
+    cut_lines: u64,
     qemu_command: String,
     panic: Option<&'a PanicRecord>,
     problems: &'a [String],
@@ -58,8 +70,12 @@ struct ScenarioResult<'a> {
     scenario: &'static str,
     outcome: &'static str,
     skipped: bool,
+    /// The guest's `# TODO` reason on a `not ok`.
+    todo: Option<&'a str>,
     expected: &'static str,
     as_expected: bool,
+    /// Why the result is not believed as the guest gave it (`report/evidence.rs`).
+    objections: &'a [String],
     diagnostics: &'a [String],
     /// Stack scenarios only: the guard verdict (`report/stack.rs`).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -102,7 +118,7 @@ struct Guard<'a> {
 pub fn write(
     path: &Path,
     mode: Mode,
-    run_dir: &Path,
+    setup: &Setup,
     records: &[BootRecord],
     skipped: &[Skipped],
     exit_status: i32,
@@ -113,7 +129,11 @@ pub fn write(
             Mode::Run => "run",
             Mode::Test => "test",
         },
-        run_dir,
+        run_dir: &setup.run_dir,
+        images: Images {
+            guest: &setup.artifacts.guest,
+            loader: &setup.artifacts.loader,
+        },
         boots: records.iter().map(boot).collect(),
         skipped_boots: skipped
             .iter()
@@ -128,6 +148,7 @@ pub fn write(
             passed: totals.passed,
             failed: totals.failed,
             skipped: totals.skipped,
+            todo: totals.todo,
         },
         exit_status,
     };
@@ -148,6 +169,7 @@ fn boot(record: &BootRecord) -> Boot<'_> {
         exit_status: record.exit_status,
         duration_s: record.duration.as_secs_f64(),
         serial_log: &record.serial_log,
+        cut_lines: record.cut_lines,
         qemu_command: record.invocation.shell_line(),
         panic: record.verdict.panic.as_ref(),
         problems: &record.verdict.problems,
@@ -159,8 +181,10 @@ fn boot(record: &BootRecord) -> Boot<'_> {
                 scenario: r.scenario.name,
                 outcome: r.outcome.as_str(),
                 skipped: r.skipped,
+                todo: r.todo.as_deref(),
                 expected: r.scenario.expect.as_str(),
                 as_expected: r.as_expected(),
+                objections: &r.objections,
                 diagnostics: &r.diagnostics,
                 guard: r.guard.as_ref().map(|g| Guard {
                     verdict: g.category_str(),

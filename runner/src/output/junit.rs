@@ -27,9 +27,9 @@ pub fn render(mode: Mode, records: &[BootRecord], skipped: &[Skipped]) -> String
         out,
         "<testsuites name=\"runner {}\" tests=\"{}\" failures=\"{}\" skipped=\"{}\" time=\"{seconds:.3}\">",
         mode_name(mode),
-        totals.passed + totals.failed + totals.skipped,
+        totals.passed + totals.failed + totals.skipped + totals.todo,
         totals.failed,
-        totals.skipped
+        totals.skipped + totals.todo
     );
     for record in records {
         suite(&mut out, mode, record);
@@ -82,7 +82,7 @@ fn suite(out: &mut String, mode: Mode, record: &BootRecord) {
         escape(&record.boot.name),
         marks.len(),
         count(summary::Mark::Failed),
-        count(summary::Mark::Skipped)
+        count(summary::Mark::Skipped) + count(summary::Mark::Todo)
     );
     let _ = writeln!(
         out,
@@ -124,10 +124,19 @@ fn suite(out: &mut String, mode: Mode, record: &BootRecord) {
                     escape(&summary::skip_reason(record, result).unwrap_or_default())
                 );
             }
+            // JUnit has no expected failure; a skip that says so is closest.
+            summary::Mark::Todo => {
+                let _ = writeln!(
+                    out,
+                    ">\n      <skipped message=\"not ok, TODO: {}\"/>\n    </testcase>",
+                    escape(result.todo.as_deref().unwrap_or_default())
+                );
+            }
             summary::Mark::Failed => {
                 let message = summary::failure_reason(mode, record, result);
                 let kind = match result.fault() {
                     Some(g) if !g.as_expected() => g.category_str(),
+                    _ if !result.believed() && summary::outcome_is_fine(mode, result) => "unproven",
                     _ => result.outcome.as_str(),
                 };
                 let mut body: Vec<String> = result
@@ -142,6 +151,7 @@ fn suite(out: &mut String, mode: Mode, record: &BootRecord) {
                             .map(|f| format!("{}: {}", f.check.name(), f.detail)),
                     );
                 }
+                body.extend(result.objections.iter().map(|o| format!("evidence: {o}")));
                 body.push(format!("serial log: {}", record.serial_log.display()));
                 let _ = writeln!(
                     out,

@@ -55,7 +55,17 @@ pub fn classify(evidence: &Evidence) -> Verdict {
         }
         Ended::TimedOut(after) => {
             verdict.outcome = Outcome::Timeout;
-            verdict.reason = format!("no exit after {}s; QEMU killed", after.as_secs_f64());
+            verdict.reason = format!(
+                "no exit and no KTAP result for {}s; QEMU killed",
+                after.as_secs_f64()
+            );
+            verdict.detail = tail;
+        }
+        Ended::Flooded(limit) => {
+            verdict.outcome = Outcome::Flood;
+            verdict.reason = format!(
+                "the serial output passed its budget of {limit} bytes (--serial-limit); QEMU killed"
+            );
             verdict.detail = tail;
         }
         Ended::Signalled(signal) => {
@@ -102,12 +112,20 @@ pub fn classify(evidence: &Evidence) -> Verdict {
                 verdict.reason = "the loader refused to start the guest".into();
                 verdict.detail = tail;
             }
-            None if *status == 1 || *status % 2 == 0 => {
+            // 1 is QEMU's own error; 126 and 127 are a shell's (a QEMU
+            // that is a wrapper script could not run what it wraps): none
+            // is a code a guest wrote, however odd.
+            None if *status == 1 || *status % 2 == 0 || matches!(*status, 126 | 127) => {
                 verdict.outcome = Outcome::QemuFailed;
-                let first = evidence.stderr.lines().find(|l| !l.trim().is_empty());
+                let first = lines(evidence.stderr).into_iter().next();
+                let what = match *status {
+                    126 => " (a shell's: a command it could not execute)",
+                    127 => " (a shell's: a command not found)",
+                    _ => "",
+                };
                 verdict.reason = format!(
-                    "QEMU failed (status {status}): {}",
-                    first.unwrap_or("no message")
+                    "QEMU failed (status {status}{what}): {}",
+                    first.as_deref().unwrap_or("no message on its stderr")
                 );
                 verdict.detail = lines(evidence.stderr);
             }
@@ -188,10 +206,18 @@ fn tail(serial: &str) -> Vec<String> {
     all[all.len().saturating_sub(TAIL_LINES)..].to_vec()
 }
 
+/// Characters of a serial or stderr line a verdict quotes: the whole line
+/// is in the log.
+const SHOWN_CHARS: usize = 300;
+
 fn lines(text: &str) -> Vec<String> {
     text.lines()
-        .map(|l| l.trim_end().to_string())
+        .map(str::trim_end)
         .filter(|l| !l.is_empty())
+        .map(|l| match l.char_indices().nth(SHOWN_CHARS) {
+            Some((at, _)) => format!("{} [...]", &l[..at]),
+            None => l.to_string(),
+        })
         .collect()
 }
 
@@ -317,5 +343,17 @@ mod tests {
             verdict(Ended::Exited(3), "", &["a"]).outcome,
             Outcome::Malformed
         );
+        // A wrapper script's shell could not find or run QEMU.
+        for status in [126, 127] {
+            let v = verdict(Ended::Exited(status), "", &["a"]);
+            assert_eq!(v.outcome, Outcome::QemuFailed, "{status}");
+            assert!(v.reason.contains("invalid option"), "{}", v.reason);
+        }
+        let v = verdict(Ended::Flooded(1000), "xxxx", &["a"]);
+        assert_eq!(v.outcome, Outcome::Flood);
+        assert!(v.reason.contains("1000 bytes"), "{}", v.reason);
+        let long = "y".repeat(100_000);
+        let v = verdict(Ended::TimedOut(Duration::from_secs(1)), &long, &["a"]);
+        assert!(v.detail[0].len() < 400, "a detail line is quoted whole");
     }
 }

@@ -21,6 +21,12 @@ pub struct ScenarioResult {
     pub guard: Option<StackVerdict>,
     /// For use-after-free scenarios: the same question (`uaf`).
     pub uaf: Option<UafVerdict>,
+    /// The guest's `# TODO` on a `not ok`: a failure it knows about, shown
+    /// as such (KTAP does not count it as a failure).
+    pub todo: Option<String>,
+    /// Why the result cannot be believed as the guest gave it: the evidence
+    /// it needs is missing (`evidence`). Any objection fails it.
+    pub objections: Vec<String>,
 }
 
 impl ScenarioResult {
@@ -28,7 +34,12 @@ impl ScenarioResult {
     /// fault, so is the fault's verdict: an `ok` from the guest is not
     /// enough on its own.
     pub fn as_expected(&self) -> bool {
-        self.outcome == self.scenario.expect && self.fault_as_expected()
+        self.outcome == self.scenario.expect && self.fault_as_expected() && self.believed()
+    }
+
+    /// No objection stands against the result.
+    pub fn believed(&self) -> bool {
+        self.objections.is_empty()
     }
 
     /// Whether a caught fault, if the scenario provokes one, was caught and
@@ -76,6 +87,11 @@ pub fn scenario_results(scenarios: &[&'static Scenario], verdict: &Verdict) -> V
                     ended_the_boot: false,
                     guard: None,
                     uaf: None,
+                    todo: match &r.directive {
+                        Some(ktap::Directive::Todo(reason)) if !r.ok => Some(reason.clone()),
+                        _ => None,
+                    },
+                    objections: Vec::new(),
                 },
                 None => ScenarioResult {
                     scenario,
@@ -85,6 +101,8 @@ pub fn scenario_results(scenarios: &[&'static Scenario], verdict: &Verdict) -> V
                     ended_the_boot: false,
                     guard: None,
                     uaf: None,
+                    todo: None,
+                    objections: Vec::new(),
                 },
             }
         })
@@ -98,6 +116,7 @@ pub fn scenario_results(scenarios: &[&'static Scenario], verdict: &Verdict) -> V
         if let Some(r) = results.get_mut(first_unreported) {
             r.outcome = verdict.outcome;
             r.skipped = false;
+            r.todo = None;
             r.ended_the_boot = true;
             r.diagnostics
                 .extend(report.trailing_diagnostics.iter().cloned());
@@ -127,6 +146,7 @@ mod tests {
             test_smp: &[1],
             guard: None,
             uaf: None,
+            skip: abi::scenario::SkipAllowed::Never,
         }
     }
 

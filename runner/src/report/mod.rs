@@ -1,10 +1,12 @@
 //! What a boot said and what it means. `classify` turns QEMU's exit and the
 //! KTAP report into one verdict for the boot; `judge` gives each scenario
-//! its result; `lines` reads the guest's machine-readable fault lines; and
-//! `stack` and `uaf` hold each caught fault's report against the ground
-//! truth the guest announced beforehand and against the guest ELF.
+//! its result, and `evidence` what that result needs to be believed;
+//! `lines` reads the guest's machine-readable fault lines; and `stack` and
+//! `uaf` hold each caught fault's report against the ground truth the
+//! guest announced beforehand and against the guest ELF.
 
 pub mod classify;
+pub mod evidence;
 #[cfg(test)]
 pub mod fixture;
 pub mod judge;
@@ -70,6 +72,9 @@ pub enum Check {
     /// Use after free: the owner's history tells its whole life, in an order
     /// the lifetime rules allow, oldest first.
     History,
+    /// "Not caught" was seen to happen: damage found afterwards, the
+    /// guest's own `not ok`, or the machine stopping (`evidence`).
+    Witnessed,
 }
 
 impl Check {
@@ -98,6 +103,7 @@ impl Check {
             Check::FaultInObject => "fault-in-object",
             Check::Access => "access",
             Check::History => "history",
+            Check::Witnessed => "witnessed",
         }
     }
 }

@@ -129,10 +129,11 @@ impl StackVerdict {
                     Some(c) => format!("; found afterwards: {c}"),
                     None => String::new(),
                 };
-                let label = if expected.is_empty() {
-                    "not caught, as expected"
-                } else {
-                    "NOT CAUGHT"
+                let label = match (expected.is_empty(), self.failures.is_empty()) {
+                    (true, true) => "not caught, as expected",
+                    // What would make it so is missing (`evidence`).
+                    (true, false) => "not caught, unproven",
+                    (false, _) => "NOT CAUGHT",
                 };
                 format!("{label}{expected}{after}{failed}")
             }
