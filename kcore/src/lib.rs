@@ -18,12 +18,18 @@
 //! - [`rcu`]: grace periods and callback batches for classic RCU.
 //! - [`mm_refs`]: an address space's three kinds of reference, and which
 //!   drops must be deferred to a worker.
+//!
+//! And what a task holds when it dies:
+//!
+//! - [`lockdep`]: the held-lock stack every lock and atomic section records
+//!   on, and the exit policy (kill after resets, or stop) built on it.
 #![cfg_attr(not(test), no_std)]
 #![forbid(unsafe_code)]
 
 extern crate alloc;
 
 pub mod frames;
+pub mod lockdep;
 pub mod memmap;
 pub mod mm_refs;
 pub mod rcu;
