@@ -13,6 +13,7 @@ pub mod bench;
 pub mod cmdline;
 pub mod exit;
 pub mod guard;
+pub mod held;
 pub mod kinds;
 pub mod ksyms;
 #[macro_use]

@@ -20,6 +20,10 @@ pub enum Outcome {
     Panic,
     /// A fault was caught and explained, but the guest had to stop.
     CaughtFatal,
+    /// A fault in a task was caught, but the task held something the kernel
+    /// needs, so it could not be killed: the guest stopped ("caught, cannot
+    /// recover"), saying why.
+    CaughtUnrecoverable,
     /// QEMU ended without a guest exit code under `-no-reboot`: a reset, in
     /// practice a triple fault.
     Reset,
@@ -41,6 +45,7 @@ impl Outcome {
             Outcome::Fail => "fail",
             Outcome::Panic => "panic",
             Outcome::CaughtFatal => "caught-fatal",
+            Outcome::CaughtUnrecoverable => "caught-unrecoverable",
             Outcome::Reset => "reset",
             Outcome::Timeout => "timeout",
             Outcome::QemuFailed => "qemu-failed",
@@ -137,6 +142,19 @@ const fn stack_fatal(
         test_smp: &[1],
         guard: Some(guard),
         uaf: None,
+    }
+}
+
+/// A stack scenario whose task holds something the kernel needs when it
+/// overflows: caught, and the machine must stop rather than kill it.
+const fn stack_unrecoverable(
+    name: &'static str,
+    summary: &'static str,
+    guard: GuardExpect,
+) -> Scenario {
+    Scenario {
+        expect: Outcome::CaughtUnrecoverable,
+        ..stack_fatal(name, summary, Outcome::CaughtUnrecoverable, guard)
     }
 }
 
@@ -382,6 +400,44 @@ pub const SCENARIOS: &[Scenario] = &[
         "selftest.fail",
         "reports `not ok`: the runner must report a failure",
         Outcome::Fail,
+    ),
+    stack(
+        "stack.in_rcu",
+        "overflow inside an RCU read-side section: the task is killed, its RCU nesting reset and noted, grace periods go on",
+        &[1, 4],
+        recursion("stack_recurse"),
+    ),
+    stack(
+        "stack.preempt_off",
+        "overflow under preempt_disable: the task is killed, preempt_count reset and noted, the CPU schedules again",
+        &[1],
+        recursion("stack_recurse"),
+    ),
+    stack(
+        "stack.nested_atomic",
+        "overflow two preempt_disable and two rcu_read_lock deep: all four named, reset and noted",
+        &[1],
+        recursion("stack_recurse"),
+    ),
+    stack_unrecoverable(
+        "stack.lock_held",
+        "overflow while holding a spin lock another task then waits for: caught, cannot recover (the lock is named), no hang",
+        recursion("stack_recurse"),
+    ),
+    stack_unrecoverable(
+        "stack.irqlock_held",
+        "overflow while holding an IrqLock (spin_lock_irqsave): caught, cannot recover, the lock named",
+        recursion("stack_recurse"),
+    ),
+    stack_unrecoverable(
+        "stack.irqs_section",
+        "overflow inside an interrupts-off section (local_irq_save): caught, cannot recover",
+        recursion("stack_recurse"),
+    ),
+    stack_unrecoverable(
+        "stack.rcu_callback",
+        "overflow inside an RCU callback: caught, cannot recover (the rest of the batch would be lost)",
+        recursion("stack_recurse"),
     ),
 ];
 

@@ -16,16 +16,19 @@
 //! queues many frees per grace period: the condition under which the LWN
 //! seed found the stack cache useless with RCU-deferred freeing.
 use crate::arch::x86_64::{percpu, time};
+use crate::sync::preempt::PreemptGuard;
 use crate::sync::IrqLock;
 use alloc::boxed::Box;
 use alloc::vec::Vec;
 use core::fmt::Write;
+use core::panic::Location;
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use kcore::lockdep::HeldKind;
 use kcore::rcu::Rcu;
 
 type Callback = Box<dyn FnOnce() + Send>;
 
-static STATE: IrqLock<Option<Rcu<Callback>>> = IrqLock::new(None);
+static STATE: IrqLock<Option<Rcu<Callback>>> = IrqLock::new(None).named("rcu_state");
 
 /// Start RCU once every CPU that will take part is online.
 pub fn init(cpus: usize) {
@@ -123,17 +126,17 @@ pub fn stalls() -> u64 {
 }
 
 /// A read-side critical section: no quiescent state on this CPU until it
-/// is dropped, so whatever it found under RCU stays allocated.
-pub struct ReadGuard(());
-
-pub fn read_lock() -> ReadGuard {
-    percpu::this().preempt_disable();
-    ReadGuard(())
+/// is dropped, so whatever it found under RCU stays allocated. Classic RCU:
+/// it is a preemption-off section (the guard proves it), recorded on the
+/// task's held-lock stack as `rcu_read_lock`.
+pub struct ReadGuard {
+    _preempt: PreemptGuard,
 }
 
-impl Drop for ReadGuard {
-    fn drop(&mut self) {
-        percpu::this().preempt_enable();
+#[track_caller]
+pub fn read_lock() -> ReadGuard {
+    ReadGuard {
+        _preempt: PreemptGuard::enter(HeldKind::RcuRead, "rcu_read_lock", Location::caller()),
     }
 }
 
@@ -170,10 +173,14 @@ pub fn quiescent_state_and_run() {
     // Preemption off around each, as in softirq, where Linux runs them:
     // `might_sleep` must see that nothing may sleep here even when a task
     // with interrupts on runs them (`synchronize_rcu`, `rcu_barrier`).
+    // Each is recorded as an RCU callback section: a task caught inside
+    // one cannot be killed, or the rest of the batch (and `rcu_barrier`'s
+    // count of it) would be lost.
     for cb in done {
-        percpu::this().preempt_disable();
+        let section =
+            PreemptGuard::enter(HeldKind::RcuCallbacks, "rcu_callbacks", Location::caller());
         cb();
-        percpu::this().preempt_enable();
+        drop(section);
         IN_FLIGHT.fetch_sub(1, Ordering::AcqRel);
     }
 }
@@ -230,6 +237,24 @@ pub fn synchronize_rcu() {
         crate::task::yield_now();
         quiescent_state_and_run();
     }
+}
+
+/// Grace periods started so far (the number of the one in progress, if
+/// any), read without the lock.
+pub fn gp_seq() -> u64 {
+    GP_SEQ.load(Ordering::Acquire)
+}
+
+/// Grace periods completed so far, read without the lock.
+pub fn completed() -> u64 {
+    COMPLETED.load(Ordering::Acquire)
+}
+
+/// Ask for a grace period that starts after this call (one starts even
+/// with no callbacks queued); it has ended once `completed()` reaches the
+/// value returned. `u64::MAX` before `init`.
+pub fn request_grace_period() -> u64 {
+    with(|r| r.wait_target()).unwrap_or(u64::MAX)
 }
 
 pub fn counters() -> Option<kcore::rcu::Counters> {

@@ -22,6 +22,8 @@ Exit status (when boots end in different ways, the highest code wins):
     8    loader-error: the direct-boot loader refused to start the guest
     9    qemu-failed: QEMU could not start or died on its own
     10   setup error: QEMU not installed, build failed, artifacts missing
+    11   caught-unrecoverable: a fault was caught in a task that held a lock (or another
+         thing the kernel needs), so the guest stopped instead of killing it
     130  interrupted (Ctrl-C, SIGTERM)
 
 Environment: QEMU overrides the qemu-system-x86_64 binary; CARGO the cargo used to build;
@@ -40,6 +42,7 @@ pub fn for_outcome(outcome: Outcome) -> i32 {
         Outcome::Malformed => 7,
         Outcome::LoaderError => 8,
         Outcome::QemuFailed => 9,
+        Outcome::CaughtUnrecoverable => 11,
     }
 }
 
@@ -58,6 +61,7 @@ mod tests {
             Outcome::Malformed,
             Outcome::LoaderError,
             Outcome::QemuFailed,
+            Outcome::CaughtUnrecoverable,
         ];
         for (i, o) in all.iter().enumerate() {
             let code = for_outcome(*o);

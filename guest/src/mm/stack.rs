@@ -211,7 +211,7 @@ impl Drop for Stack {
 pub const CACHED_STACKS: usize = 2;
 
 static CACHES: [IrqLock<StackCache<Stack, CACHED_STACKS>>; MAX_CPUS] =
-    [const { IrqLock::new(StackCache::new()) }; MAX_CPUS];
+    [const { IrqLock::new(StackCache::new()).named("stack_cache") }; MAX_CPUS];
 
 fn this_cache() -> &'static IrqLock<StackCache<Stack, CACHED_STACKS>> {
     &CACHES[percpu::this().id]

@@ -9,6 +9,7 @@
 //! depth), one machine-readable `GUARD-HIT` line for the runner, and says
 //! whether the task can be killed or the machine must stop.
 mod backtrace;
+pub mod held;
 mod uaf;
 
 pub use abi::kinds::HitKind;
@@ -225,6 +226,7 @@ pub fn stack_fault(frame: &TrapFrame, cr2: u64, via: Via) -> Option<Action> {
     } else {
         Action::Fatal
     };
+    let action = held::decide(frame, action);
     let depth = lkdtm::depth(cpu.id);
     let (lo, hi) = stack.map_or((0, 0), |(a, _)| (a.base, a.top()));
     let (guard_lo, guard_hi) = match (kind, stack) {

@@ -268,6 +268,16 @@ pub fn stress(_: &BootInfo, c: &mut Checks) {
         format_args!("frame, vmalloc and heap counters back to baseline"),
     );
     rcu::rcu_barrier();
+    let (unbalanced, crossed) = (
+        crate::sync::lockdep::unbalanced(),
+        crate::sync::lockdep::crossed(),
+    );
+    c.check(
+        unbalanced == 0 && crossed == 0,
+        format_args!(
+            "every lock release matched an acquisition on the same task ({unbalanced} unmatched, {crossed} across a switch)"
+        ),
+    );
     c.check(
         rcu::stalls() == stalls,
         format_args!("no RCU stall warning during the run"),

@@ -7,6 +7,7 @@
 pub mod classify;
 pub mod judge;
 pub mod lines;
+pub mod recovery;
 pub mod stack;
 pub mod uaf;
 
@@ -50,6 +51,9 @@ pub enum Check {
     /// Use after free: the owner's history tells its whole life, in an order
     /// the lifetime rules allow, oldest first.
     History,
+    /// What the task held, and the exit policy's decision on it, are told
+    /// (`TASK-STATE`) and fit each other and the scenario.
+    TaskState,
 }
 
 impl Check {
@@ -72,6 +76,7 @@ impl Check {
             Check::FaultInObject => "fault-in-object",
             Check::Access => "access",
             Check::History => "history",
+            Check::TaskState => "task-state",
         }
     }
 }
@@ -122,6 +127,7 @@ pub fn attach(
     symbols: Option<&Symbols>,
 ) {
     let events = lines::parse(serial);
+    let held = recovery::parse(serial);
     let symbols = symbols.map(|s| s as &dyn Symbolize);
     for r in results.iter_mut() {
         // A skipped scenario (stack.ap on one CPU) broke nothing.
@@ -141,5 +147,34 @@ pub fn attach(
         if let Some(expect) = &r.scenario.uaf {
             r.uaf = Some(uaf::judge(r.scenario, expect, &events, symbols));
         }
+        recovery_hook(r, &events, &held);
+    }
+}
+
+/// Every fault report's claim about its task, held against the recovery
+/// records (`recovery`): the failures join the fault's verdict.
+fn recovery_hook(r: &mut judge::ScenarioResult, events: &lines::Events, held: &recovery::Records) {
+    let name = r.scenario.name;
+    if let Some(g) = r.guard.as_mut() {
+        let claims: Vec<_> = events
+            .hits_of(name)
+            .map(|h| recovery::Claim {
+                task_id: h.task_id,
+                recovered: h.recovered,
+            })
+            .collect();
+        let found = recovery::judge(r.scenario, &claims, g.suppressed, held);
+        g.failures.extend(found);
+    }
+    if let Some(u) = r.uaf.as_mut() {
+        let claims: Vec<_> = events
+            .uaf_hits_of(name)
+            .map(|h| recovery::Claim {
+                task_id: h.task_id,
+                recovered: h.recovered,
+            })
+            .collect();
+        u.failures
+            .extend(recovery::judge(r.scenario, &claims, 0, held));
     }
 }

@@ -116,7 +116,7 @@ fn double_fault(frame: &mut TrapFrame) {
     let action =
         oops::stack_fault(frame, Cr2::read_raw(), Via::DoubleFault).unwrap_or(Action::Fatal);
     cpu.set_ist_top(IST_DOUBLE_FAULT, top);
-    act(action)
+    act(frame, action)
 }
 
 fn page_fault(frame: &mut TrapFrame) {
@@ -144,7 +144,7 @@ fn page_fault(frame: &mut TrapFrame) {
     };
     IN_PAGE_FAULT[id].fetch_sub(1, Ordering::Relaxed);
     match action {
-        Some(a) => act(a),
+        Some(a) => act(frame, a),
         None => {
             kprintln!("BUG: unable to handle page fault for address: {cr2:016x}");
             kprintln!(
@@ -172,10 +172,23 @@ fn page_fault(frame: &mut TrapFrame) {
     }
 }
 
-/// Carry out what the stack-fault report decided.
-fn act(action: Action) -> ! {
-    match action {
-        Action::Kill(reason) => {
+/// Carry out what the fault report decided, under the exit policy
+/// (`oops::held`): a kill only if the task holds nothing the rest of the
+/// kernel needs, after the resets Linux's `make_task_dead()` makes;
+/// otherwise the machine stops ("caught, cannot recover").
+fn act(frame: &TrapFrame, action: Action) -> ! {
+    // The report normally decided already (so its `recovered` is true);
+    // a path that did not is decided here.
+    let decided = oops::held::take().or_else(|| {
+        oops::held::decide(frame, action);
+        oops::held::take()
+    });
+    if let Some(d) = &decided {
+        oops::held::report(d);
+    }
+    let fixups = decided.as_ref().and_then(|d| d.fixups());
+    match (action, fixups) {
+        (Action::Kill(reason), Some(fixups)) => {
             // Whatever handler frames were on the dead task's stack are
             // abandoned with it.
             IN_PAGE_FAULT[percpu::this().id].store(0, Ordering::Relaxed);
@@ -188,12 +201,23 @@ fn act(action: Action) -> ! {
             // handlers, so nothing else can be in service here.
             let ended = lapic::end_all_in_service();
             IRQS_CUT_SHORT.fetch_add(ended, Ordering::AcqRel);
+            task::recovery::make_task_dead(
+                fixups,
+                oops::held::scenario(),
+                decided.as_ref().is_some_and(|d| d.quiet()),
+            );
             task::exit(ExitStatus::Killed(reason))
         }
-        Action::Fatal => {
-            kprintln!("Kernel panic - not syncing: stack fault outside task context; stopping");
-            cpu::exit(GuestExit::CaughtFatal)
-        }
+        _ => match decided.as_ref().and_then(|d| d.policy_stop()) {
+            Some(why) => {
+                kprintln!("Kernel panic - not syncing: caught, cannot recover: {why}");
+                cpu::exit(GuestExit::CaughtUnrecoverable)
+            }
+            None => {
+                kprintln!("Kernel panic - not syncing: stack fault outside task context; stopping");
+                cpu::exit(GuestExit::CaughtFatal)
+            }
+        },
     }
 }
 
