@@ -439,6 +439,21 @@ pub const SCENARIOS: &[Scenario] = &[
         "overflow inside an RCU callback: caught, cannot recover (the rest of the batch would be lost)",
         recursion("stack_recurse"),
     ),
+    check(
+        "life.rcu_gp",
+        "long read sections on every CPU sample the grace-period state: no grace period that began inside one ends inside it, and the objects they read (held by RCU alone) stay valid",
+        &[4],
+    ),
+    check(
+        "life.rcu_sync",
+        "synchronize_rcu returns only after a reader that began before it has ended and a full grace period begun after the call; no callback runs before its grace period",
+        &[4],
+    ),
+    check(
+        "life.stack_cache",
+        "a stack put in the per-CPU cache at exit is the one the next task on that CPU gets: same range, the hit counter rising",
+        &[1],
+    ),
 ];
 
 /// Look a scenario up by its exact name.

@@ -9,6 +9,7 @@ mod boot;
 mod conformance;
 mod kernel;
 mod life;
+mod life_mech;
 mod life_mm;
 mod selftest;
 mod stack;
@@ -65,6 +66,9 @@ const IMPLEMENTED: &[(&str, ScenarioFn)] = &[
     ("stack.irqlock_held", atomic::irqlock_held),
     ("stack.irqs_section", atomic::irqs_section),
     ("stack.rcu_callback", atomic::rcu_callback),
+    ("life.rcu_gp", life_mech::rcu_gp),
+    ("life.rcu_sync", life_mech::rcu_sync),
+    ("life.stack_cache", life_mech::stack_cache),
 ];
 
 /// The checks of one scenario, printed as KTAP diagnostics as they happen.
