@@ -196,7 +196,9 @@ pub fn tick() {
         return;
     }
     check_stall(seq);
-    let now = cpu.preempt_count() == 0;
+    // The defect "a grace period that ends early": the tick reports a
+    // quiescent state even from inside a read-side section.
+    let now = cpu.preempt_count() == 0 || cfg!(defect = "gp_early");
     let noted = NOTED[cpu.id].load(Ordering::Acquire);
     if !now && noted != seq {
         return;
@@ -233,6 +235,10 @@ pub fn synchronize_rcu() {
     let Some(target) = with(|r| r.wait_target()) else {
         return;
     };
+    // The defect "a synchronize_rcu() that does not wait".
+    if cfg!(defect = "sync_no_wait") {
+        return;
+    }
     while !with(|r| r.poll(target)).unwrap_or(true) {
         crate::task::yield_now();
         quiescent_state_and_run();

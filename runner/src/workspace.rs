@@ -39,6 +39,47 @@ fn cargo() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("cargo"))
 }
 
+/// The environment variable that builds the guest with a deliberate defect
+/// (`--cfg defect="NAME"`, see guest/Cargo.toml for the names), so a test
+/// can show a check failing end to end. Minimal on purpose: a runner option
+/// for defect builds is coming; this is its stand-in.
+pub const DEFECT_ENV: &str = "TESTBED_DEFECT";
+
+/// Extra cargo arguments for a defect build: the cfg (added to the
+/// target's rustflags, which cargo merges with .cargo/config.toml's), and
+/// a target directory of its own so the normal guest is not rebuilt.
+fn defect_args() -> Result<Vec<String>, Fatal> {
+    let Some(name) = std::env::var_os(DEFECT_ENV) else {
+        return Ok(Vec::new());
+    };
+    let name = name.to_string_lossy().into_owned();
+    if name.is_empty() || !name.bytes().all(|b| b.is_ascii_lowercase() || b == b'_') {
+        return Err(Fatal::setup(format!(
+            "{DEFECT_ENV}={name:?} is not a defect name (lowercase letters and _; see guest/Cargo.toml)"
+        )));
+    }
+    // A misspelt name would build a sound guest whose passing run proves
+    // nothing: accept only the names the guest declares.
+    let manifest = std::fs::read_to_string(root().join("guest/Cargo.toml")).unwrap_or_default();
+    let declared = manifest
+        .lines()
+        .find(|l| l.contains("cfg(defect, values("))
+        .unwrap_or("");
+    if !declared.contains(&format!("\"{name}\"")) {
+        return Err(Fatal::setup(format!(
+            "{DEFECT_ENV}={name:?}: the guest declares no such defect (see the check-cfg list in guest/Cargo.toml)"
+        )));
+    }
+    eprintln!("runner: building the guest with defect {name:?} ({DEFECT_ENV})");
+    let dir = target_dir().join("defect").join(&name);
+    Ok(vec![
+        "--config".into(),
+        format!("target.{TARGET}.rustflags=[\"--cfg\", \"defect=\\\"{name}\\\"\"]"),
+        "--target-dir".into(),
+        dir.to_string_lossy().into_owned(),
+    ])
+}
+
 pub fn build() -> Result<Artifacts, Fatal> {
     let mut command = Command::new(cargo());
     command
@@ -54,6 +95,7 @@ pub fn build() -> Result<Artifacts, Fatal> {
             TARGET,
         ])
         .arg("--message-format=json-render-diagnostics")
+        .args(defect_args()?)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());

@@ -94,6 +94,19 @@ pub fn decide(frame: &TrapFrame, proposed: Action) -> Action {
         (Some(h), Action::Kill(_)) => exit_verdict(h, &cx),
         (None, Action::Kill(_)) => exit_verdict(&Held::new(), &cx),
     };
+    // The defect "a kill path that never looks at what the task held".
+    let verdict = match (verdict, &held) {
+        (ExitVerdict::Stop(_), Some(h))
+            if cfg!(defect = "kill_ignores_locks") && !not_task_stack =>
+        {
+            ExitVerdict::Kill(Fixups {
+                preempt: h.depths().preempt,
+                rcu: h.depths().rcu,
+                irqs_disabled: !cx.irqs_enabled,
+            })
+        }
+        (v, _) => v,
+    };
     let action = match verdict {
         ExitVerdict::Kill(_) => proposed,
         ExitVerdict::Stop(_) => Action::Fatal,
