@@ -9,7 +9,7 @@
 //! after the fact, where no hardware caught anything (a stack without guard
 //! pages).
 
-use crate::kinds::{Context, HitKind, StackKind, Via};
+use crate::kinds::{Context, Evidence, HitKind, StackKind, Via};
 use crate::record::{Hex, Record};
 use serde::{Deserialize, Serialize};
 
@@ -97,6 +97,9 @@ pub struct GuardHit<'a> {
     pub context: Context,
     /// The task was killed and the machine goes on.
     pub recovered: bool,
+    /// What decided the guard hit (`None` for `not-guard`): with `rsp`,
+    /// `fault_addr` is the first push that could not be made, not CR2.
+    pub evidence: Option<Evidence>,
 }
 
 impl Record for GuardHit<'_> {
@@ -221,6 +224,7 @@ mod tests {
             depth: Some(52),
             context: Context::Task,
             recovered: true,
+            evidence: Some(Evidence::Both),
         }
     }
 

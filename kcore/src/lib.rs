@@ -7,6 +7,8 @@
 //!
 //! - [`frames`]: physical frames, the first allocator up, so it needs no heap.
 //! - [`vmalloc`]: the virtual area kernel stacks come from, guard pages and all.
+//! - [`stack_hit`]: which guard a stack fault hit, from CR2 and the
+//!   interrupted RSP, and which of the two decided.
 //! - [`stack_cache`]: Linux's per-CPU cache of two free stacks.
 //! - [`memmap`]: the boot memory map's promises, checked rather than trusted.
 //!
@@ -36,4 +38,5 @@ pub mod rcu;
 pub mod rcu_users;
 pub mod refcount;
 pub mod stack_cache;
+pub mod stack_hit;
 pub mod vmalloc;

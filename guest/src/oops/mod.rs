@@ -21,11 +21,11 @@ use crate::lkdtm;
 use crate::mm::stack::StackKind;
 use crate::mm::vmalloc::{self, Owner, VmAllocation};
 use abi::guard::{Frame, GuardHit, StackAlloc, StackCorruption};
-use abi::kinds::{Context, Via};
+use abi::kinds::{Context, Evidence, Via};
 use abi::Hex;
 use core::fmt::Write;
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
-use kcore::vmalloc::Lookup;
+use kcore::stack_hit;
 use x86_64::registers::control::Cr3;
 use x86_64::VirtAddr;
 
@@ -159,6 +159,41 @@ fn write_trace(w: &mut impl Write, bt: &backtrace::Backtrace) -> core::fmt::Resu
     writeln!(w, "---[ end trace ]---")
 }
 
+/// Which evidence decided the hit, when it is not CR2 alone.
+fn write_evidence(
+    w: &mut impl Write,
+    evidence: Option<Evidence>,
+    cr2: u64,
+    rsp: u64,
+    (lo, hi): (u64, u64),
+) -> core::fmt::Result {
+    struct Where(u64, u64, u64);
+    impl core::fmt::Display for Where {
+        fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+            let Where(rsp, lo, hi) = *self;
+            if rsp < lo {
+                write!(f, "{} bytes below the stack bottom", lo - rsp)
+            } else if rsp >= hi {
+                write!(f, "{} bytes above the stack top", rsp - hi)
+            } else {
+                write!(f, "{} bytes above the stack bottom", rsp - lo)
+            }
+        }
+    }
+    let at = Where(rsp, lo, hi);
+    match evidence {
+        Some(Evidence::Rsp) => writeln!(
+            w,
+            "Evidence: RSP {rsp:016x} ({at}) leaves no room for an exception frame; CR2 {cr2:016x} lies in no guard of this stack (stale)"
+        ),
+        Some(Evidence::Both) => writeln!(
+            w,
+            "Evidence: CR2 in the guard, and RSP {rsp:016x} ({at}) leaves no room for an exception frame"
+        ),
+        _ => Ok(()),
+    }
+}
+
 /// Report a fault that may be a stack fault. `None` from a page fault
 /// means "not about any stack": the caller reports it generically. A
 /// double fault is always reported here, guard hit or not.
@@ -185,18 +220,29 @@ pub fn stack_fault(frame: &TrapFrame, cr2: u64, via: Via) -> Option<Action> {
         .and_then(stack_at)
         .or_else(|| stack_at(frame.rsp));
     let hit = vmalloc::lookup(VirtAddr::new(cr2));
-    let same = |a: &VmAllocation| stack.is_some_and(|(s, _)| s.seq == a.seq);
-    let (kind, by) = match hit {
-        Some(Lookup::GuardBelow {
-            alloc,
-            bytes_below_base,
-        }) if same(&alloc) => (HitKind::Overflow, bytes_below_base),
-        Some(Lookup::GuardAbove {
-            alloc,
-            bytes_above_top,
-        }) if same(&alloc) => (HitKind::Underflow, bytes_above_top + 1),
-        _ => (HitKind::NotGuard, 0),
-    };
+    // CR2, and for a double fault the interrupted RSP too (CR2 can be
+    // stale there): `kcore::stack_hit` says which guard, and what decided.
+    let classified = stack_hit::classify(
+        stack.as_ref().map(|(a, _)| a),
+        cr2,
+        hit,
+        frame.rsp,
+        via == Via::DoubleFault && !cfg!(defect = "cr2_only"),
+    );
+    let (kind, by, fault_at) = (
+        match classified.kind {
+            stack_hit::HitKind::Overflow => HitKind::Overflow,
+            stack_hit::HitKind::Underflow => HitKind::Underflow,
+            stack_hit::HitKind::NotGuard => HitKind::NotGuard,
+        },
+        classified.bytes,
+        classified.fault_addr,
+    );
+    let evidence = classified.evidence.map(|e| match e {
+        stack_hit::Evidence::Cr2 => Evidence::Cr2,
+        stack_hit::Evidence::Rsp => Evidence::Rsp,
+        stack_hit::Evidence::Both => Evidence::Both,
+    });
     if kind == HitKind::NotGuard
         && via == Via::PageFault
         && stack_at(frame.rsp).is_none()
@@ -253,7 +299,7 @@ pub fn stack_fault(frame: &TrapFrame, cr2: u64, via: Via) -> Option<Action> {
         let _ = (|| -> core::fmt::Result {
             match kind {
                 HitKind::Overflow | HitKind::Underflow => {
-                    writeln!(w, "BUG: {linux} stack guard page was hit at {cr2:016x} (stack is {lo:016x}..{hi:016x})")?;
+                    writeln!(w, "BUG: {linux} stack guard page was hit at {fault_at:016x} (stack is {lo:016x}..{hi:016x})")?;
                     let side = if kind == HitKind::Overflow {
                         "below"
                     } else {
@@ -306,6 +352,7 @@ pub fn stack_fault(frame: &TrapFrame, cr2: u64, via: Via) -> Option<Action> {
                     (guard_hi - guard_lo) / 4096
                 )?;
             }
+            write_evidence(w, evidence, cr2, frame.rsp, (lo, hi))?;
             if depth > 0 {
                 writeln!(w, "Recursion depth: {depth}")?;
             }
@@ -321,7 +368,7 @@ pub fn stack_fault(frame: &TrapFrame, cr2: u64, via: Via) -> Option<Action> {
             guard_lo: Hex(guard_lo),
             guard_hi: Hex(guard_hi),
             bytes: by,
-            fault_addr: Hex(cr2),
+            fault_addr: Hex(fault_at),
             via,
             cpu: cpu.id as u32,
             task_id,
@@ -336,6 +383,7 @@ pub fn stack_fault(frame: &TrapFrame, cr2: u64, via: Via) -> Option<Action> {
             depth: (depth > 0).then_some(depth),
             context,
             recovered: action != Action::Fatal,
+            evidence,
         });
     });
     lkdtm::set_depth(cpu.id, 0);

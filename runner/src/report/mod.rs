@@ -5,6 +5,7 @@
 //! truth the guest announced beforehand and against the guest ELF.
 
 pub mod classify;
+pub mod evidence;
 pub mod judge;
 pub mod lines;
 pub mod recovery;
@@ -51,6 +52,9 @@ pub enum Check {
     /// Use after free: the owner's history tells its whole life, in an order
     /// the lifetime rules allow, oldest first.
     History,
+    /// What decided the guard hit (CR2, or the interrupted RSP when CR2 is
+    /// stale) is backed by the report's registers and the announced stack.
+    Evidence,
     /// What the task held, and the exit policy's decision on it, are told
     /// (`TASK-STATE`) and fit each other and the scenario.
     TaskState,
@@ -77,6 +81,7 @@ impl Check {
             Check::Access => "access",
             Check::History => "history",
             Check::TaskState => "task-state",
+            Check::Evidence => "evidence",
         }
     }
 }
@@ -152,7 +157,8 @@ pub fn attach(
 }
 
 /// Every fault report's claim about its task, held against the recovery
-/// records (`recovery`): the failures join the fault's verdict.
+/// records (`recovery`), and its claim of what decided the hit
+/// (`evidence`): the failures join the fault's verdict.
 fn recovery_hook(r: &mut judge::ScenarioResult, events: &lines::Events, held: &recovery::Records) {
     let name = r.scenario.name;
     if let Some(g) = r.guard.as_mut() {
@@ -165,6 +171,7 @@ fn recovery_hook(r: &mut judge::ScenarioResult, events: &lines::Events, held: &r
             .collect();
         let found = recovery::judge(r.scenario, &claims, g.suppressed, held);
         g.failures.extend(found);
+        g.failures.extend(evidence::judge(name, events));
     }
     if let Some(u) = r.uaf.as_mut() {
         let claims: Vec<_> = events
