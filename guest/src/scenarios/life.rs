@@ -24,7 +24,9 @@ pub fn rcu_reader(_: &BootInfo, c: &mut Checks) {
         return;
     }
     static GO: AtomicBool = AtomicBool::new(false);
+    static REAPED: AtomicBool = AtomicBool::new(false);
     GO.store(false, Ordering::Release);
+    REAPED.store(false, Ordering::Release);
     let here = percpu::this().id;
     let other = (here + 1) % percpu::online();
     let target = match task::spawn_on(other, "rcu-target", || {
@@ -41,9 +43,13 @@ pub fn rcu_reader(_: &BootInfo, c: &mut Checks) {
     };
     let id = target.id();
     // The reaper runs on the other CPU: joining releases the task there.
-    let reaper = task::spawn_on(other, "rcu-reaper", move || match target.join() {
-        ExitStatus::Exited(v) => v,
-        ExitStatus::Killed(_) => u64::MAX,
+    let reaper = task::spawn_on(other, "rcu-reaper", move || {
+        let v = match target.join() {
+            ExitStatus::Exited(v) => v,
+            ExitStatus::Killed(_) => u64::MAX,
+        };
+        REAPED.store(true, Ordering::Release);
+        v
     });
     let seen = {
         let _rcu = rcu::read_lock();
@@ -52,11 +58,17 @@ pub fn rcu_reader(_: &BootInfo, c: &mut Checks) {
             return;
         };
         GO.store(true, Ordering::Release);
-        // Hold the read-side section across the exit and the reap.
+        // Hold the read-side section across the exit and the reap, for
+        // however long the other CPU takes (a loaded host may not run its
+        // vCPU for a while: wait for the reap itself, not a fixed time).
         let t0 = time::now_ns();
-        while time::now_ns() - t0 < 20_000_000 {
+        while !REAPED.load(Ordering::Acquire) && time::now_ns() - t0 < 5_000_000_000 {
             core::hint::spin_loop();
         }
+        c.check(
+            REAPED.load(Ordering::Acquire),
+            format_args!("the target exited and was reaped while the reader held it"),
+        );
         let valid = !t.is_freed() && t.id == id;
         c.check(
             valid,

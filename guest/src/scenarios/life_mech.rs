@@ -65,9 +65,18 @@ fn long_section(ns: u64) {
     let obj = &OBJECTS[idx];
     let generation = obj.generation.load(Ordering::Acquire);
     let live_at_start = obj.state.load(Ordering::Acquire) == LIVE;
-    let end = time::now_ns() + ns;
+    // One grace period is asked for from inside: it begins after `began`
+    // (now, or when the one in progress ends), so it must wait for us.
+    rcu::request_grace_period();
+    let start = time::now_ns();
     let (mut early, mut freed) = (false, !live_at_start);
-    while time::now_ns() < end {
+    // At least `ns`, and on until a grace period has begun inside the
+    // section (bounded: a host that starves the other vCPUs may hold the
+    // one in progress for long).
+    while {
+        let now = time::now_ns();
+        now < start + ns || (rcu::gp_seq() == began && now < start + 10 * ns)
+    } {
         early |= rcu::completed() > began;
         freed |= obj.state.load(Ordering::Acquire) != LIVE
             || obj.generation.load(Ordering::Acquire) != generation;
@@ -177,7 +186,7 @@ pub fn rcu_gp(_: &BootInfo, c: &mut Checks) {
     // The checks above mean something only if grace periods were waiting
     // on the sections: most must have seen one begin and not end.
     c.check(
-        waited * 4 >= sections * 3,
+        waited * 3 >= sections * 2,
         format_args!(
             "a grace period began, and had to wait, during {waited} of {sections} sections ({} saw none begin)",
             NO_GP_BEGAN.load(Ordering::Acquire)
