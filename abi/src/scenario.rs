@@ -454,6 +454,11 @@ pub const SCENARIOS: &[Scenario] = &[
         "a stack put in the per-CPU cache at exit is the one the next task on that CPU gets: same range, the hit counter rising",
         &[1],
     ),
+    check(
+        "life.rcu_stall",
+        "a grace period held up with preemption off, then interrupts off, raises one stall warning each, naming the CPU and how it is stuck",
+        &[4],
+    ),
 ];
 
 /// Look a scenario up by its exact name.

@@ -18,6 +18,8 @@
 //! - [`rcu_users`]: the task's `rcu_users` count that turns into its RCU
 //!   callback head, once and for good.
 //! - [`rcu`]: grace periods and callback batches for classic RCU.
+//! - [`rcu_stall`]: a stalled grace period told from a vCPU the host does
+//!   not run: age in the CPU's own ticks and NMI answers, not wall time.
 //! - [`mm_refs`]: an address space's three kinds of reference, and which
 //!   drops must be deferred to a worker.
 //!
@@ -35,6 +37,7 @@ pub mod lockdep;
 pub mod memmap;
 pub mod mm_refs;
 pub mod rcu;
+pub mod rcu_stall;
 pub mod rcu_users;
 pub mod refcount;
 pub mod stack_cache;

@@ -222,6 +222,7 @@ pub fn stress(_: &BootInfo, c: &mut Checks) {
     c.check(task::settle(2_000), format_args!("quiet before the run"));
     let before = super::counters_now();
     let stalls = rcu::stalls();
+    rcu::reset_gp_ages();
     STOP.store(false, Ordering::Release);
     let readers: Vec<_> = (0..percpu::online())
         .filter_map(|cpu| {
@@ -290,9 +291,12 @@ pub fn stress(_: &BootInfo, c: &mut Checks) {
             "every lock release matched an acquisition on the same task ({unbalanced} unmatched, {crossed} across a switch)"
         ),
     );
+    let (wall_ms, own_ticks) = rcu::gp_ages();
     c.check(
         rcu::stalls() == stalls,
-        format_args!("no RCU stall warning during the run"),
+        format_args!(
+            "no RCU stall warning during the run (longest grace period {wall_ms} ms of wall time; the most own ticks a CPU owed one: {own_ticks})"
+        ),
     );
     if let Some(r) = rcu::counters() {
         c.check(

@@ -330,3 +330,81 @@ pub fn stack_cache(_: &BootInfo, c: &mut Checks) {
     task::set_free_mode(mode);
     task::settle(2_000);
 }
+
+/// `life.rcu_stall`: a deliberate stall is caught, and told for what it
+/// is. A task on the last CPU holds a grace period up, first with
+/// preemption off (the CPU keeps taking its tick: it ages in its own
+/// ticks), then with interrupts off (no tick: it ages by the NMIs it
+/// answers). The threshold is lowered to 50 own ticks (200 ms) for the
+/// scenario, so the run is short; the same rule at 500 is what keeps
+/// `life.stress` quiet on a loaded host (README).
+pub fn rcu_stall(_: &BootInfo, c: &mut Checks) {
+    if percpu::online() < 2 {
+        c.skip("needs at least 2 CPUs (one stalls, another notices)");
+        return;
+    }
+    static INSIDE: AtomicBool = AtomicBool::new(false);
+    static STALLS_BEFORE: AtomicU64 = AtomicU64::new(0);
+    const LIMIT_NS: u64 = 10_000_000_000;
+    let cpu = percpu::online() - 1;
+    rcu::set_stall_ticks(50);
+    for irqs_off in [false, true] {
+        let what = if irqs_off {
+            "interrupts off"
+        } else {
+            "preemption off"
+        };
+        INSIDE.store(false, Ordering::Release);
+        STALLS_BEFORE.store(rcu::stalls(), Ordering::Release);
+        let body: fn() -> u64 = if irqs_off {
+            || crate::arch::x86_64::interrupts::without(stall_until_reported)
+        } else {
+            || {
+                let _p = crate::sync::preempt::disable();
+                stall_until_reported()
+            }
+        };
+        let h = task::spawn_on(cpu, "rcu-staller", body);
+        while !INSIDE.load(Ordering::Acquire) {
+            task::yield_now();
+        }
+        // A grace period that must wait for the staller.
+        let target = rcu::request_grace_period();
+        let waited = h.map(|h| h.join());
+        let stalls = rcu::stalls() - STALLS_BEFORE.load(Ordering::Acquire);
+        let masks = rcu::last_stall();
+        let named = if irqs_off {
+            masks.irqs_off
+        } else {
+            masks.ticking
+        };
+        c.check(
+            stalls == 1 && named & (1 << cpu) != 0,
+            format_args!(
+                "a stall with {what} on CPU {cpu} was reported, and as that ({stalls} warnings, {masks:?}; the staller saw it after {waited:?} ms)"
+            ),
+        );
+        let start = time::now_ns();
+        while rcu::completed() < target && time::now_ns() - start < 2_000_000_000 {
+            task::yield_now();
+        }
+        c.check(
+            rcu::completed() >= target,
+            format_args!("the grace period it held up completed once it ended"),
+        );
+    }
+    rcu::set_stall_ticks(0);
+
+    /// Hold the CPU (in whatever section the caller entered) until a stall
+    /// warning is printed, or give up after `LIMIT_NS`; how long it took.
+    fn stall_until_reported() -> u64 {
+        INSIDE.store(true, Ordering::Release);
+        let t0 = time::now_ns();
+        while rcu::stalls() == STALLS_BEFORE.load(Ordering::Acquire)
+            && time::now_ns() - t0 < LIMIT_NS
+        {
+            core::hint::spin_loop();
+        }
+        (time::now_ns() - t0) / 1_000_000
+    }
+}

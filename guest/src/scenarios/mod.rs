@@ -69,6 +69,7 @@ const IMPLEMENTED: &[(&str, ScenarioFn)] = &[
     ("life.rcu_gp", life_mech::rcu_gp),
     ("life.rcu_sync", life_mech::rcu_sync),
     ("life.stack_cache", life_mech::stack_cache),
+    ("life.rcu_stall", life_mech::rcu_stall),
 ];
 
 /// The checks of one scenario, printed as KTAP diagnostics as they happen.

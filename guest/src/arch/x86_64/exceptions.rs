@@ -82,12 +82,33 @@ pub fn last_nmi_frame(cpu: usize) -> u64 {
     LAST_NMI_FRAME[cpu].load(Ordering::Acquire)
 }
 
+/// Per CPU: NMIs answered, and what the last one interrupted (RIP, and
+/// whether interrupts were on): a CPU that takes no tick but answers
+/// these runs with interrupts off (RCU's stall detector probes with them).
+static NMI_ANSWERED: [AtomicU64; percpu::MAX_CPUS] =
+    [const { AtomicU64::new(0) }; percpu::MAX_CPUS];
+static NMI_RIP: [AtomicU64; percpu::MAX_CPUS] = [const { AtomicU64::new(0) }; percpu::MAX_CPUS];
+static NMI_IF: [AtomicU8; percpu::MAX_CPUS] = [const { AtomicU8::new(0) }; percpu::MAX_CPUS];
+
+/// NMIs `cpu` has answered, and the RIP and interrupt flag the last one
+/// found there.
+pub fn nmis_answered(cpu: usize) -> (u64, u64, bool) {
+    (
+        NMI_ANSWERED[cpu].load(Ordering::Acquire),
+        NMI_RIP[cpu].load(Ordering::Acquire),
+        NMI_IF[cpu].load(Ordering::Acquire) != 0,
+    )
+}
+
 /// NMIs only count and note where they ran: an NMI may arrive inside any
 /// other handler (a #DF report included) and must disturb nothing.
 fn nmi(frame: &mut TrapFrame) {
     if percpu::ready() {
-        LAST_NMI_FRAME[percpu::this().id]
-            .store(frame as *const TrapFrame as u64, Ordering::Release);
+        let id = percpu::this().id;
+        LAST_NMI_FRAME[id].store(frame as *const TrapFrame as u64, Ordering::Release);
+        NMI_RIP[id].store(frame.rip, Ordering::Release);
+        NMI_IF[id].store(u8::from(frame.rflags & (1 << 9) != 0), Ordering::Release);
+        NMI_ANSWERED[id].fetch_add(1, Ordering::AcqRel);
     }
     NMI_COUNT.fetch_add(1, Ordering::AcqRel);
 }
