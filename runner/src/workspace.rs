@@ -53,9 +53,13 @@ fn defect_args() -> Result<Vec<String>, Fatal> {
         return Ok(Vec::new());
     };
     let name = name.to_string_lossy().into_owned();
-    if name.is_empty() || !name.bytes().all(|b| b.is_ascii_lowercase() || b == b'_') {
+    if name.is_empty()
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+    {
         return Err(Fatal::setup(format!(
-            "{DEFECT_ENV}={name:?} is not a defect name (lowercase letters and _; see guest/Cargo.toml)"
+            "{DEFECT_ENV}={name:?} is not a defect name (lowercase letters, digits and _; see guest/Cargo.toml)"
         )));
     }
     // A misspelt name would build a sound guest whose passing run proves

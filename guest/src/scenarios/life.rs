@@ -207,7 +207,8 @@ pub fn refcount(_: &BootInfo, c: &mut Checks) {
 }
 
 pub fn stress(_: &BootInfo, c: &mut Checks) {
-    const N: u64 = 10_000;
+    let n = super::workload::scaled(10_000);
+    super::workload::note(c, 10_000);
     static STOP: AtomicBool = AtomicBool::new(false);
     static VISITS: AtomicU64 = AtomicU64::new(0);
     static BAD: AtomicU64 = AtomicU64::new(0);
@@ -243,7 +244,7 @@ pub fn stress(_: &BootInfo, c: &mut Checks) {
         .collect();
     let mut flight = alloc::collections::VecDeque::new();
     let mut spawned = 0;
-    for i in 0..N {
+    for i in 0..n {
         if flight.len() >= 256 {
             let h: task::JoinHandle = flight.pop_front().expect("non-empty");
             h.join();
@@ -261,8 +262,8 @@ pub fn stress(_: &BootInfo, c: &mut Checks) {
         h.join();
     });
     c.check(
-        spawned == N,
-        format_args!("{spawned} of {N} tasks created and reaped on all CPUs"),
+        spawned == n,
+        format_args!("{spawned} of {n} tasks created and reaped on all CPUs"),
     );
     c.check(
         BAD.load(Ordering::Acquire) == 0,

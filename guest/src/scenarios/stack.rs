@@ -271,7 +271,8 @@ pub fn all_cpus(_: &BootInfo, c: &mut Checks) {
 }
 
 pub fn repeat(_: &BootInfo, c: &mut Checks) {
-    const N: u64 = 1000;
+    let n = super::workload::scaled(1000);
+    super::workload::note(c, 1000);
     // A few overflows first, quietly: buffers that grow to a steady size on
     // the kill path (run queues, RCU callback lists) are not leaks, and run
     // alone this scenario would otherwise see them grow inside its window.
@@ -287,7 +288,7 @@ pub fn repeat(_: &BootInfo, c: &mut Checks) {
     let hits = oops::hits();
     let cut_short = exceptions::IRQS_CUT_SHORT.load(Ordering::Acquire);
     let mut killed = 0;
-    for i in 0..N {
+    for i in 0..n {
         // One full report is enough to read; the rest are counted.
         if i == 1 {
             oops::set_quiet(true);
@@ -305,12 +306,12 @@ pub fn repeat(_: &BootInfo, c: &mut Checks) {
         exceptions::IRQS_CUT_SHORT.load(Ordering::Acquire) - cut_short
     ));
     c.check(
-        killed == N,
-        format_args!("{killed} of {N} overflows killed their task"),
+        killed == n,
+        format_args!("{killed} of {n} overflows killed their task"),
     );
     c.check(
-        oops::hits() - hits == N,
-        format_args!("{} of {N} overflows caught", oops::hits() - hits),
+        oops::hits() - hits == n,
+        format_args!("{} of {n} overflows caught", oops::hits() - hits),
     );
     c.check(
         task::settle(2_000),
