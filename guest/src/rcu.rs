@@ -218,8 +218,21 @@ fn check_stall(seq: u64) {
         probe(now);
     }
     let policy = policy();
-    let verdict =
-        |p: &percpu::PerCpu| rcu_stall::judge(progress_at_start(p.id), progress(p), wall, &policy);
+    // A CPU that keeps taking its tick and has noted a quiescent state for
+    // this grace period, or has `preempt_count` 0, passes one at each tick:
+    // only the report is late (the tick's try-lock found the state busy,
+    // its holder's vCPU not being run), however many ticks go by. (One that
+    // takes no tick cannot report what it noted: that stays a stall.)
+    let verdict = |p: &percpu::PerCpu| {
+        let v = rcu_stall::judge(progress_at_start(p.id), progress(p), wall, &policy);
+        let passed = matches!(v, CpuStall::Ticking { .. })
+            && (NOTED[p.id].load(Ordering::Acquire) == seq || p.preempt_count() == 0);
+        if passed {
+            CpuStall::No
+        } else {
+            v
+        }
+    };
     // Without the lock: does any CPU look stalled at all?
     if !percpu::all().any(|p| verdict(p).is_stall()) {
         return;

@@ -17,7 +17,10 @@
 //! This is the judgement alone, plain data in and out; the guest's RCU
 //! feeds it counters.
 
-/// A CPU's evidence of running: its tick count and NMIs it answered.
+/// A CPU's evidence of running: its tick count, and the NMIs it answered
+/// with interrupts off and no tick taken since the NMI before (a stuck CPU
+/// answers every probe so; one the host only did not run answers at most
+/// one, then takes its pending tick).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct Progress {
     pub ticks: u64,

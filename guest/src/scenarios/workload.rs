@@ -13,9 +13,10 @@
 use crate::arch::x86_64::time;
 use core::sync::atomic::{AtomicU64, Ordering};
 
-/// A cli/sti pair dearer than this traps: TCG takes about 1 µs here (the
-/// held-lock record included), the paravirtual /dev/kvm about 600 µs.
-const TRAPPING_PAIR_NS: u64 = 20_000;
+/// A cli/sti pair dearer than this traps: at the cheapest, TCG takes about
+/// 1 µs here (the held-lock record included), the paravirtual /dev/kvm
+/// about 30 µs (600 µs on average).
+const TRAPPING_PAIR_NS: u64 = 5_000;
 const DIVISOR: u64 = 100;
 
 static PAIR_NS: AtomicU64 = AtomicU64::new(u64::MAX);

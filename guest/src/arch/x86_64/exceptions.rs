@@ -82,19 +82,23 @@ pub fn last_nmi_frame(cpu: usize) -> u64 {
     LAST_NMI_FRAME[cpu].load(Ordering::Acquire)
 }
 
-/// Per CPU: NMIs answered, and what the last one interrupted (RIP, and
-/// whether interrupts were on): a CPU that takes no tick but answers
-/// these runs with interrupts off (RCU's stall detector probes with them).
-static NMI_ANSWERED: [AtomicU64; percpu::MAX_CPUS] =
-    [const { AtomicU64::new(0) }; percpu::MAX_CPUS];
+/// Per CPU: NMIs that found interrupts off with no tick taken since the
+/// previous NMI (a CPU stuck with interrupts off answers these; one that
+/// only was not being run answers at most one, wherever the host stopped
+/// it, and then takes its pending tick), the tick count at the last NMI,
+/// and what the last NMI interrupted (RIP, interrupt flag). RCU's stall
+/// detector probes with them.
+static NMI_STUCK: [AtomicU64; percpu::MAX_CPUS] = [const { AtomicU64::new(0) }; percpu::MAX_CPUS];
+static NMI_TICKS: [AtomicU64; percpu::MAX_CPUS] =
+    [const { AtomicU64::new(u64::MAX) }; percpu::MAX_CPUS];
 static NMI_RIP: [AtomicU64; percpu::MAX_CPUS] = [const { AtomicU64::new(0) }; percpu::MAX_CPUS];
 static NMI_IF: [AtomicU8; percpu::MAX_CPUS] = [const { AtomicU8::new(0) }; percpu::MAX_CPUS];
 
-/// NMIs `cpu` has answered, and the RIP and interrupt flag the last one
-/// found there.
+/// NMIs `cpu` answered stuck with interrupts off (see `NMI_STUCK`), and the
+/// RIP and interrupt flag the last NMI found there.
 pub fn nmis_answered(cpu: usize) -> (u64, u64, bool) {
     (
-        NMI_ANSWERED[cpu].load(Ordering::Acquire),
+        NMI_STUCK[cpu].load(Ordering::Acquire),
         NMI_RIP[cpu].load(Ordering::Acquire),
         NMI_IF[cpu].load(Ordering::Acquire) != 0,
     )
@@ -104,11 +108,16 @@ pub fn nmis_answered(cpu: usize) -> (u64, u64, bool) {
 /// other handler (a #DF report included) and must disturb nothing.
 fn nmi(frame: &mut TrapFrame) {
     if percpu::ready() {
-        let id = percpu::this().id;
+        let cpu = percpu::this();
+        let id = cpu.id;
         LAST_NMI_FRAME[id].store(frame as *const TrapFrame as u64, Ordering::Release);
+        let irqs_on = frame.rflags & (1 << 9) != 0;
         NMI_RIP[id].store(frame.rip, Ordering::Release);
-        NMI_IF[id].store(u8::from(frame.rflags & (1 << 9) != 0), Ordering::Release);
-        NMI_ANSWERED[id].fetch_add(1, Ordering::AcqRel);
+        NMI_IF[id].store(u8::from(irqs_on), Ordering::Release);
+        let ticks = cpu.local.ticks.load(Ordering::Acquire);
+        if NMI_TICKS[id].swap(ticks, Ordering::AcqRel) == ticks && !irqs_on {
+            NMI_STUCK[id].fetch_add(1, Ordering::AcqRel);
+        }
     }
     NMI_COUNT.fetch_add(1, Ordering::AcqRel);
 }
