@@ -22,16 +22,22 @@ pub enum GuestExit {
     /// A fault was caught and reported, but the guest could not go on
     /// (e.g. an overflow of an IRQ or exception stack).
     CaughtFatal = 0x13,
+    /// A fault in a task was caught, but the task held something the rest
+    /// of the kernel needs (a lock, an interrupts-off section, RCU
+    /// callbacks): killing it would leave the machine broken, so it stops.
+    /// A `TASK-STATE` record says why.
+    CaughtUnrecoverable = 0x14,
     /// The direct-boot loader could not start the guest (bad ELF, no memory...).
     LoaderError = 0x7f,
 }
 
 impl GuestExit {
-    pub const ALL: [GuestExit; 5] = [
+    pub const ALL: [GuestExit; 6] = [
         GuestExit::Pass,
         GuestExit::Fail,
         GuestExit::Panic,
         GuestExit::CaughtFatal,
+        GuestExit::CaughtUnrecoverable,
         GuestExit::LoaderError,
     ];
 

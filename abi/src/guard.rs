@@ -12,7 +12,7 @@
 //! loader listed them, so the LAPIC id the hardware reports at a fault can
 //! witness the CPU a report names.
 
-use crate::kinds::{Context, HitKind, ObjectKind, StackKind, Via};
+use crate::kinds::{Context, Evidence, HitKind, ObjectKind, StackKind, Via};
 use crate::record::{Hex, Record};
 use core::fmt;
 use serde::{Deserialize, Serialize};
@@ -229,6 +229,9 @@ pub struct GuardHit<'a> {
     pub context: Context,
     /// The task was killed and the machine goes on.
     pub recovered: bool,
+    /// What decided the guard hit (`None` for `not-guard`): with `rsp`,
+    /// `fault_addr` is the first push that could not be made, not CR2.
+    pub evidence: Option<Evidence>,
 }
 
 impl Record for GuardHit<'_> {
@@ -389,6 +392,7 @@ mod tests {
             depth: Some(52),
             context: Context::Task,
             recovered: true,
+            evidence: Some(Evidence::Both),
         }
     }
 

@@ -73,6 +73,20 @@ impl Via {
 }
 
 named_enum! {
+    /// What decided that a stack fault hit a guard page (`kcore::stack_hit`).
+    pub enum Evidence {
+        /// CR2, the faulting address, lies in the stack's guard.
+        Cr2 = "cr2",
+        /// The interrupted RSP left no room for an exception frame (Linux's
+        /// `exc_double_fault` rule); CR2 did not say so (stale under some
+        /// hypervisors).
+        Rsp = "rsp",
+        /// Both say the same.
+        Both = "cr2+rsp",
+    }
+}
+
+named_enum! {
     /// Where task stacks come from.
     pub enum Strategy {
         /// Contiguous frames from the direct map, `thread_info` at the bottom,

@@ -14,6 +14,7 @@ pub mod cmdline;
 pub mod config;
 pub mod exit;
 pub mod guard;
+pub mod held;
 pub mod kinds;
 pub mod ksyms;
 pub mod oops;

@@ -9,7 +9,7 @@
 //! 0008:...`, ` [<...>] func+0x1d/0x30`) where Linux has a line.
 
 use crate::guard::{Area, AreaOwner, Frame, GuardHit, Regs, Sym};
-use crate::kinds::{Context, HitKind, ObjectKind, StackKind, Via};
+use crate::kinds::{Context, Evidence, HitKind, ObjectKind, StackKind, Via};
 use core::fmt;
 
 const PAGE: u64 = 4096;
@@ -157,6 +157,17 @@ pub enum Line<'a> {
     Cr { cr2: u64, cr3: u64, error_code: u64 },
     /// `Guard: LO..HI (n pages)`.
     Guard { lo: u64, hi: u64, pages: u64 },
+    /// `Evidence: RSP ADDR (n bytes above the stack bottom) leaves no room
+    /// for an exception frame; ...`: when the interrupted RSP decided a
+    /// double fault (alone: CR2 was stale; or beside CR2). CR2 alone says
+    /// nothing more than the `BUG:` line.
+    Evidence {
+        evidence: Evidence,
+        rsp: u64,
+        room: Room,
+        /// The stale CR2 (`evidence` is `rsp` only).
+        cr2: u64,
+    },
     /// `Recursion depth: n`.
     Depth(u64),
     /// `Call Trace:`.
@@ -175,6 +186,54 @@ pub enum Line<'a> {
     /// `---[ end trace ]---`.
     End,
 }
+
+/// Where the interrupted RSP was, relative to the faulting stack.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Room {
+    /// `n bytes above the stack bottom` (less than an exception frame).
+    AboveBottom(u64),
+    /// `n bytes below the stack bottom` (already past it).
+    BelowBottom(u64),
+    /// `n bytes above the stack top`.
+    AboveTop(u64),
+}
+
+impl Room {
+    pub fn of(rsp: u64, lo: u64, hi: u64) -> Room {
+        if rsp < lo {
+            Room::BelowBottom(lo - rsp)
+        } else if rsp >= hi {
+            Room::AboveTop(rsp - hi)
+        } else {
+            Room::AboveBottom(rsp - lo)
+        }
+    }
+}
+
+impl fmt::Display for Room {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Room::AboveBottom(n) => write!(f, "{n} bytes above the stack bottom"),
+            Room::BelowBottom(n) => write!(f, "{n} bytes below the stack bottom"),
+            Room::AboveTop(n) => write!(f, "{n} bytes above the stack top"),
+        }
+    }
+}
+
+impl Room {
+    fn parse(s: &str) -> Option<Room> {
+        let (n, place) = s.split_once(" bytes ")?;
+        let n = dec(n)?;
+        match place {
+            "above the stack bottom" => Some(Room::AboveBottom(n)),
+            "below the stack bottom" => Some(Room::BelowBottom(n)),
+            "above the stack top" => Some(Room::AboveTop(n)),
+            _ => None,
+        }
+    }
+}
+
+const NO_ROOM: &str = " leaves no room for an exception frame";
 
 /// A symbol or `?`.
 struct MaybeSym<'s, 'a>(&'s Option<Sym<'a>>);
@@ -343,6 +402,21 @@ impl fmt::Display for Line<'_> {
                 f,
                 "Guard: {lo:016x}..{hi:016x} ({pages} page{})",
                 if pages == 1 { "" } else { "s" }
+            ),
+            Line::Evidence {
+                evidence: Evidence::Both,
+                rsp,
+                room,
+                ..
+            } => write!(
+                f,
+                "Evidence: CR2 in the guard, and RSP {rsp:016x} ({room}){NO_ROOM}"
+            ),
+            Line::Evidence {
+                rsp, room, cr2, ..
+            } => write!(
+                f,
+                "Evidence: RSP {rsp:016x} ({room}){NO_ROOM}; CR2 {cr2:016x} lies in no guard of this stack (stale)"
             ),
             Line::Depth(d) => write!(f, "Recursion depth: {d}"),
             Line::CallTrace => f.write_str("Call Trace:"),
@@ -545,6 +619,29 @@ impl<'a> Line<'a> {
                 pages,
             });
         }
+        if let Some(rest) = s.strip_prefix("Evidence: ") {
+            let (evidence, rest) = match rest.strip_prefix("CR2 in the guard, and RSP ") {
+                Some(rest) => (Evidence::Both, rest),
+                None => (Evidence::Rsp, rest.strip_prefix("RSP ")?),
+            };
+            let (rsp, rest) = rest.split_once(" (")?;
+            let (room, rest) = rest.split_once(')')?;
+            let rest = rest.strip_prefix(NO_ROOM)?;
+            let cr2 = match evidence {
+                Evidence::Both if rest.is_empty() => 0,
+                Evidence::Rsp => addr16(
+                    rest.strip_prefix("; CR2 ")?
+                        .strip_suffix(" lies in no guard of this stack (stale)")?,
+                )?,
+                _ => return None,
+            };
+            return Some(Line::Evidence {
+                evidence,
+                rsp: addr16(rsp)?,
+                room: Room::parse(room)?,
+                cr2,
+            });
+        }
         if let Some(d) = s.strip_prefix("Recursion depth: ") {
             return Some(Line::Depth(dec(d)?));
         }
@@ -698,6 +795,18 @@ pub fn render<'a>(
             pages: pages(glo, ghi),
         })?;
     }
+    if let Some(evidence @ (Evidence::Rsp | Evidence::Both)) = hit.evidence {
+        let rsp = hit.rsp.get();
+        out(Line::Evidence {
+            evidence,
+            rsp,
+            room: Room::of(rsp, lo, hi),
+            cr2: match evidence {
+                Evidence::Rsp => hit.cr2.get(),
+                _ => 0,
+            },
+        })?;
+    }
     if let Some(d) = hit.depth {
         out(Line::Depth(d))?;
     }
@@ -837,6 +946,24 @@ mod tests {
                 },
             ),
             ("Recursion depth: 52", Line::Depth(52)),
+            (
+                "Evidence: RSP ffffc90000006ff0 (16 bytes below the stack bottom) leaves no room for an exception frame; CR2 0000000000000000 lies in no guard of this stack (stale)",
+                Line::Evidence {
+                    evidence: Evidence::Rsp,
+                    rsp: 0xffffc90000006ff0,
+                    room: Room::BelowBottom(16),
+                    cr2: 0,
+                },
+            ),
+            (
+                "Evidence: CR2 in the guard, and RSP ffffc90000007008 (8 bytes above the stack bottom) leaves no room for an exception frame",
+                Line::Evidence {
+                    evidence: Evidence::Both,
+                    rsp: 0xffffc90000007008,
+                    room: Room::AboveBottom(8),
+                    cr2: 0,
+                },
+            ),
             ("Call Trace:", Line::CallTrace),
             (
                 " [<ffffffff800293d9>] guest::scenarios::stack::stack_recurse+0x89/0xd0 (x53)",
@@ -912,6 +1039,8 @@ mod tests {
             " [<ffffffff800293d9>] x+0x1 (x1)",
             " [<ffffffff800293d9>] x+0x1 (interrupted by #ZZ)",
             "Recursion depth: ",
+            "Evidence: CR2 in the guard, and RSP ffffc90000007008 (8 bytes above the stack bottom) leaves no room for an exception frame; CR2 0000000000000000 lies in no guard of this stack (stale)",
+            "Evidence: RSP ffffc90000006ff0 (16 bytes beside the stack) leaves no room for an exception frame; CR2 0000000000000000 lies in no guard of this stack (stale)",
             "# ok: task recurse: killed: stack overflow",
             "",
         ] {
@@ -1005,6 +1134,10 @@ mod tests {
             check(Line::Cr { cr2: a, cr3: b, error_code: c });
             check(Line::Guard { lo: a, hi: b, pages: c });
             check(Line::Depth(a));
+            for room in [Room::AboveBottom(b), Room::BelowBottom(b), Room::AboveTop(b)] {
+                check(Line::Evidence { evidence: Evidence::Rsp, rsp: a, room, cr2: c });
+                check(Line::Evidence { evidence: Evidence::Both, rsp: a, room, cr2: 0 });
+            }
             check(Line::Frame { addr: a, sym, repeat, trap });
         }
     }

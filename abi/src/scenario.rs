@@ -20,6 +20,10 @@ pub enum Outcome {
     Panic,
     /// A fault was caught and explained, but the guest had to stop.
     CaughtFatal,
+    /// A fault in a task was caught, but the task held something the kernel
+    /// needs, so it could not be killed: the guest stopped ("caught, cannot
+    /// recover"), saying why.
+    CaughtUnrecoverable,
     /// QEMU ended without a guest exit code under `-no-reboot`: a reset, in
     /// practice a triple fault.
     Reset,
@@ -38,11 +42,12 @@ pub enum Outcome {
 
 impl Outcome {
     /// Every outcome, for tests that must cover them all.
-    pub const ALL: [Outcome; 10] = [
+    pub const ALL: [Outcome; 11] = [
         Outcome::Pass,
         Outcome::Fail,
         Outcome::Panic,
         Outcome::CaughtFatal,
+        Outcome::CaughtUnrecoverable,
         Outcome::Reset,
         Outcome::Timeout,
         Outcome::QemuFailed,
@@ -58,6 +63,7 @@ impl Outcome {
             Outcome::Fail => "fail",
             Outcome::Panic => "panic",
             Outcome::CaughtFatal => "caught-fatal",
+            Outcome::CaughtUnrecoverable => "caught-unrecoverable",
             Outcome::Reset => "reset",
             Outcome::Timeout => "timeout",
             Outcome::QemuFailed => "qemu-failed",
@@ -180,6 +186,19 @@ const fn stack_fatal(
         guard: Some(guard),
         uaf: None,
         skip: SkipAllowed::Never,
+    }
+}
+
+/// A stack scenario whose task holds something the kernel needs when it
+/// overflows: caught, and the machine must stop rather than kill it.
+const fn stack_unrecoverable(
+    name: &'static str,
+    summary: &'static str,
+    guard: GuardExpect,
+) -> Scenario {
+    Scenario {
+        expect: Outcome::CaughtUnrecoverable,
+        ..stack_fatal(name, summary, Outcome::CaughtUnrecoverable, guard)
     }
 }
 
@@ -434,6 +453,70 @@ pub const SCENARIOS: &[Scenario] = &[
         "reports `not ok`: the runner must report a failure",
         Outcome::Fail,
     ),
+    stack(
+        "stack.in_rcu",
+        "overflow inside an RCU read-side section: the task is killed, its RCU nesting reset and noted, grace periods go on",
+        &[1, 4],
+        recursion("stack_recurse"),
+    ),
+    stack(
+        "stack.preempt_off",
+        "overflow under preempt_disable: the task is killed, preempt_count reset and noted, the CPU schedules again",
+        &[1],
+        recursion("stack_recurse"),
+    ),
+    stack(
+        "stack.nested_atomic",
+        "overflow two preempt_disable and two rcu_read_lock deep: all four named, reset and noted",
+        &[1],
+        recursion("stack_recurse"),
+    ),
+    stack_unrecoverable(
+        "stack.lock_held",
+        "overflow while holding a spin lock another task then waits for: caught, cannot recover (the lock is named), no hang",
+        recursion("stack_recurse"),
+    ),
+    stack_unrecoverable(
+        "stack.irqlock_held",
+        "overflow while holding an IrqLock (spin_lock_irqsave): caught, cannot recover, the lock named",
+        recursion("stack_recurse"),
+    ),
+    stack_unrecoverable(
+        "stack.irqs_section",
+        "overflow inside an interrupts-off section (local_irq_save): caught, cannot recover",
+        recursion("stack_recurse"),
+    ),
+    stack_unrecoverable(
+        "stack.rcu_callback",
+        "overflow inside an RCU callback: caught, cannot recover (the rest of the batch would be lost)",
+        recursion("stack_recurse"),
+    ),
+    check(
+        "life.rcu_gp",
+        "long read sections on every CPU sample the grace-period state: no grace period that began inside one ends inside it, and the objects they read (held by RCU alone) stay valid",
+        &[4],
+    ),
+    Scenario {
+        skip: SkipAllowed::BelowCpus(2),
+        ..check(
+        "life.rcu_sync",
+        "synchronize_rcu returns only after a reader that began before it has ended and a full grace period begun after the call; no callback runs before its grace period",
+        &[4],
+    )
+    },
+    check(
+        "life.stack_cache",
+        "a stack put in the per-CPU cache at exit is the one the next task on that CPU gets: same range, the hit counter rising",
+        &[1],
+    ),
+    Scenario {
+        skip: SkipAllowed::BelowCpus(2),
+        ..check(
+        "life.rcu_stall",
+        "a grace period held up with preemption off, then interrupts off, raises one stall warning each, naming the CPU and how it is stuck",
+        &[4],
+    )
+    },
 ];
 
 /// Look a scenario up by its exact name.

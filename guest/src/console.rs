@@ -7,9 +7,9 @@
 //! lock: fault handlers must not allocate, and a record of a full backtrace
 //! is too big for the exception stacks it is written from.
 use crate::arch::x86_64::serial::Serial;
+use crate::sync::{SpinGuard, SpinLock};
 use abi::Record;
 use core::fmt::{self, Write};
-use spin::Mutex;
 
 /// Room for the longest record (a `GUARD-HIT` naming 64 frames is ~7 KiB).
 const RECORD_BUFFER: usize = 16 * 1024;
@@ -19,10 +19,11 @@ pub struct Console {
     record: [u8; RECORD_BUFFER],
 }
 
-static CONSOLE: Mutex<Console> = Mutex::new(Console {
+static CONSOLE: SpinLock<Console> = SpinLock::new(Console {
     serial: None,
     record: [0; RECORD_BUFFER],
-});
+})
+.named("console_lock");
 
 pub fn init() {
     CONSOLE.lock().serial = Serial::com1();
@@ -41,7 +42,7 @@ pub fn record<R: Record>(r: &R) {
 
 /// A writer that holds the console for a whole multi-line report, so that
 /// another CPU's lines cannot land in the middle of an oops.
-pub struct Locked<'a>(spin::MutexGuard<'a, Console>);
+pub struct Locked<'a>(SpinGuard<'a, Console>);
 
 impl Write for Locked<'_> {
     fn write_str(&mut self, s: &str) -> fmt::Result {
@@ -86,7 +87,7 @@ pub fn report<R>(f: impl FnOnce(&mut Locked) -> R) -> R {
 /// the report that explains it.
 pub fn force_unlock() {
     if CONSOLE.is_locked() {
-        crate::arch::x86_64::cpu::force_unlock(&CONSOLE);
+        CONSOLE.force_unlock();
     }
 }
 

@@ -34,6 +34,7 @@ use x86_64::VirtAddr;
 /// Called by `arch::x86_64::entry` on the boot CPU, on the stack the boot
 /// loader gave us (ending at `stack_top`), with interrupts off.
 fn kernel_main(stack_top: VirtAddr) -> ! {
+    arch::x86_64::percpu::early_init();
     console::init();
     let boot = boot::BootInfo::collect();
     mm::init(&boot);
@@ -50,6 +51,7 @@ fn kernel_main(stack_top: VirtAddr) -> ! {
     }
     rcu::init(arch::x86_64::percpu::online());
     interrupts::enable();
+    task::recovery::start();
 
     let exit = scenarios::run_requested(&boot);
     arch::x86_64::cpu::exit(exit)

@@ -118,6 +118,11 @@ impl<T, const N: usize> StackCache<T, N> {
         self.len
     }
 
+    /// The stack the next `take` would hand out, without taking it.
+    pub fn newest(&self) -> Option<&T> {
+        self.len.checked_sub(1).and_then(|i| self.slots[i].as_ref())
+    }
+
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
@@ -188,6 +193,7 @@ mod tests {
         assert_eq!(c.put(2), Ok(()));
         assert!(c.is_full());
         assert_eq!(c.put(3), Err(3), "full: the caller frees it");
+        assert_eq!(c.newest(), Some(&2), "what take would hand out");
         assert_eq!(c.take(), Some(2), "newest first");
         assert_eq!(c.take(), Some(1));
         assert_eq!(c.take(), None);

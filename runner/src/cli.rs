@@ -61,10 +61,12 @@ pub struct Options {
     #[arg(long, global = true, value_enum, default_value_t = Accel::Tcg)]
     pub accel: Accel,
     /// Seconds a boot may go without a KTAP result (from its start, then from
-    /// each result) before it is killed and reported as a timeout; the Limine
-    /// paths get their firmware's start-up time on top: 10 s BIOS, 30 s UEFI.
-    #[arg(long, global = true, default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..))]
-    pub timeout: u64,
+    /// each result) before it is killed and reported as a timeout (default
+    /// 120 under TCG, 1800 under KVM, whose nested, paravirtual form here
+    /// traps every privileged instruction); the Limine paths get their
+    /// firmware's start-up time on top: 10 s BIOS, 30 s UEFI.
+    #[arg(long, global = true, value_parser = clap::value_parser!(u64).range(1..))]
+    pub timeout: Option<u64>,
     /// How the guest is loaded; Limine paths need LIMINE_DIR or `make limine`.
     #[arg(long, global = true, value_enum, default_value_t = BootPath::Direct)]
     pub boot: BootPath,
@@ -164,6 +166,14 @@ impl Options {
                 .debug_task_structs
                 .then_some(abi::config::TaskStructs::Vmalloc),
         }
+    }
+
+    /// The boot deadline in seconds: `--timeout`, or the accelerator's default.
+    pub fn timeout_secs(&self) -> u64 {
+        self.timeout.unwrap_or(match self.accel {
+            Accel::Tcg => 120,
+            Accel::Kvm => 1800,
+        })
     }
 
     /// The guest command-line words the stack options ask for (`abi::cmdline`);
@@ -334,7 +344,7 @@ mod tests {
     fn options_go_after_the_subcommand() {
         let cli = Cli::parse_from(["runner", "run", "boot.*", "--smp", "4", "--timeout", "3"]);
         assert_eq!(cli.options.smp, Some(4));
-        assert_eq!(cli.options.timeout, 3);
+        assert_eq!(cli.options.timeout_secs(), 3);
         assert!(matches!(cli.command, Command::Run { ref patterns } if patterns == &["boot.*"]));
         assert_eq!(cli.options.boot, BootPath::Direct);
     }

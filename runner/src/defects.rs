@@ -22,30 +22,119 @@ pub struct Defect {
     pub name: &'static str,
     /// What the bug is, in the guest.
     pub what: &'static str,
-    /// The verdict check that must catch it.
-    pub check: Check,
+    /// The scenarios to boot (patterns, as `runner run` takes them).
+    pub run: &'static [&'static str],
+    /// The scenario whose verdict must flip.
+    pub scenario: &'static str,
+    /// What must catch it.
+    pub caught: Caught,
+    /// The case it breaks exists only under KVM (`--accel kvm`).
+    pub kvm_only: bool,
+}
+
+/// What a defect must make fail.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Caught {
+    /// A check of the runner's verdict on the scenario's fault report.
+    Check(Check),
+    /// The guest's own test of the mechanism (`not ok`).
+    Guest,
+}
+
+/// A defect in how a stack fault is told: `stack.recursion`'s oops.
+const fn oops(name: &'static str, what: &'static str, check: Check) -> Defect {
+    Defect {
+        name,
+        what,
+        run: &["stack.*"],
+        scenario: "stack.recursion",
+        caught: Caught::Check(check),
+        kvm_only: false,
+    }
+}
+
+/// A defect in a mechanism its own scenario tests.
+const fn mechanism(
+    name: &'static str,
+    what: &'static str,
+    scenario: &'static str,
+    caught: Caught,
+) -> Defect {
+    Defect {
+        name,
+        what,
+        run: &[],
+        scenario,
+        caught,
+        kvm_only: false,
+    }
 }
 
 pub const DEFECTS: &[Defect] = &[
+    oops(
+        "ksyms-off-by-one",
+        "the symbol table lookup lands one entry low (an off-by-one in its binary search) and names the function before the right one",
+        Check::Symbol,
+    ),
+    oops(
+        "trace-skip-innermost",
+        "the frame-pointer walk starts one frame up and loses the innermost frame",
+        Check::Unwind,
+    ),
+    oops(
+        "trace-first-only",
+        "the walk's rising-chain test is written the wrong way round: only the first frame is kept",
+        Check::Unwind,
+    ),
+    oops(
+        "bytes-into-guard",
+        "the overflow's byte count is measured into the guard page from its bottom, not below the stack",
+        Check::Bytes,
+    ),
+    mechanism(
+        "gp-early",
+        "the tick reports a quiescent state from inside a read-side section: grace periods end under readers",
+        "life.rcu_gp",
+        Caught::Guest,
+    ),
+    mechanism(
+        "sync-no-wait",
+        "synchronize_rcu() returns at once, without waiting for a grace period",
+        "life.rcu_sync",
+        Caught::Guest,
+    ),
+    mechanism(
+        "cache-never-taken",
+        "the per-CPU stack cache is refilled at exit but never taken from",
+        "life.stack_cache",
+        Caught::Guest,
+    ),
+    mechanism(
+        "no-preempt-reset",
+        "the kill path does not reset the dead task's preempt_count",
+        "stack.in_rcu",
+        Caught::Check(Check::Recovered),
+    ),
+    mechanism(
+        "kill-ignores-locks",
+        "the kill path never looks at what the task held, and kills a lock holder",
+        "stack.lock_held",
+        Caught::Check(Check::TaskState),
+    ),
+    mechanism(
+        "stall-blind",
+        "the RCU stall detector never reports",
+        "life.rcu_stall",
+        Caught::Guest,
+    ),
     Defect {
-        name: "ksyms-off-by-one",
-        what: "the symbol table lookup lands one entry low (an off-by-one in its binary search) and names the function before the right one",
-        check: Check::Symbol,
-    },
-    Defect {
-        name: "trace-skip-innermost",
-        what: "the frame-pointer walk starts one frame up and loses the innermost frame",
-        check: Check::Unwind,
-    },
-    Defect {
-        name: "trace-first-only",
-        what: "the walk's rising-chain test is written the wrong way round: only the first frame is kept",
-        check: Check::Unwind,
-    },
-    Defect {
-        name: "bytes-into-guard",
-        what: "the overflow's byte count is measured into the guard page from its bottom, not below the stack",
-        check: Check::Bytes,
+        kvm_only: true,
+        ..mechanism(
+            "cr2-only",
+            "the #DF classification ignores the interrupted RSP and trusts a stale CR2",
+            "stack.irq_frame",
+            Caught::Check(Check::Kind),
+        )
     },
 ];
 
@@ -95,7 +184,18 @@ mod tests {
                 d.name
             );
         }
-        assert_eq!(find("trace-first-only").unwrap().check, Check::Unwind);
+        assert_eq!(
+            find("trace-first-only").unwrap().caught,
+            Caught::Check(Check::Unwind)
+        );
+        for d in DEFECTS {
+            assert!(
+                abi::scenario::find(d.scenario).is_some(),
+                "{}: no scenario {}",
+                d.name,
+                d.scenario
+            );
+        }
         assert!(find("no-such-defect").is_none());
     }
 }

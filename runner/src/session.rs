@@ -343,7 +343,7 @@ fn conformance(records: &[BootRecord]) -> (bool, Vec<String>) {
 const HANG_DEADLINE: Duration = Duration::from_secs(5);
 
 fn deadline(mode: Mode, boot: &Boot, options: &Options) -> Duration {
-    let full = Duration::from_secs(options.timeout);
+    let full = Duration::from_secs(options.timeout_secs());
     let all_hang = boot.scenarios.iter().all(|s| s.expect == Outcome::Timeout);
     let guest = if mode == Mode::Test && all_hang {
         full.min(HANG_DEADLINE)

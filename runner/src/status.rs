@@ -28,6 +28,8 @@ it marks FAIL: the class of how the boot ended when that was wrong (3-9), else 1
     9    qemu-failed: QEMU could not start or died on its own
     10   setup error: QEMU not installed, build failed, artifacts missing
     11   flood: a boot's serial output passed --serial-limit; QEMU was killed
+    12   caught-unrecoverable: a fault was caught in a task that held a lock (or another
+         thing the kernel needs), so the guest stopped instead of killing it
     130  interrupted (Ctrl-C, SIGTERM)
 
 Environment: QEMU overrides the qemu-system-x86_64 binary; CARGO the cargo used to build;
@@ -58,6 +60,7 @@ pub fn for_outcome(outcome: Outcome) -> i32 {
         Outcome::LoaderError => 8,
         Outcome::QemuFailed => 9,
         Outcome::Flood => 11,
+        Outcome::CaughtUnrecoverable => 12,
     }
 }
 
@@ -77,6 +80,7 @@ mod tests {
             Outcome::LoaderError,
             Outcome::QemuFailed,
             Outcome::Flood,
+            Outcome::CaughtUnrecoverable,
         ];
         for (i, o) in all.iter().enumerate() {
             let code = for_outcome(*o);

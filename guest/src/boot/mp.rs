@@ -20,6 +20,7 @@ static REPORTED: [AtomicU64; percpu::MAX_CPUS] = [const { AtomicU64::new(0) }; p
 static ONLINE_APS: AtomicUsize = AtomicUsize::new(0);
 
 unsafe extern "C" fn ap_entry(info: &Cpu) -> ! {
+    percpu::early_init();
     let id = info.extra.load(Ordering::Acquire) as usize;
     REPORTED[id].store(ARRIVED | u64::from(cpu::apic_id()), Ordering::Release);
     // The bootloader's AP stack: we are a few bytes below its top.

@@ -99,7 +99,7 @@ impl Mm {
         let mm = Box::new(MmStruct {
             refs: MmRefs::new(),
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
-            pgd: IrqLock::new(Some(pgd)),
+            pgd: IrqLock::new(Some(pgd)).named("mm->pgd"),
             mapped: AtomicUsize::new(0),
         });
         LIVE.fetch_add(1, Ordering::AcqRel);
@@ -416,7 +416,7 @@ struct Work {
 }
 
 /// Queued work, oldest first. Its buffer keeps its capacity once grown.
-static WORK: IrqLock<VecDeque<Work>> = IrqLock::new(VecDeque::new());
+static WORK: IrqLock<VecDeque<Work>> = IrqLock::new(VecDeque::new()).named("mmdrop_async");
 /// The worker sleeps here until `WORK` is not empty.
 static WORK_WAIT: WaitQueue = WaitQueue::new();
 /// `flush_work` callers sleep here until the worker has caught up.

@@ -10,7 +10,7 @@ use x86_64::PhysAddr;
 
 pub const FRAME_SIZE: u64 = 4096;
 
-static FRAMES: IrqLock<Option<FrameBitmap<'static>>> = IrqLock::new(None);
+static FRAMES: IrqLock<Option<FrameBitmap<'static>>> = IrqLock::new(None).named("frames");
 
 /// Free/used/total frame counts, for leak checks.
 pub use kcore::frames::FrameCounters as Counters;

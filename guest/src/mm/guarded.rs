@@ -10,11 +10,11 @@
 //! nothing is armed) and `owns` on each free.
 use super::vmalloc::{self, Owner, VMALLOC_END, VMALLOC_START};
 use crate::arch::x86_64::{interrupts, percpu};
+use crate::sync::SpinLock;
 use abi::kinds::ObjectKind;
 use core::alloc::Layout;
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use kcore::vmalloc::{Guards, Lookup};
-use spin::Mutex;
 use x86_64::VirtAddr;
 
 const PAGE: usize = 4096;
@@ -30,8 +30,8 @@ struct Tag {
 /// CPUs with an armed placement: lets every other allocation skip the
 /// per-CPU lookup.
 static ARMED_CPUS: AtomicUsize = AtomicUsize::new(0);
-static ARMED: [Mutex<Option<Tag>>; percpu::MAX_CPUS] =
-    [const { Mutex::new(None) }; percpu::MAX_CPUS];
+static ARMED: [SpinLock<Option<Tag>>; percpu::MAX_CPUS] =
+    [const { SpinLock::new(None).named("kfence_armed") }; percpu::MAX_CPUS];
 /// Placed objects allocated and freed; placements that fell back to the
 /// heap because the vmalloc area had no room.
 static PLACED: AtomicU64 = AtomicU64::new(0);

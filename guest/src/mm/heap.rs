@@ -22,7 +22,7 @@ struct KernelHeap {
 
 #[global_allocator]
 static ALLOCATOR: KernelHeap = KernelHeap {
-    heap: IrqLock::new(Heap::empty()),
+    heap: IrqLock::new(Heap::empty()).named("heap"),
 };
 
 static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);

@@ -31,12 +31,14 @@ pub fn init(boot: &crate::boot::BootInfo) {
 ///
 /// Two things that grow and stay are left out on purpose, because they are
 /// not leaks: page-table pages (the kernel keeps them once created, as
-/// Linux keeps vmalloc-area page tables) and heap bytes held by containers
-/// that have grown (a run queue's capacity); the heap is compared by its
-/// number of live allocations instead.
+/// Linux keeps vmalloc-area page tables) and the heap's own size, bytes and
+/// the frames behind them (containers that have grown, a heap extended a
+/// chunk at a time when a burst of task structs waiting for their grace
+/// period fragmented it); the heap is compared by its number of live
+/// allocations instead.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Snapshot {
-    /// Frames in use, page-table pages excluded.
+    /// Frames in use, page-table pages and the heap's backing excluded.
     pub frames_used: usize,
     pub vmalloc: vmalloc::Counters,
     pub heap_allocations: u64,
@@ -48,7 +50,9 @@ pub fn snapshot() -> Snapshot {
     vmalloc::release_quarantine();
     vmalloc::purge();
     Snapshot {
-        frames_used: frames::counters().used_frames - paging::table_frames(),
+        frames_used: frames::counters().used_frames
+            - paging::table_frames()
+            - heap::counters().size_bytes / 4096,
         vmalloc: vmalloc::counters(),
         heap_allocations: heap::counters().live_allocations,
     }

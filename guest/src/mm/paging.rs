@@ -16,7 +16,7 @@ use x86_64::structures::paging::{
 };
 use x86_64::{PhysAddr, VirtAddr};
 
-static LOCK: IrqLock<()> = IrqLock::new(());
+static LOCK: IrqLock<()> = IrqLock::new(()).named("init_mm.page_table_lock");
 
 /// What one virtual address maps to, with the permissions that are in force
 /// (the AND of every level's writable bit, the OR of every level's NX bit).

@@ -211,7 +211,7 @@ impl Drop for Stack {
 pub const CACHED_STACKS: usize = 2;
 
 static CACHES: [IrqLock<StackCache<Stack, CACHED_STACKS>>; MAX_CPUS] =
-    [const { IrqLock::new(StackCache::new()) }; MAX_CPUS];
+    [const { IrqLock::new(StackCache::new()).named("stack_cache") }; MAX_CPUS];
 
 fn this_cache() -> &'static IrqLock<StackCache<Stack, CACHED_STACKS>> {
     &CACHES[percpu::this().id]
@@ -224,7 +224,13 @@ pub fn alloc_task_stack(task_id: u64) -> Result<Stack, StackError> {
         Strategy::Direct => Stack::direct(bytes, task_id),
         Strategy::Vmap => Stack::vmap(StackKind::Task, bytes, task_id),
         Strategy::VmapCached => {
-            let cached = this_cache().lock().take();
+            // The defect a cache that is refilled but never taken from:
+            // `life.stack_cache` and `bench.*` must fail on it.
+            let cached = if cfg!(defect = "cache-never-taken") {
+                None
+            } else {
+                this_cache().lock().take()
+            };
             match cached {
                 Some(stack) => {
                     stack.clear();
@@ -259,6 +265,11 @@ pub fn release_task_stack(stack: Stack) {
 /// Stacks in CPU `cpu`'s cache now.
 pub fn cache_len(cpu: usize) -> usize {
     CACHES[cpu].lock().len()
+}
+
+/// Where the stack CPU `cpu`'s cache would hand out next begins.
+pub fn cache_newest(cpu: usize) -> Option<VirtAddr> {
+    CACHES[cpu].lock().newest().map(Stack::bottom)
 }
 
 /// Cache statistics summed over all CPUs: (hits, lookups).

@@ -7,13 +7,13 @@
 //! publishes the range, interrupts every other online CPU, and waits until
 //! each has invalidated it before the frames are freed.
 use crate::arch::x86_64::{interrupts, lapic, percpu};
+use crate::sync::SpinLock;
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use spin::Mutex;
 use x86_64::instructions::tlb;
 use x86_64::VirtAddr;
 
 /// The request being served: (generation, start, end). Generation 0 = none.
-static REQUEST: Mutex<()> = Mutex::new(());
+static REQUEST: SpinLock<()> = SpinLock::new(()).named("tlb_shootdown");
 static GENERATION: AtomicU64 = AtomicU64::new(0);
 static START: AtomicU64 = AtomicU64::new(0);
 static END: AtomicU64 = AtomicU64::new(0);

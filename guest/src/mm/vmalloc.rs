@@ -45,7 +45,7 @@ pub enum Owner {
 pub type VmAllocation = Allocation<Owner>;
 pub use kcore::vmalloc::Counters;
 
-static AREA: IrqLock<Option<VmArea<Owner>>> = IrqLock::new(None);
+static AREA: IrqLock<Option<VmArea<Owner>>> = IrqLock::new(None).named("vmap_area_lock");
 
 #[derive(Debug)]
 pub enum VmallocError {
@@ -113,7 +113,8 @@ struct Lazy {
 static LAZY: IrqLock<Lazy> = IrqLock::new(Lazy {
     bases: Vec::new(),
     frames: Vec::new(),
-});
+})
+.named("vmap_purge_lock");
 
 /// Like Linux's `lazy_max_pages()`: how much may wait for one batched
 /// shootdown. Each shootdown interrupts every CPU, so paying for one per
@@ -147,7 +148,8 @@ pub fn vfree(base: VirtAddr) -> Result<(), VmallocError> {
 }
 
 /// Ranges of freed debug objects, oldest first (see `vfree_quarantined`).
-static QUARANTINE: IrqLock<VecDeque<u64>> = IrqLock::new(VecDeque::new());
+static QUARANTINE: IrqLock<VecDeque<u64>> =
+    IrqLock::new(VecDeque::new()).named("vmalloc_quarantine");
 
 /// How many freed objects stay reserved. Like KFENCE's pool, bounded: a use
 /// after free is caught while its object is among the last this many freed.

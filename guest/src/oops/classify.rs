@@ -1,16 +1,17 @@
 //! What a stack fault hit: the guard page below the faulting stack
 //! (overflow), the one above (underflow), or no guard of that stack at all.
 //! Decided from the vmalloc ownership registry, never guessed from
-//! addresses. Kept apart from the reporting so the rule can be replaced
+//! addresses, and from CR2 or, for a double fault, the interrupted RSP
+//! (`kcore::stack_hit`). Kept apart from the reporting so the rule can be replaced
 //! (or checked) on its own.
 use crate::arch::x86_64::percpu::PerCpu;
 use crate::arch::x86_64::trap::TrapFrame;
 use crate::mm::stack::StackKind;
 use crate::mm::vmalloc::{self, Owner, VmAllocation};
 use abi::guard::{Area, AreaOwner};
-use abi::kinds::{HitKind, Via};
+use abi::kinds::{Evidence, HitKind, Via};
 use abi::Hex;
-use kcore::vmalloc::Lookup;
+use kcore::stack_hit;
 use x86_64::VirtAddr;
 
 /// A stack fault, classified.
@@ -21,6 +22,11 @@ pub struct Fault {
     pub kind: HitKind,
     /// How far past the stack (see `abi::guard::GuardHit::bytes`).
     pub bytes: u64,
+    /// The address the fault is judged by: CR2, or with `Evidence::Rsp` the
+    /// first push that could not be made.
+    pub fault_addr: u64,
+    /// What decided the hit (`None` for not-guard).
+    pub evidence: Option<Evidence>,
     /// The guard range the fault is in (`0..0` for not-guard).
     pub guard: (u64, u64),
     /// For a fault in no guard of this stack: whose the address is.
@@ -68,29 +74,39 @@ pub fn classify(frame: &TrapFrame, cr2: u64, via: Via, cpu: &PerCpu) -> Option<F
         .and_then(stack_at)
         .or_else(|| stack_at(frame.rsp));
     let hit = vmalloc::lookup(VirtAddr::new(cr2));
-    let same = |a: &VmAllocation| stack.is_some_and(|(s, _)| s.seq == a.seq);
-    let (kind, bytes, guard) = match hit {
-        Some(Lookup::GuardBelow {
-            alloc,
-            bytes_below_base,
-        }) if same(&alloc) => {
-            let g = alloc.guard_below_range();
+    // CR2, and for a double fault the interrupted RSP too (CR2 can be
+    // stale there): `kcore::stack_hit` says which guard, and what decided.
+    let found = stack_hit::classify(
+        stack.as_ref().map(|(a, _)| a),
+        cr2,
+        hit,
+        frame.rsp,
+        via == Via::DoubleFault && !cfg!(defect = "cr2-only"),
+    );
+    let (kind, bytes, guard) = match (found.kind, stack) {
+        (stack_hit::HitKind::Overflow, Some((a, _))) => {
+            let g = a.guard_below_range();
             // A deliberate defect (`runner --defect`): the distance counted
             // into the guard page from its bottom instead of below the
             // stack, the kind of slip a page-relative computation makes.
             #[cfg(defect = "bytes-into-guard")]
-            let bytes_below_base = cr2 - g.start;
-            (HitKind::Overflow, bytes_below_base, (g.start, g.end))
+            let found = stack_hit::StackHit {
+                bytes: found.fault_addr - g.start,
+                ..found
+            };
+            (HitKind::Overflow, found.bytes, (g.start, g.end))
         }
-        Some(Lookup::GuardAbove {
-            alloc,
-            bytes_above_top,
-        }) if same(&alloc) => {
-            let g = alloc.guard_above_range();
-            (HitKind::Underflow, bytes_above_top + 1, (g.start, g.end))
+        (stack_hit::HitKind::Underflow, Some((a, _))) => {
+            let g = a.guard_above_range();
+            (HitKind::Underflow, found.bytes, (g.start, g.end))
         }
         _ => (HitKind::NotGuard, 0, (0, 0)),
     };
+    let evidence = found.evidence.map(|e| match e {
+        stack_hit::Evidence::Cr2 => Evidence::Cr2,
+        stack_hit::Evidence::Rsp => Evidence::Rsp,
+        stack_hit::Evidence::Both => Evidence::Both,
+    });
     if kind == HitKind::NotGuard
         && via == Via::PageFault
         && stack_at(frame.rsp).is_none()
@@ -110,6 +126,8 @@ pub fn classify(frame: &TrapFrame, cr2: u64, via: Via, cpu: &PerCpu) -> Option<F
         stack,
         kind,
         bytes,
+        fault_addr: found.fault_addr,
+        evidence,
         guard,
         area,
     })

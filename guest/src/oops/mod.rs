@@ -5,7 +5,8 @@
 //! guard page below a stack, overflow; the one above, underflow; or no
 //! guard of the faulting stack at all) from the vmalloc ownership registry
 //! rather than guesses; `decide` says in what context it hit and whether
-//! the task can be killed or the machine must stop; `backtrace` walks the
+//! the task can be killed or the machine must stop, and `held` applies the
+//! exit policy to what the task held; `backtrace` walks the
 //! frames; `report` prints Linux's lines (`BUG: TASK stack guard page was
 //! hit at ...`) plus what Linux does not tell (by how many bytes, whose
 //! stack, the recursion depth, the LAPIC that took it), one
@@ -13,6 +14,7 @@
 //! scenario faults, the raw stack so the runner can unwind it itself.
 mod backtrace;
 mod classify;
+pub mod held;
 mod report;
 mod symbols;
 mod uaf;
@@ -131,6 +133,9 @@ pub fn stack_fault(frame: &TrapFrame, cr2: u64, via: Via) -> Option<Action> {
     let mut out = None;
     current_task(cpu, |task_id, comm| {
         let (context, action) = decide(&fault, cpu, task_id);
+        // What the task holds may forbid the kill: the exit policy decides
+        // before the report, so `recovered` says what will really happen.
+        let action = held::decide(frame, action);
         let depth = lkdtm::depth(cpu.id);
         let (lo, hi) = fault.stack.map_or((0, 0), |(a, _)| (a.base, a.top()));
         // The trace lives on the faulting stack (or, if rsp left it,

@@ -120,7 +120,7 @@ pub fn print(r: &Report) {
         guard_lo: Hex(f.guard.0),
         guard_hi: Hex(f.guard.1),
         bytes: f.bytes,
-        fault_addr: Hex(r.cr2),
+        fault_addr: Hex(f.fault_addr),
         via: r.via,
         cpu: r.cpu,
         lapic_id: r.lapic_id,
@@ -139,6 +139,7 @@ pub fn print(r: &Report) {
         depth: (r.depth > 0).then_some(r.depth),
         context: r.context,
         recovered: r.recovered,
+        evidence: f.evidence,
     };
     crate::console::report(|w| {
         let _ = abi::oops::render(&hit, &mut lines(w));

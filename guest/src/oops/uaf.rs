@@ -79,6 +79,7 @@ pub fn use_after_free(frame: &TrapFrame, cr2: u64) -> Option<Action> {
     } else {
         Action::Kill("use after free")
     };
+    let action = super::held::decide(frame, action);
     let history = (obj.what == ObjectKind::TaskStruct)
         .then(|| history::of(obj.id))
         .flatten();

@@ -112,6 +112,32 @@ fn gps_completed() -> u64 {
     rcu::counters().map_or(0, |r| r.gps_completed)
 }
 
+/// The shape the LWN seed describes, checked, so a cache that does not
+/// behave fails the benchmark instead of printing a quiet 0 %: freed at
+/// exit, the next task on the CPU takes the stack back (hit rate at least
+/// 90 %); freed after a grace period, stacks come back in bursts that
+/// overflow a cache of two (hit rate near 0: at most 10 %, each slice
+/// starting from a settled cache worth a couple of hits).
+fn shape(c: &mut Checks, family: BenchFamily, cells: &[Cell]) {
+    for cell in cells.iter().filter(|x| x.strategy == Strategy::VmapCached) {
+        let (hits, lookups) = (cell.cache_hits, cell.cache_lookups);
+        let permille = hits * 1000 / lookups.max(1);
+        let (ok, want) = match cell.mode {
+            FreeMode::Exit => (permille >= 900, ">= 90%"),
+            FreeMode::Rcu | FreeMode::RcuCache => (permille <= 100, "<= 10%"),
+        };
+        c.check(
+            lookups > 0 && ok,
+            format_args!(
+                "{family} vmap-cached/{}: cache hit rate {}.{}% ({hits} of {lookups}), expected {want}",
+                cell.mode.as_str(),
+                permille / 10,
+                permille % 10
+            ),
+        );
+    }
+}
+
 /// One `BENCH-CELL` record per cell, or the failure.
 fn report(c: &mut Checks, family: BenchFamily, cells: Result<Vec<Cell>, String>) {
     let cells = match cells {
@@ -121,6 +147,7 @@ fn report(c: &mut Checks, family: BenchFamily, cells: Result<Vec<Cell>, String>)
             return;
         }
     };
+    shape(c, family, &cells);
     for mut cell in cells {
         let n = cell.samples.len() as u64;
         // The mean as well: a cost paid in a few samples (a batch of frees

@@ -47,14 +47,15 @@ fn square_plus_cpu_check(i: u64) -> u64 {
 }
 
 pub fn spawn_join(_: &BootInfo, c: &mut Checks) {
-    const N: u64 = 10_000;
+    let n = super::workload::scaled(10_000);
+    super::workload::note(c, 10_000);
     let before: Vec<u64> = percpu::all()
         .map(|p| p.local.switches.load(Ordering::Relaxed))
         .collect();
-    let results = match spawn_many(N, "spawn-join", square_plus_cpu_check) {
+    let results = match spawn_many(n, "spawn-join", square_plus_cpu_check) {
         Ok(r) => r,
         Err(e) => {
-            c.check(false, format_args!("spawning {N} tasks: {e:?}"));
+            c.check(false, format_args!("spawning {n} tasks: {e:?}"));
             return;
         }
     };
@@ -65,7 +66,7 @@ pub fn spawn_join(_: &BootInfo, c: &mut Checks) {
         .count();
     c.check(
         wrong == 0,
-        format_args!("{N} tasks joined, {wrong} wrong results"),
+        format_args!("{n} tasks joined, {wrong} wrong results"),
     );
     for (cpu, b) in percpu::all().zip(before) {
         let ran = cpu.local.switches.load(Ordering::Relaxed) - b;
@@ -125,7 +126,8 @@ pub fn preempt(_: &BootInfo, c: &mut Checks) {
 }
 
 pub fn leak(_: &BootInfo, c: &mut Checks) {
-    const CYCLES: u64 = 100_000;
+    let cycles = super::workload::scaled(100_000);
+    super::workload::note(c, 100_000);
     let original = stack::strategy();
     for &s in Strategy::ALL {
         stack::set_strategy(s);
@@ -138,7 +140,7 @@ pub fn leak(_: &BootInfo, c: &mut Checks) {
         let settled = task::settle(2_000);
         let before = super::counters_now();
         let t0 = time::now_ns();
-        if let Err(e) = spawn_many(CYCLES, "leak", |i| i) {
+        if let Err(e) = spawn_many(cycles, "leak", |i| i) {
             c.check(false, format_args!("{}: spawn: {e:?}", s.as_str()));
             continue;
         }
@@ -156,7 +158,7 @@ pub fn leak(_: &BootInfo, c: &mut Checks) {
             &before,
             true,
             format_args!(
-                "{}: {CYCLES} spawn/exit cycles in {ms} ms, counters back to baseline",
+                "{}: {cycles} spawn/exit cycles in {ms} ms, counters back to baseline",
                 s.as_str()
             ),
         );
@@ -240,14 +242,15 @@ pub fn shootdown(_: &BootInfo, c: &mut Checks) {
 }
 
 pub fn current(_: &BootInfo, c: &mut Checks) {
-    const HOPS: u64 = 2_000;
+    let hops = super::workload::scaled(2_000);
+    super::workload::note(c, 2_000);
     let n = percpu::online();
     let workers: Vec<_> = (0..n)
         .filter_map(|w| {
             task::spawn("migrant", move || {
                 let me = task::current_id();
                 let mut wrong = 0;
-                for hop in 0..HOPS {
+                for hop in 0..hops {
                     let target = ((w as u64 + hop) % n as u64) as usize;
                     task::migrate_to(target);
                     let here = percpu::this().id;
@@ -268,14 +271,14 @@ pub fn current(_: &BootInfo, c: &mut Checks) {
         .into_iter()
         .map(|h| match h.join() {
             ExitStatus::Exited(w) => w,
-            ExitStatus::Killed(_) => HOPS,
+            ExitStatus::Killed(_) => hops,
         })
         .sum();
     c.check(
         wrong == 0,
         format_args!(
             "{} migrations over {n} CPUs, current() wrong {wrong} times",
-            HOPS * n as u64
+            hops * n as u64
         ),
     );
 }

@@ -24,7 +24,9 @@ pub fn rcu_reader(_: &BootInfo, c: &mut Checks) {
         return;
     }
     static GO: AtomicBool = AtomicBool::new(false);
+    static REAPED: AtomicBool = AtomicBool::new(false);
     GO.store(false, Ordering::Release);
+    REAPED.store(false, Ordering::Release);
     let here = percpu::this().id;
     let other = (here + 1) % percpu::online();
     let target = match task::spawn_on(other, "rcu-target", || {
@@ -41,9 +43,13 @@ pub fn rcu_reader(_: &BootInfo, c: &mut Checks) {
     };
     let id = target.id();
     // The reaper runs on the other CPU: joining releases the task there.
-    let reaper = task::spawn_on(other, "rcu-reaper", move || match target.join() {
-        ExitStatus::Exited(v) => v,
-        ExitStatus::Killed(_) => u64::MAX,
+    let reaper = task::spawn_on(other, "rcu-reaper", move || {
+        let v = match target.join() {
+            ExitStatus::Exited(v) => v,
+            ExitStatus::Killed(_) => u64::MAX,
+        };
+        REAPED.store(true, Ordering::Release);
+        v
     });
     let seen = {
         let _rcu = rcu::read_lock();
@@ -52,11 +58,17 @@ pub fn rcu_reader(_: &BootInfo, c: &mut Checks) {
             return;
         };
         GO.store(true, Ordering::Release);
-        // Hold the read-side section across the exit and the reap.
+        // Hold the read-side section across the exit and the reap, for
+        // however long the other CPU takes (a loaded host may not run its
+        // vCPU for a while: wait for the reap itself, not a fixed time).
         let t0 = time::now_ns();
-        while time::now_ns() - t0 < 20_000_000 {
+        while !REAPED.load(Ordering::Acquire) && time::now_ns() - t0 < 5_000_000_000 {
             core::hint::spin_loop();
         }
+        c.check(
+            REAPED.load(Ordering::Acquire),
+            format_args!("the target exited and was reaped while the reader held it"),
+        );
         let valid = !t.is_freed() && t.id == id;
         c.check(
             valid,
@@ -195,7 +207,8 @@ pub fn refcount(_: &BootInfo, c: &mut Checks) {
 }
 
 pub fn stress(_: &BootInfo, c: &mut Checks) {
-    const N: u64 = 10_000;
+    let n = super::workload::scaled(10_000);
+    super::workload::note(c, 10_000);
     static STOP: AtomicBool = AtomicBool::new(false);
     static VISITS: AtomicU64 = AtomicU64::new(0);
     static BAD: AtomicU64 = AtomicU64::new(0);
@@ -210,6 +223,7 @@ pub fn stress(_: &BootInfo, c: &mut Checks) {
     c.check(task::settle(2_000), format_args!("quiet before the run"));
     let before = super::counters_now();
     let stalls = rcu::stalls();
+    rcu::reset_gp_ages();
     STOP.store(false, Ordering::Release);
     let readers: Vec<_> = (0..percpu::online())
         .filter_map(|cpu| {
@@ -230,7 +244,7 @@ pub fn stress(_: &BootInfo, c: &mut Checks) {
         .collect();
     let mut flight = alloc::collections::VecDeque::new();
     let mut spawned = 0;
-    for i in 0..N {
+    for i in 0..n {
         if flight.len() >= 256 {
             let h: task::JoinHandle = flight.pop_front().expect("non-empty");
             h.join();
@@ -248,8 +262,8 @@ pub fn stress(_: &BootInfo, c: &mut Checks) {
         h.join();
     });
     c.check(
-        spawned == N,
-        format_args!("{spawned} of {N} tasks created and reaped on all CPUs"),
+        spawned == n,
+        format_args!("{spawned} of {n} tasks created and reaped on all CPUs"),
     );
     c.check(
         BAD.load(Ordering::Acquire) == 0,
@@ -268,9 +282,22 @@ pub fn stress(_: &BootInfo, c: &mut Checks) {
         format_args!("frame, vmalloc and heap counters back to baseline"),
     );
     rcu::rcu_barrier();
+    let (unbalanced, crossed) = (
+        crate::sync::lockdep::unbalanced(),
+        crate::sync::lockdep::crossed(),
+    );
+    c.check(
+        unbalanced == 0 && crossed == 0,
+        format_args!(
+            "every lock release matched an acquisition on the same task ({unbalanced} unmatched, {crossed} across a switch)"
+        ),
+    );
+    let (wall_ms, own_ticks) = rcu::gp_ages();
     c.check(
         rcu::stalls() == stalls,
-        format_args!("no RCU stall warning during the run"),
+        format_args!(
+            "no RCU stall warning during the run (longest grace period {wall_ms} ms of wall time; the most own ticks a CPU owed one: {own_ticks})"
+        ),
     );
     if let Some(r) = rcu::counters() {
         c.check(

@@ -3,14 +3,17 @@
 //! Each scenario is a function that records checks; a scenario passes when
 //! none of its checks failed. Names and expectations come from `abi`, which
 //! the runner reads too.
+mod atomic;
 mod bench;
 mod boot;
 mod conformance;
 mod kernel;
 mod life;
+mod life_mech;
 mod life_mm;
 mod selftest;
 mod stack;
+mod workload;
 
 use crate::boot::BootInfo;
 use crate::{ktap, mm};
@@ -57,6 +60,17 @@ const IMPLEMENTED: &[(&str, ScenarioFn)] = &[
     ("selftest.panic", selftest::panic),
     ("selftest.bad_ktap", selftest::bad_ktap),
     ("selftest.fail", selftest::fail),
+    ("stack.in_rcu", atomic::in_rcu),
+    ("stack.preempt_off", atomic::preempt_off),
+    ("stack.nested_atomic", atomic::nested_atomic),
+    ("stack.lock_held", atomic::lock_held),
+    ("stack.irqlock_held", atomic::irqlock_held),
+    ("stack.irqs_section", atomic::irqs_section),
+    ("stack.rcu_callback", atomic::rcu_callback),
+    ("life.rcu_gp", life_mech::rcu_gp),
+    ("life.rcu_sync", life_mech::rcu_sync),
+    ("life.stack_cache", life_mech::stack_cache),
+    ("life.rcu_stall", life_mech::rcu_stall),
 ];
 
 /// The checks of one scenario, printed as KTAP diagnostics as they happen.
@@ -115,6 +129,21 @@ pub fn counters_now() -> mm::Snapshot {
     mm::snapshot()
 }
 
+/// Every task the scenario's faults killed must have been proven
+/// recovered (`task::recovery`): the guest's own check, beside the
+/// runner's reading of the `RECOVERY` records.
+fn recovery_proven(c: &mut Checks) {
+    let (kills, proven, pending) = crate::task::recovery::end_of_scenario(c.scenario);
+    if kills > 0 {
+        c.check(
+            proven == kills,
+            format_args!(
+                "recovery proven after {proven} of {kills} kills ({pending} still pending)"
+            ),
+        );
+    }
+}
+
 /// Run the scenarios named on the command line, in order, and return the
 /// exit code for the whole report.
 pub fn run_requested(boot: &BootInfo) -> GuestExit {
@@ -152,6 +181,7 @@ pub fn run_requested(boot: &BootInfo) -> GuestExit {
             skipped: None,
         };
         run(boot, &mut checks);
+        recovery_proven(&mut checks);
         let ok = checks.failed == 0;
         match checks.skipped {
             Some(reason) if ok => ktap::skip(number, name, reason),

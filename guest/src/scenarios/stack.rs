@@ -14,12 +14,13 @@ use crate::boot::BootInfo;
 use crate::lkdtm;
 use crate::mm::stack::{self, StackKind, Strategy, EXCEPTION_STACK, IRQ_STACK};
 use crate::oops::{self, HitKind};
+use crate::sync::preempt;
 use crate::task::{self, ExitStatus};
 use alloc::vec::Vec;
 use core::hint::black_box;
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
-const KILLED: ExitStatus = ExitStatus::Killed("stack overflow");
+pub(super) const KILLED: ExitStatus = ExitStatus::Killed("stack overflow");
 
 /// rsp at recursion depths 0 and 1, per CPU: the frame size, measured.
 static RSP_AT: [[AtomicU64; 2]; MAX_CPUS] = [const { [const { AtomicU64::new(0) }; 2] }; MAX_CPUS];
@@ -27,7 +28,7 @@ static RSP_AT: [[AtomicU64; 2]; MAX_CPUS] = [const { [const { AtomicU64::new(0) 
 /// Unbounded recursion with a frame the optimizer cannot shrink: the
 /// function the backtrace of a recursion overflow must show.
 #[inline(never)]
-fn stack_recurse(depth: u64, limit: u64) -> u64 {
+pub(super) fn stack_recurse(depth: u64, limit: u64) -> u64 {
     let mut frame = [0xa5u8; 256];
     black_box(&mut frame);
     let cpu = percpu::this().id;
@@ -42,14 +43,14 @@ fn stack_recurse(depth: u64, limit: u64) -> u64 {
 }
 
 /// The size of one `stack_recurse` frame, measured with a two-level run.
-fn recursion_frame_bytes() -> u64 {
+pub(super) fn recursion_frame_bytes() -> u64 {
     stack_recurse(0, 1);
     let cpu = percpu::this().id;
     RSP_AT[cpu][0].load(Ordering::Relaxed) - RSP_AT[cpu][1].load(Ordering::Relaxed)
 }
 
 /// Announce the running task's own stack.
-fn announce_own_stack(frame_bytes: u64) {
+pub(super) fn announce_own_stack(frame_bytes: u64) {
     let (lo, hi) = task::current().stack_bounds();
     oops::announce_stack(
         StackKind::Task,
@@ -62,7 +63,7 @@ fn announce_own_stack(frame_bytes: u64) {
 
 /// The body of every recursion task: announce, then recurse until the
 /// guard page stops it.
-fn recurse_to_death() -> u64 {
+pub(super) fn recurse_to_death() -> u64 {
     let fb = recursion_frame_bytes();
     announce_own_stack(fb);
     stack_recurse(0, u64::MAX)
@@ -70,7 +71,13 @@ fn recurse_to_death() -> u64 {
 
 /// Run `body` as a task on `cpu` and check it was killed by a guard hit
 /// of kind `want`.
-fn expect_killed(c: &mut Checks, cpu: usize, name: &str, want: HitKind, body: fn() -> u64) -> bool {
+pub(super) fn expect_killed(
+    c: &mut Checks,
+    cpu: usize,
+    name: &str,
+    want: HitKind,
+    body: fn() -> u64,
+) -> bool {
     let hits = oops::hits();
     let status = match task::spawn_on(cpu, name, body) {
         Ok(h) => h.join(),
@@ -264,7 +271,8 @@ pub fn all_cpus(_: &BootInfo, c: &mut Checks) {
 }
 
 pub fn repeat(_: &BootInfo, c: &mut Checks) {
-    const N: u64 = 1000;
+    let n = super::workload::scaled(1000);
+    super::workload::note(c, 1000);
     // A few overflows first, quietly: buffers that grow to a steady size on
     // the kill path (run queues, RCU callback lists) are not leaks, and run
     // alone this scenario would otherwise see them grow inside its window.
@@ -280,7 +288,7 @@ pub fn repeat(_: &BootInfo, c: &mut Checks) {
     let hits = oops::hits();
     let cut_short = exceptions::IRQS_CUT_SHORT.load(Ordering::Acquire);
     let mut killed = 0;
-    for i in 0..N {
+    for i in 0..n {
         // One full report is enough to read; the rest are counted.
         if i == 1 {
             oops::set_quiet(true);
@@ -298,12 +306,12 @@ pub fn repeat(_: &BootInfo, c: &mut Checks) {
         exceptions::IRQS_CUT_SHORT.load(Ordering::Acquire) - cut_short
     ));
     c.check(
-        killed == N,
-        format_args!("{killed} of {N} overflows killed their task"),
+        killed == n,
+        format_args!("{killed} of {n} overflows killed their task"),
     );
     c.check(
-        oops::hits() - hits == N,
-        format_args!("{} of {N} overflows caught", oops::hits() - hits),
+        oops::hits() - hits == n,
+        format_args!("{} of {n} overflows caught", oops::hits() - hits),
     );
     c.check(
         task::settle(2_000),
@@ -344,17 +352,15 @@ pub fn irq_frame(_: &BootInfo, c: &mut Checks) {
 
 /// Timer ticks this CPU takes in 40 ms, preemption off so the count is
 /// all one CPU's.
-fn ticks_over_40ms() -> u64 {
-    let cpu = percpu::this();
-    cpu.preempt_disable();
+pub(super) fn ticks_over_40ms() -> u64 {
+    let pinned = preempt::disable();
+    let cpu = pinned.cpu();
     let before = cpu.local.ticks.load(Ordering::Relaxed);
     let end = time::now_ns() + 40_000_000;
     while time::now_ns() < end {
         core::hint::spin_loop();
     }
-    let ticks = cpu.local.ticks.load(Ordering::Relaxed) - before;
-    cpu.preempt_enable();
-    ticks
+    cpu.local.ticks.load(Ordering::Relaxed) - before
 }
 
 pub fn nmi_in_df(_: &BootInfo, c: &mut Checks) {

@@ -100,7 +100,8 @@ impl History {
 
 static ON: AtomicBool = AtomicBool::new(false);
 /// Task `id` lives in slot `id % TASKS` until a later id takes it.
-static HISTORIES: IrqLock<[History; TASKS]> = IrqLock::new([History::EMPTY; TASKS]);
+static HISTORIES: IrqLock<[History; TASKS]> =
+    IrqLock::new([History::EMPTY; TASKS]).named("task_history");
 
 pub(super) fn set_enabled(on: bool) {
     ON.store(on, Ordering::Release);

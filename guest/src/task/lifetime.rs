@@ -65,7 +65,8 @@ pub(super) fn allocate(task: Task) -> Arc<Task> {
 }
 
 /// Every task that is not reaped yet, by id: what RCU readers traverse.
-static TASK_LIST: IrqLock<BTreeMap<u64, Arc<Task>>> = IrqLock::new(BTreeMap::new());
+static TASK_LIST: IrqLock<BTreeMap<u64, Arc<Task>>> =
+    IrqLock::new(BTreeMap::new()).named("tasklist_lock");
 
 /// refcount_t events seen (saturation, underflow, add-on-zero), all tasks.
 static EVENTS: AtomicU64 = AtomicU64::new(0);

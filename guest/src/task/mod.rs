@@ -8,6 +8,7 @@
 //! from it, while the task struct lives on for whoever still holds it.
 pub mod history;
 mod lifetime;
+pub mod recovery;
 mod sched;
 mod wait;
 
@@ -110,6 +111,8 @@ pub struct Task {
     poison: AtomicU64,
     /// Context switches into this task.
     pub switches: AtomicU64,
+    /// What it holds: every lock and atomic section it is inside.
+    held: crate::sync::TaskHeld,
 }
 
 impl fmt::Debug for Task {
@@ -157,18 +160,20 @@ impl Task {
             context,
             stack_bottom: bounds.0,
             stack_top: bounds.1,
-            stack: IrqLock::new(stack),
-            entry: IrqLock::new(entry),
+            stack: IrqLock::new(stack).named("task->stack"),
+            entry: IrqLock::new(entry).named("task->entry"),
             join: IrqLock::new(JoinState {
                 status: None,
                 waiter: None,
                 detached: false,
                 reaped: false,
-            }),
+            })
+            .named("task->join"),
             usage: kcore::refcount::Refcount::new(2),
             rcu_users: kcore::rcu_users::RcuUsers::with_count(1).expect("1 is a valid count"),
             poison: AtomicU64::new(0),
             switches: AtomicU64::new(0),
+            held: crate::sync::TaskHeld::new(),
         }
     }
 
@@ -218,6 +223,14 @@ impl Task {
     /// reports about it).
     pub fn stack_bounds(&self) -> (VirtAddr, VirtAddr) {
         (self.stack_bottom, self.stack_top)
+    }
+    /// Its held-lock stack.
+    pub fn held(&self) -> &crate::sync::TaskHeld {
+        &self.held
+    }
+    /// A per-CPU idle task (or a boot flow that became one): never killed.
+    pub fn is_idle(&self) -> bool {
+        self.has_flag(flags::IDLE)
     }
     /// Run `f` on the task's stack handle, if it still has one.
     pub fn with_stack<R>(&self, f: impl FnOnce(&Stack) -> R) -> Option<R> {
@@ -340,7 +353,7 @@ impl JoinHandle {
     }
 }
 
-#[derive(Debug)]
+#[derive(Debug, PartialEq, Eq)]
 pub enum SpawnError {
     NoMemory,
 }

@@ -28,7 +28,7 @@ pub struct CpuLocal {
 impl CpuLocal {
     pub const fn new() -> CpuLocal {
         CpuLocal {
-            runqueue: IrqLock::new(VecDeque::new()),
+            runqueue: IrqLock::new(VecDeque::new()).named("rq->lock"),
             idle: Once::new(),
             ticks: AtomicU64::new(0),
             switches: AtomicU64::new(0),
@@ -143,6 +143,9 @@ pub(super) fn finish_switch() {
     if let Some(prev) = percpu::this().take_prev() {
         prev.on_cpu.store(false, Ordering::Release);
         if prev.state() == State::Dead {
+            // A killed task: what must already be true now that the CPU
+            // has left it (before its stack and struct can go).
+            super::recovery::switched_away(&prev);
             // Nothing of the task lives on its stack, so (per the free mode)
             // the stack can go now, long before the task struct does.
             super::lifetime::switched_away_dead(&prev);
@@ -171,6 +174,7 @@ pub fn timer_tick() {
     let cpu = percpu::this();
     cpu.local.ticks.fetch_add(1, Ordering::Relaxed);
     crate::rcu::tick();
+    super::recovery::tick();
     if !cpu.local.runqueue.lock().is_empty() {
         cpu.set_need_resched(true);
     }

@@ -21,7 +21,7 @@ pub struct WaitQueue {
 impl WaitQueue {
     pub const fn new() -> WaitQueue {
         WaitQueue {
-            waiters: IrqLock::new(Vec::new()),
+            waiters: IrqLock::new(Vec::new()).named("wq_head->lock"),
         }
     }
 

@@ -159,7 +159,7 @@ fn boot(setup: &Setup, options: &Options, name: &str, scenarios: &[&str], smp: u
         },
     );
     let log = setup.run_dir.join(format!("{name}.serial"));
-    let timeout = Duration::from_secs(options.timeout);
+    let timeout = Duration::from_secs(options.timeout_secs());
     let (capture, verdict) = session::launch(&invocation, name, &log, scenarios, timeout, options);
     Booted {
         serial: std::fs::read_to_string(&log).unwrap_or_default(),
@@ -354,7 +354,8 @@ fn measure(
     };
     let scenarios = [SCENARIO];
     let extra = options.guest_args();
-    let timeout = Duration::from_secs(options.timeout).saturating_add(path.firmware_allowance());
+    let timeout =
+        Duration::from_secs(options.timeout_secs()).saturating_add(path.firmware_allowance());
     let mut times = Vec::with_capacity(runs as usize);
     for run in 0..runs {
         let name = format!("{label}-{run:03}");

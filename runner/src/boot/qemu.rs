@@ -140,7 +140,15 @@ fn limine(boot: &Boot) -> Vec<String> {
 fn accel(accel: Accel) -> Vec<String> {
     match accel {
         Accel::Tcg => vec!["-cpu".into(), "max".into()],
-        Accel::Kvm => vec!["-enable-kvm".into(), "-cpu".into(), "host".into()],
+        // Without IA32_ARCH_CAPABILITIES: nested KVM here (and on hosted CI
+        // runners like it) refuses QEMU's write of that MSR, and QEMU 7.2
+        // aborts at start-up ("failed to set MSR 0x10a"). The guest never
+        // reads it.
+        Accel::Kvm => vec![
+            "-enable-kvm".into(),
+            "-cpu".into(),
+            "host,-arch-capabilities".into(),
+        ],
     }
 }
 
@@ -212,7 +220,7 @@ mod tests {
         };
         let line = invocation(Path::new("q"), &bare).shell_line();
         assert!(!line.contains("-initrd"));
-        assert!(line.contains("-enable-kvm -cpu host"));
+        assert!(line.contains("-enable-kvm -cpu host,-arch-capabilities"));
     }
 
     #[test]

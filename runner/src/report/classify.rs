@@ -107,6 +107,14 @@ pub fn classify(evidence: &Evidence) -> Verdict {
                     "a fault was caught and reported; the guest could not go on".into();
                 verdict.detail = tail;
             }
+            Some(GuestExit::CaughtUnrecoverable) => {
+                verdict.outcome = Outcome::CaughtUnrecoverable;
+                verdict.reason = match unrecoverable_reason(evidence.serial) {
+                    Some(why) => format!("caught, cannot recover: {why}"),
+                    None => "caught, cannot recover (the guest did not say why)".into(),
+                };
+                verdict.detail = tail;
+            }
             Some(GuestExit::LoaderError) => {
                 verdict.outcome = Outcome::LoaderError;
                 verdict.reason = "the loader refused to start the guest".into();
@@ -181,6 +189,13 @@ fn judge_report(verdict: &mut Verdict, exit: GuestExit, requested: &[&str]) {
         verdict.outcome = Outcome::Fail;
         verdict.reason = format!("{failures} of {} not ok", names.len());
     }
+}
+
+/// The guest's own line for why a caught task could not be killed.
+fn unrecoverable_reason(serial: &str) -> Option<String> {
+    const MARK: &str = "caught, cannot recover: ";
+    let line = serial.lines().rev().find(|l| l.contains(MARK))?;
+    Some(line[line.find(MARK)? + MARK.len()..].trim_end().to_string())
 }
 
 fn cpu(cpu: Option<u32>) -> String {

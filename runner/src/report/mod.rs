@@ -6,12 +6,14 @@
 //! guest announced beforehand and against the guest ELF.
 
 pub mod classify;
+pub mod decided_by;
 pub mod evidence;
 #[cfg(test)]
 pub mod fixture;
 pub mod judge;
 pub mod lines;
 pub mod oops;
+pub mod recovery;
 pub mod stack;
 pub mod trace;
 pub mod uaf;
@@ -75,6 +77,12 @@ pub enum Check {
     /// "Not caught" was seen to happen: damage found afterwards, the
     /// guest's own `not ok`, or the machine stopping (`evidence`).
     Witnessed,
+    /// What decided the guard hit (CR2, or the interrupted RSP when CR2 is
+    /// stale) is backed by the report's registers and the announced stack.
+    DecidedBy,
+    /// What the task held, and the exit policy's decision on it, are told
+    /// (`TASK-STATE`) and fit each other and the scenario.
+    TaskState,
 }
 
 impl Check {
@@ -104,6 +112,8 @@ impl Check {
             Check::Access => "access",
             Check::History => "history",
             Check::Witnessed => "witnessed",
+            Check::TaskState => "task-state",
+            Check::DecidedBy => "decided-by",
         }
     }
 }
@@ -154,6 +164,7 @@ pub fn attach(
     symbols: Option<&Symbols>,
 ) {
     let events = lines::parse(serial);
+    let held = recovery::parse(serial);
     let symbols = symbols.map(|s| s as &dyn Symbolize);
     for r in results.iter_mut() {
         // A skipped scenario (stack.ap on one CPU) broke nothing.
@@ -173,5 +184,36 @@ pub fn attach(
         if let Some(expect) = &r.scenario.uaf {
             r.uaf = Some(uaf::judge(r.scenario, expect, &events, symbols));
         }
+        recovery_hook(r, &events, &held);
+    }
+}
+
+/// Every fault report's claim about its task, held against the recovery
+/// records (`recovery`), and its claim of what decided the hit
+/// (`decided_by`): the failures join the fault's verdict.
+fn recovery_hook(r: &mut judge::ScenarioResult, events: &lines::Events, held: &recovery::Records) {
+    let name = r.scenario.name;
+    if let Some(g) = r.guard.as_mut() {
+        let claims: Vec<_> = events
+            .hits_of(name)
+            .map(|h| recovery::Claim {
+                task_id: h.task_id,
+                recovered: h.recovered,
+            })
+            .collect();
+        let found = recovery::judge(r.scenario, &claims, g.suppressed, held);
+        g.failures.extend(found);
+        g.failures.extend(decided_by::judge(name, events));
+    }
+    if let Some(u) = r.uaf.as_mut() {
+        let claims: Vec<_> = events
+            .uaf_hits_of(name)
+            .map(|h| recovery::Claim {
+                task_id: h.task_id,
+                recovered: h.recovered,
+            })
+            .collect();
+        u.failures
+            .extend(recovery::judge(r.scenario, &claims, 0, held));
     }
 }

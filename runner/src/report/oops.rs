@@ -51,6 +51,7 @@ pub fn label(line: &Line) -> &'static str {
         Line::Cr { .. } => "the `CR2:` line",
         Line::Guard { .. } => "the `Guard:` line",
         Line::Depth(_) => "the `Recursion depth:` line",
+        Line::Evidence { .. } => "the `Evidence:` line",
         Line::CallTrace => "the `Call Trace:` line",
         Line::Frame { .. } => "a `Call Trace` line",
         Line::More => "the `... (more frames)` line",

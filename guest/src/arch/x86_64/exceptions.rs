@@ -82,12 +82,42 @@ pub fn last_nmi_frame(cpu: usize) -> u64 {
     LAST_NMI_FRAME[cpu].load(Ordering::Acquire)
 }
 
+/// Per CPU: NMIs that found interrupts off with no tick taken since the
+/// previous NMI (a CPU stuck with interrupts off answers these; one that
+/// only was not being run answers at most one, wherever the host stopped
+/// it, and then takes its pending tick), the tick count at the last NMI,
+/// and what the last NMI interrupted (RIP, interrupt flag). RCU's stall
+/// detector probes with them.
+static NMI_STUCK: [AtomicU64; percpu::MAX_CPUS] = [const { AtomicU64::new(0) }; percpu::MAX_CPUS];
+static NMI_TICKS: [AtomicU64; percpu::MAX_CPUS] =
+    [const { AtomicU64::new(u64::MAX) }; percpu::MAX_CPUS];
+static NMI_RIP: [AtomicU64; percpu::MAX_CPUS] = [const { AtomicU64::new(0) }; percpu::MAX_CPUS];
+static NMI_IF: [AtomicU8; percpu::MAX_CPUS] = [const { AtomicU8::new(0) }; percpu::MAX_CPUS];
+
+/// NMIs `cpu` answered stuck with interrupts off (see `NMI_STUCK`), and the
+/// RIP and interrupt flag the last NMI found there.
+pub fn nmis_answered(cpu: usize) -> (u64, u64, bool) {
+    (
+        NMI_STUCK[cpu].load(Ordering::Acquire),
+        NMI_RIP[cpu].load(Ordering::Acquire),
+        NMI_IF[cpu].load(Ordering::Acquire) != 0,
+    )
+}
+
 /// NMIs only count and note where they ran: an NMI may arrive inside any
 /// other handler (a #DF report included) and must disturb nothing.
 fn nmi(frame: &mut TrapFrame) {
     if percpu::ready() {
-        LAST_NMI_FRAME[percpu::this().id]
-            .store(frame as *const TrapFrame as u64, Ordering::Release);
+        let cpu = percpu::this();
+        let id = cpu.id;
+        LAST_NMI_FRAME[id].store(frame as *const TrapFrame as u64, Ordering::Release);
+        let irqs_on = frame.rflags & (1 << 9) != 0;
+        NMI_RIP[id].store(frame.rip, Ordering::Release);
+        NMI_IF[id].store(u8::from(irqs_on), Ordering::Release);
+        let ticks = cpu.local.ticks.load(Ordering::Acquire);
+        if NMI_TICKS[id].swap(ticks, Ordering::AcqRel) == ticks && !irqs_on {
+            NMI_STUCK[id].fetch_add(1, Ordering::AcqRel);
+        }
     }
     NMI_COUNT.fetch_add(1, Ordering::AcqRel);
 }
@@ -116,7 +146,7 @@ fn double_fault(frame: &mut TrapFrame) {
     let action =
         oops::stack_fault(frame, Cr2::read_raw(), Via::DoubleFault).unwrap_or(Action::Fatal);
     cpu.set_ist_top(IST_DOUBLE_FAULT, top);
-    act(action)
+    act(frame, action)
 }
 
 fn page_fault(frame: &mut TrapFrame) {
@@ -144,7 +174,7 @@ fn page_fault(frame: &mut TrapFrame) {
     };
     IN_PAGE_FAULT[id].fetch_sub(1, Ordering::Relaxed);
     match action {
-        Some(a) => act(a),
+        Some(a) => act(frame, a),
         None => {
             kprintln!("BUG: unable to handle page fault for address: {cr2:016x}");
             kprintln!(
@@ -172,10 +202,23 @@ fn page_fault(frame: &mut TrapFrame) {
     }
 }
 
-/// Carry out what the stack-fault report decided.
-fn act(action: Action) -> ! {
-    match action {
-        Action::Kill(reason) => {
+/// Carry out what the fault report decided, under the exit policy
+/// (`oops::held`): a kill only if the task holds nothing the rest of the
+/// kernel needs, after the resets Linux's `make_task_dead()` makes;
+/// otherwise the machine stops ("caught, cannot recover").
+fn act(frame: &TrapFrame, action: Action) -> ! {
+    // The report normally decided already (so its `recovered` is true);
+    // a path that did not is decided here.
+    let decided = oops::held::take().or_else(|| {
+        oops::held::decide(frame, action);
+        oops::held::take()
+    });
+    if let Some(d) = &decided {
+        oops::held::report(d);
+    }
+    let fixups = decided.as_ref().and_then(|d| d.fixups());
+    match (action, fixups) {
+        (Action::Kill(reason), Some(fixups)) => {
             // Whatever handler frames were on the dead task's stack are
             // abandoned with it.
             IN_PAGE_FAULT[percpu::this().id].store(0, Ordering::Relaxed);
@@ -188,12 +231,23 @@ fn act(action: Action) -> ! {
             // handlers, so nothing else can be in service here.
             let ended = lapic::end_all_in_service();
             IRQS_CUT_SHORT.fetch_add(ended, Ordering::AcqRel);
+            task::recovery::make_task_dead(
+                fixups,
+                oops::held::scenario(),
+                decided.as_ref().is_some_and(|d| d.quiet()),
+            );
             task::exit(ExitStatus::Killed(reason))
         }
-        Action::Fatal => {
-            kprintln!("Kernel panic - not syncing: stack fault outside task context; stopping");
-            cpu::exit(GuestExit::CaughtFatal)
-        }
+        _ => match decided.as_ref().and_then(|d| d.policy_stop()) {
+            Some(why) => {
+                kprintln!("Kernel panic - not syncing: caught, cannot recover: {why}");
+                cpu::exit(GuestExit::CaughtUnrecoverable)
+            }
+            None => {
+                kprintln!("Kernel panic - not syncing: stack fault outside task context; stopping");
+                cpu::exit(GuestExit::CaughtFatal)
+            }
+        },
     }
 }
 

@@ -73,9 +73,20 @@ pub fn enable() {
     x86_64::instructions::interrupts::enable();
 }
 
-/// Run `f` with interrupts off on this CPU, restoring the previous state.
+/// Run `f` with interrupts off on this CPU, restoring the previous state
+/// (Linux's `local_irq_save`). The section is recorded on the running
+/// task's held-lock stack: a task caught inside one cannot be killed, since
+/// whatever the section guards may be half changed.
+#[track_caller]
 pub fn without<R>(f: impl FnOnce() -> R) -> R {
-    x86_64::instructions::interrupts::without_interrupts(f)
+    let site = core::panic::Location::caller();
+    x86_64::instructions::interrupts::without_interrupts(|| {
+        let kind = kcore::lockdep::HeldKind::IrqsOff;
+        let token = crate::sync::lockdep::acquired(kind, 0, "irqs_off", site);
+        let r = f();
+        crate::sync::lockdep::released(token, kind, 0);
+        r
+    })
 }
 
 /// Halt until the next interrupt, enabling interrupts atomically with the

@@ -68,6 +68,11 @@ pub fn eoi() {
     write(EOI, 0);
 }
 
+/// Interrupt vectors in service on this CPU (bits set in the ISR).
+pub fn in_service_count() -> u32 {
+    (0..8).map(|i| read(ISR + 0x10 * i).count_ones()).sum()
+}
+
 /// End every interrupt in service on this CPU; how many there were.
 /// Only for code that knows no handler is running on this CPU: each EOI
 /// ends the highest-priority one in service.

@@ -7,6 +7,7 @@
 //! not at the bottom of the stack. The TSS lives here too, and its `rsp0` is
 //! the one place that says where the running task's stack ends (luto's
 //! seed): the context switch updates it, the fault handlers read it.
+use crate::sync::TaskHeld;
 use crate::task::Task;
 use alloc::sync::Arc;
 use core::cell::UnsafeCell;
@@ -46,6 +47,9 @@ pub struct PerCpu {
     /// The task this CPU just switched away from, until the incoming task's
     /// `finish_switch` takes it (it owns that reference meanwhile).
     prev: AtomicPtr<Task>,
+    /// The running task's held-lock stack (inside `current`'s task struct),
+    /// switched with `current`: where every lock taken on this CPU records.
+    held: AtomicPtr<TaskHeld>,
     tss: UnsafeCell<TaskStateSegment>,
     gdt: GlobalDescriptorTable,
     idt: InterruptDescriptorTable,
@@ -89,12 +93,18 @@ impl PerCpu {
         self.preempt_count.load(Ordering::Relaxed)
     }
     /// Preemption off (an RCU read-side section): no context switch, so no
-    /// quiescent state, on this CPU until the matching enable.
-    pub fn preempt_disable(&self) {
+    /// quiescent state, on this CPU until the matching enable. Only through
+    /// `sync::preempt`'s guards, which also record the section.
+    pub(crate) fn preempt_disable(&self) {
         self.preempt_count.fetch_add(1, Ordering::Relaxed);
     }
-    pub fn preempt_enable(&self) {
+    pub(crate) fn preempt_enable(&self) {
         self.preempt_count.fetch_sub(1, Ordering::Relaxed);
+    }
+    /// The kill path's reset (Linux's `preempt_count_set(PREEMPT_ENABLED)`
+    /// in `make_task_dead`).
+    pub(crate) fn reset_preempt_count(&self) {
+        self.preempt_count.store(0, Ordering::Relaxed);
     }
     pub fn set_need_resched(&self, v: bool) {
         self.need_resched.store(v, Ordering::Relaxed);
@@ -133,9 +143,25 @@ impl PerCpu {
         (!p.is_null()).then(|| f(unsafe { &*p }))
     }
 
+    /// Run `f` on the running task's held-lock stack. Call with interrupts
+    /// off (as every lock and section does when it records), so that the
+    /// task cannot be switched away from meanwhile.
+    pub fn with_held<R>(&self, f: impl FnOnce(&TaskHeld) -> R) -> Option<R> {
+        let p = self.held.load(Ordering::Acquire);
+        // SAFETY: a non-null `held` points into the task struct `current`
+        // holds a reference to (both are switched together, in
+        // `replace_current` and `switch_to`), and with interrupts off the
+        // task stays current on this CPU until `f` returns.
+        (!p.is_null()).then(|| f(unsafe { &*p }))
+    }
+
     /// Install `next` as this CPU's current task and hand back the previous
     /// one's reference. Only the scheduler of this CPU calls this.
     pub fn replace_current(&self, next: Arc<Task>) -> Option<Arc<Task>> {
+        self.held.store(
+            core::ptr::from_ref(next.held()).cast_mut(),
+            Ordering::Release,
+        );
         let old = self
             .current
             .swap(Arc::into_raw(next).cast_mut(), Ordering::AcqRel);
@@ -149,6 +175,10 @@ impl PerCpu {
     /// other side. Returns when the outgoing task is resumed, possibly on
     /// another CPU: callers must not use `self` afterwards.
     pub fn switch_to(&self, next: Arc<Task>) {
+        self.held.store(
+            core::ptr::from_ref(next.held()).cast_mut(),
+            Ordering::Release,
+        );
         let next = Arc::into_raw(next);
         let prev = self.current.swap(next.cast_mut(), Ordering::AcqRel);
         assert!(!prev.is_null(), "switch_to without a current task");
@@ -225,6 +255,7 @@ pub fn init_this_cpu(id: usize, lapic_id: u32, stacks: CpuStacks) -> &'static Pe
         need_resched: AtomicBool::new(false),
         current: AtomicPtr::new(core::ptr::null_mut()),
         prev: AtomicPtr::new(core::ptr::null_mut()),
+        held: AtomicPtr::new(core::ptr::null_mut()),
         tss: UnsafeCell::new(tss),
         gdt: GlobalDescriptorTable::new(),
         idt: InterruptDescriptorTable::new(),
@@ -265,22 +296,45 @@ pub fn init_this_cpu(id: usize, lapic_id: u32, stacks: CpuStacks) -> &'static Pe
     block
 }
 
-/// This CPU's block. Panics if called before `init_this_cpu` on this CPU.
-pub fn this() -> &'static PerCpu {
+/// What GS points at on a CPU that has no block yet: a zero word, so
+/// `gs:[0]` reads "no block" instead of faulting (see `early_init`).
+static EARLY: u64 = 0;
+
+/// The first thing every CPU does: point GS at `EARLY`, so that the locks
+/// taken before `init_this_cpu` (heap, frames, the CPU's own stacks) can
+/// ask `try_this` for a block and hear "none" for the price of one load.
+pub fn early_init() {
+    GsBase::write(VirtAddr::from_ptr(&EARLY as *const u64));
+}
+
+fn gs_self() -> *const PerCpu {
     let ptr: *const PerCpu;
-    // SAFETY: reads gs:[0], which `init_this_cpu` made the block's own
-    // address before anything could call this.
+    // SAFETY: reads gs:[0]: `early_init` (the first code on every CPU)
+    // pointed GS at a zero word, and `init_this_cpu` at the block, whose
+    // first word is its own address.
     unsafe {
         core::arch::asm!("mov {}, gs:[0]", out(reg) ptr, options(nostack, readonly, preserves_flags))
     };
-    assert!(!ptr.is_null(), "per-CPU data used before init_this_cpu");
-    // SAFETY: the block is leaked at init and never freed or moved.
-    unsafe { &*ptr }
+    ptr
 }
 
-/// Whether this CPU has its per-CPU block yet (early boot and panic paths).
+/// This CPU's block. Panics if called before `init_this_cpu` on this CPU.
+pub fn this() -> &'static PerCpu {
+    try_this().expect("per-CPU data used before init_this_cpu")
+}
+
+/// This CPU's block, if it has one yet.
+pub fn try_this() -> Option<&'static PerCpu> {
+    let ptr = gs_self();
+    // SAFETY: non-null only once `init_this_cpu` made it the leaked,
+    // never freed or moved block.
+    (!ptr.is_null()).then(|| unsafe { &*ptr })
+}
+
+/// Whether this CPU has its per-CPU block yet (early boot and panic paths,
+/// which may run before `early_init` too: GS base 0 then).
 pub fn ready() -> bool {
-    GsBase::read().as_u64() != 0
+    GsBase::read().as_u64() != 0 && !gs_self().is_null()
 }
 
 /// Another CPU's block, by dense index.

@@ -1,0 +1,178 @@
+//! `stack.*` in atomic context: an overflow while the task is inside an
+//! RCU read-side section, with preemption off, holding a lock of each type
+//! the guest has, inside an interrupts-off section, or running RCU
+//! callbacks.
+//!
+//! The exit policy (`kcore::lockdep::exit_verdict`, README "Recovery")
+//! decides each: preemption and RCU nesting alone are reset and noted, as
+//! Linux's `make_task_dead()` does, and the machine goes on, which these
+//! scenarios then check (the CPU's `preempt_count` is 0, a grace period
+//! completes, the CPU still schedules). A lock, an interrupts-off section
+//! or a callback batch makes the machine stop, "caught, cannot recover",
+//! naming what was held: those scenarios end their boot, and the runner
+//! holds their `TASK-STATE` against `abi::held::EXPECT`.
+use super::stack::{expect_killed, recurse_to_death, stack_recurse, ticks_over_40ms};
+use super::Checks;
+use crate::arch::x86_64::{interrupts, percpu, time};
+use crate::boot::BootInfo;
+use crate::oops::HitKind;
+use crate::rcu;
+use crate::sync::{preempt, IrqLock, SpinLock};
+use crate::task::{self, ExitStatus};
+use abi::held::VICTIM_LOCK;
+use core::sync::atomic::{AtomicBool, Ordering};
+
+/// After a kill on `cpu`: what recovery means, checked from the outside.
+fn machine_went_on(c: &mut Checks, cpu: usize) {
+    let count = task::spawn_on(cpu, "preempt-check", || {
+        u64::from(percpu::this().preempt_count())
+    })
+    .map(|h| h.join());
+    c.check(
+        count == Ok(ExitStatus::Exited(0)),
+        format_args!("CPU {cpu}'s preempt_count is back to 0: {count:?}"),
+    );
+    let target = rcu::request_grace_period();
+    let start = time::now_ns();
+    while rcu::completed() < target && time::now_ns() - start < 2_000_000_000 {
+        task::yield_now();
+    }
+    c.check(
+        rcu::completed() >= target,
+        format_args!(
+            "a grace period begun after the kill completed (waited {} ms)",
+            (time::now_ns() - start) / 1_000_000
+        ),
+    );
+    let ticks = task::spawn_on(cpu, "tick-watch", ticks_over_40ms).map(|h| h.join());
+    c.check(
+        matches!(ticks, Ok(ExitStatus::Exited(n)) if n >= 2),
+        format_args!("CPU {cpu} still takes its tick: {ticks:?} ticks in 40 ms"),
+    );
+}
+
+pub fn in_rcu(_: &BootInfo, c: &mut Checks) {
+    // On the last CPU: with several, the others keep driving grace periods
+    // that must wait for this one.
+    let cpu = percpu::online() - 1;
+    expect_killed(c, cpu, "rcu-reader", HitKind::Overflow, || {
+        let _rcu = rcu::read_lock();
+        recurse_to_death()
+    });
+    machine_went_on(c, cpu);
+}
+
+pub fn preempt_off(_: &BootInfo, c: &mut Checks) {
+    let cpu = percpu::this().id;
+    expect_killed(c, cpu, "no-preempt", HitKind::Overflow, || {
+        let _p = preempt::disable();
+        recurse_to_death()
+    });
+    machine_went_on(c, cpu);
+}
+
+pub fn nested_atomic(_: &BootInfo, c: &mut Checks) {
+    let cpu = percpu::this().id;
+    expect_killed(c, cpu, "nested-atomic", HitKind::Overflow, || {
+        let _a = preempt::disable();
+        let _b = rcu::read_lock();
+        let _c = preempt::disable();
+        let _d = rcu::read_lock();
+        recurse_to_death()
+    });
+    machine_went_on(c, cpu);
+}
+
+/// The lock the lock-holding scenarios overflow with, one of each type.
+static VICTIM: SpinLock<u64> = SpinLock::new(0).named(VICTIM_LOCK);
+static VICTIM_IRQ: IrqLock<u64> = IrqLock::new(0).named(VICTIM_LOCK);
+
+/// Not reached when the policy holds: the overflow stops the machine. In a
+/// build whose kill path ignores what the task held, the waiter would spin
+/// on the dead task's lock for good; say so in bounded time instead of
+/// hanging until the runner's timeout.
+fn after_a_kill_with_the_lock(c: &mut Checks, status: Result<ExitStatus, task::SpawnError>) {
+    static GOT_IT: AtomicBool = AtomicBool::new(false);
+    c.check(
+        false,
+        format_args!("the task holding {VICTIM_LOCK} was killed: {status:?}"),
+    );
+    GOT_IT.store(false, Ordering::Release);
+    let waiter = task::spawn("lock-waiter", || {
+        let _g = VICTIM.lock();
+        GOT_IT.store(true, Ordering::Release);
+        0
+    });
+    let start = time::now_ns();
+    while !GOT_IT.load(Ordering::Acquire) && time::now_ns() - start < 1_000_000_000 {
+        task::yield_now();
+    }
+    let got = GOT_IT.load(Ordering::Acquire);
+    c.check(
+        got,
+        format_args!("another task could take {VICTIM_LOCK} after the kill"),
+    );
+    if got {
+        if let Ok(w) = waiter {
+            w.join();
+        }
+    } else {
+        // Detached: it spins on a lock nobody holds any more.
+        drop(waiter);
+    }
+}
+
+pub fn lock_held(_: &BootInfo, c: &mut Checks) {
+    let status = task::spawn("lock-holder", || {
+        let _g = VICTIM.lock();
+        // Another task that needs the lock, queued behind us.
+        let _waiter = task::spawn("lock-waiter", || u64::from(*VICTIM.lock() == 0));
+        recurse_to_death()
+    })
+    .map(|h| h.join());
+    after_a_kill_with_the_lock(c, status);
+}
+
+pub fn irqlock_held(_: &BootInfo, c: &mut Checks) {
+    let status = task::spawn("irqlock-holder", || {
+        let _g = VICTIM_IRQ.lock();
+        recurse_to_death()
+    })
+    .map(|h| h.join());
+    c.check(
+        false,
+        format_args!("the task holding {VICTIM_LOCK} (IrqLock) was killed: {status:?}"),
+    );
+    c.check(
+        VICTIM_IRQ.try_lock().is_some(),
+        format_args!("{VICTIM_LOCK} can be taken after the kill"),
+    );
+}
+
+pub fn irqs_section(_: &BootInfo, c: &mut Checks) {
+    let status =
+        task::spawn("irqs-section", || interrupts::without(recurse_to_death)).map(|h| h.join());
+    c.check(
+        false,
+        format_args!("a task inside an interrupts-off section was killed: {status:?}"),
+    );
+}
+
+pub fn rcu_callback(_: &BootInfo, c: &mut Checks) {
+    let status = task::spawn("rcu-cb-runner", || {
+        super::stack::announce_own_stack(super::stack::recursion_frame_bytes());
+        rcu::call_rcu(|| {
+            stack_recurse(0, u64::MAX);
+        });
+        // Callbacks run on this CPU at its next quiescent state: here, in
+        // this task's yields, on this task's stack.
+        loop {
+            task::yield_now();
+        }
+    })
+    .map(|h| h.join());
+    c.check(
+        false,
+        format_args!("a task running RCU callbacks was killed: {status:?}"),
+    );
+}

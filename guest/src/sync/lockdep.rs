@@ -1,0 +1,161 @@
+//! The running task's held-lock stack: where every lock type and atomic
+//! section records itself (`kcore::lockdep` is the bookkeeping).
+//!
+//! Each task owns a `TaskHeld`; the CPU running it points at it
+//! (`percpu::with_held`, switched with `current`). Interrupt and exception
+//! handlers record on the task they interrupted, as Linux's lockdep does:
+//! their entries come and go before the task runs again. Records are made
+//! with interrupts off and with a try-lock: the only other party that can
+//! find the stack busy is a fault on this same CPU that arrived in the
+//! middle of recording, and then the record is counted as missed rather
+//! than waited for (which would never end). A missed record makes the
+//! stack untrustworthy, and the exit policy stops rather than kill on it.
+use crate::arch::x86_64::percpu;
+use core::panic::Location;
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use kcore::lockdep::{Held, HeldEntry, HeldKind};
+use spin::Mutex;
+
+/// One task's held-lock stack.
+pub struct TaskHeld {
+    held: Mutex<Held>,
+    /// Records that could not be made (see the module comment).
+    missed: AtomicU32,
+}
+
+impl Default for TaskHeld {
+    fn default() -> Self {
+        TaskHeld::new()
+    }
+}
+
+impl TaskHeld {
+    pub const fn new() -> TaskHeld {
+        TaskHeld {
+            held: Mutex::new(Held::new()),
+            missed: AtomicU32::new(0),
+        }
+    }
+
+    /// A copy, or `None` if it is being changed right now (by this CPU,
+    /// underneath a fault handler).
+    pub fn snapshot(&self) -> Option<Held> {
+        self.held.try_lock().map(|h| h.clone())
+    }
+
+    /// Change it, if it is not being changed already.
+    pub fn with<R>(&self, f: impl FnOnce(&mut Held) -> R) -> Option<R> {
+        self.held.try_lock().map(|mut h| f(&mut h))
+    }
+
+    pub fn missed(&self) -> u32 {
+        self.missed.load(Ordering::Acquire)
+    }
+
+    fn addr(&self) -> usize {
+        self as *const TaskHeld as usize
+    }
+}
+
+/// Where an acquisition was recorded, so that its release is recorded in
+/// the same place (0: not recorded, e.g. early boot before any task).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Token(usize);
+
+impl Token {
+    pub const NONE: Token = Token(0);
+}
+
+/// Releases recorded on another task than their acquisition (a lock held
+/// across a context switch), and releases that matched nothing held.
+static CROSSED: AtomicU64 = AtomicU64::new(0);
+static UNBALANCED: AtomicU64 = AtomicU64::new(0);
+
+pub fn crossed() -> u64 {
+    CROSSED.load(Ordering::Relaxed)
+}
+
+pub fn unbalanced() -> u64 {
+    UNBALANCED.load(Ordering::Relaxed)
+}
+
+/// Record that the running task took `kind` (`id` names the lock). Call
+/// with interrupts off.
+pub fn acquired(
+    kind: HeldKind,
+    id: usize,
+    name: &'static str,
+    site: &'static Location<'static>,
+) -> Token {
+    let Some(cpu) = percpu::try_this() else {
+        return Token::NONE;
+    };
+    cpu.with_held(|h| {
+        let entry = HeldEntry {
+            kind,
+            id,
+            name,
+            site,
+        };
+        match h.with(|held| held.acquire(entry)) {
+            Some(()) => Token(h.addr()),
+            None => {
+                h.missed.fetch_add(1, Ordering::AcqRel);
+                Token::NONE
+            }
+        }
+    })
+    .unwrap_or(Token::NONE)
+}
+
+/// Record that what `token` recorded was released. Call with interrupts off.
+pub fn released(token: Token, kind: HeldKind, id: usize) {
+    if token == Token::NONE {
+        return;
+    }
+    let Some(cpu) = percpu::try_this() else {
+        return;
+    };
+    cpu.with_held(|h| {
+        if h.addr() != token.0 {
+            CROSSED.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        match h.with(|held| held.release(kind, id)) {
+            Some(Ok(())) => {}
+            Some(Err(_)) => {
+                UNBALANCED.fetch_add(1, Ordering::Relaxed);
+            }
+            // The entry stays, so the task looks as if it still held it:
+            // the policy errs towards stopping.
+            None => {
+                h.missed.fetch_add(1, Ordering::AcqRel);
+            }
+        }
+    });
+}
+
+/// Record a section (preemption off, RCU read side, interrupts off, a
+/// callback batch) entered at `site`. Interrupts are turned off around the
+/// record.
+pub fn enter(kind: HeldKind, name: &'static str, site: &'static Location<'static>) -> Token {
+    x86_64::instructions::interrupts::without_interrupts(|| acquired(kind, 0, name, site))
+}
+
+pub fn exit(token: Token, kind: HeldKind) {
+    x86_64::instructions::interrupts::without_interrupts(|| released(token, kind, 0));
+}
+
+/// The running task's stack, copied, and its missed-record count: `None`
+/// with no task, or while the stack is being changed underneath us.
+pub fn current() -> Option<(Option<Held>, u32)> {
+    percpu::try_this()?.with_held(|h| (h.snapshot(), h.missed()))
+}
+
+/// The kill path's reset of the running task's preemption and RCU
+/// sections; returns how deep each was.
+pub fn reset_current_preemption() -> Option<(u32, u32)> {
+    percpu::try_this()?
+        .with_held(|h| h.with(|held| held.reset_preemption()))
+        .flatten()
+}

@@ -1,0 +1,599 @@
+//! What a task holds, and whether killing it leaves the kernel whole: a
+//! minimal lockdep, and the exit policy built on it.
+//!
+//! Every lock type the guest has, every interrupts-off section, every
+//! `preempt_disable` and `rcu_read_lock`, and a running batch of RCU
+//! callbacks push an entry on the task's [`Held`] stack (kind, which lock,
+//! its name, where it was taken) and pop it when released. Like lockdep's
+//! `held_locks` in `task_struct`, the stack is the task's own, so an oops
+//! can say "1 lock held by task 7 'x': #0 tasklist_lock, acquired at
+//! guest/src/task/lifetime.rs:80" instead of leaving a reader to guess.
+//!
+//! [`exit_verdict`] is the policy the kill path applies to it, grounded in
+//! Linux's `make_task_dead()`: never kill in interrupt context ("Aiee,
+//! killing interrupt handler!") or the idle task; preemption or RCU nesting
+//! alone and interrupts left disabled are noted and reset ("exited with
+//! preempt_count N", "exited with irqs disabled"). Linux then goes on even
+//! when a lock is held (lockdep only warns); we stop instead, because
+//! nothing can ever release a dead task's lock, and an interrupts-off
+//! section or an RCU callback batch cut short leaves shared data half
+//! changed just the same.
+
+use core::fmt;
+use core::panic::Location;
+
+/// Entries kept per task; deeper nesting is still counted (`lost`), only
+/// not named. Small: every task carries its stack, and the guest's
+/// deepest real nesting is four.
+pub const MAX_HELD: usize = 8;
+
+/// What an entry stands for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum HeldKind {
+    /// A spin lock taken with interrupts off (Linux's `spin_lock_irqsave`).
+    IrqLock,
+    /// A spin lock that leaves interrupts as they are.
+    SpinLock,
+    /// An interrupts-off section with no lock (`local_irq_save`).
+    IrqsOff,
+    /// `preempt_disable()`.
+    Preempt,
+    /// `rcu_read_lock()` (classic RCU: preemption off too).
+    RcuRead,
+    /// A batch of RCU callbacks being run (Linux runs them in softirq).
+    RcuCallbacks,
+}
+
+impl HeldKind {
+    pub const ALL: [HeldKind; 6] = [
+        HeldKind::IrqLock,
+        HeldKind::SpinLock,
+        HeldKind::IrqsOff,
+        HeldKind::Preempt,
+        HeldKind::RcuRead,
+        HeldKind::RcuCallbacks,
+    ];
+
+    /// A lock someone else may need: only its holder can release it.
+    pub fn is_lock(self) -> bool {
+        matches!(self, HeldKind::IrqLock | HeldKind::SpinLock)
+    }
+
+    /// Counted in the CPU's `preempt_count` (and so blocks quiescent states).
+    pub fn disables_preemption(self) -> bool {
+        matches!(
+            self,
+            HeldKind::Preempt | HeldKind::RcuRead | HeldKind::RcuCallbacks
+        )
+    }
+
+    /// Keeps interrupts off on this CPU while held.
+    pub fn disables_irqs(self) -> bool {
+        matches!(self, HeldKind::IrqLock | HeldKind::IrqsOff)
+    }
+}
+
+/// One thing held: what, which one (a lock's address; 0 for sections),
+/// its name (lockdep's class name; a lock nobody named goes by the file
+/// that defines it) and where it was taken.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HeldEntry {
+    pub kind: HeldKind,
+    pub id: usize,
+    pub name: &'static str,
+    pub site: &'static Location<'static>,
+}
+
+impl fmt::Display for HeldEntry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name)
+    }
+}
+
+/// Nesting depth per kind, exact even past [`MAX_HELD`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Depths {
+    pub irq_locks: u32,
+    pub spin_locks: u32,
+    pub irqs_off: u32,
+    pub preempt: u32,
+    pub rcu: u32,
+    pub callbacks: u32,
+}
+
+impl Depths {
+    fn slot(&mut self, kind: HeldKind) -> &mut u32 {
+        match kind {
+            HeldKind::IrqLock => &mut self.irq_locks,
+            HeldKind::SpinLock => &mut self.spin_locks,
+            HeldKind::IrqsOff => &mut self.irqs_off,
+            HeldKind::Preempt => &mut self.preempt,
+            HeldKind::RcuRead => &mut self.rcu,
+            HeldKind::RcuCallbacks => &mut self.callbacks,
+        }
+    }
+
+    pub fn of(&self, kind: HeldKind) -> u32 {
+        let mut d = *self;
+        *d.slot(kind)
+    }
+
+    /// Locks held, of any type.
+    pub fn locks(&self) -> u32 {
+        self.irq_locks + self.spin_locks
+    }
+
+    /// What this task adds to its CPU's `preempt_count`.
+    pub fn preempt_count(&self) -> u32 {
+        self.preempt + self.rcu + self.callbacks
+    }
+
+    /// Interrupts-off nesting: sections and the locks that imply one.
+    pub fn irq_nesting(&self) -> u32 {
+        self.irq_locks + self.irqs_off
+    }
+
+    pub fn is_empty(&self) -> bool {
+        *self == Depths::default()
+    }
+}
+
+/// A release that matches nothing held: lockdep's "bad unlock balance".
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NotHeld {
+    pub kind: HeldKind,
+    pub id: usize,
+}
+
+/// One task's held-lock stack, innermost last.
+#[derive(Clone, Debug)]
+pub struct Held {
+    entries: [Option<HeldEntry>; MAX_HELD],
+    len: usize,
+    /// Entries pushed while the stack was full: counted in `depths`, not named.
+    lost: u32,
+    depths: Depths,
+    /// Releases that matched nothing.
+    unbalanced: u32,
+}
+
+impl Default for Held {
+    fn default() -> Self {
+        Held::new()
+    }
+}
+
+impl Held {
+    pub const fn new() -> Held {
+        Held {
+            entries: [None; MAX_HELD],
+            len: 0,
+            lost: 0,
+            depths: Depths {
+                irq_locks: 0,
+                spin_locks: 0,
+                irqs_off: 0,
+                preempt: 0,
+                rcu: 0,
+                callbacks: 0,
+            },
+            unbalanced: 0,
+        }
+    }
+
+    /// `entry` was taken (innermost now).
+    pub fn acquire(&mut self, entry: HeldEntry) {
+        *self.depths.slot(entry.kind) += 1;
+        if self.len < MAX_HELD {
+            self.entries[self.len] = Some(entry);
+            self.len += 1;
+        } else {
+            self.lost += 1;
+        }
+    }
+
+    /// The innermost entry of `kind` with `id` was released. Locks may be
+    /// released out of order (lockdep allows it too), so the match is
+    /// searched for from the top; one that was never named (the stack was
+    /// full when it was taken) is taken to be one of the lost ones.
+    pub fn release(&mut self, kind: HeldKind, id: usize) -> Result<(), NotHeld> {
+        let found = self.entries[..self.len]
+            .iter()
+            .rposition(|e| e.is_some_and(|e| e.kind == kind && e.id == id));
+        match found {
+            Some(i) => {
+                self.entries.copy_within(i + 1..self.len, i);
+                self.len -= 1;
+                self.entries[self.len] = None;
+            }
+            None if self.lost > 0 && self.depths.of(kind) > 0 => self.lost -= 1,
+            None => {
+                self.unbalanced += 1;
+                return Err(NotHeld { kind, id });
+            }
+        }
+        *self.depths.slot(kind) -= 1;
+        Ok(())
+    }
+
+    /// Named entries, outermost first.
+    pub fn entries(&self) -> impl Iterator<Item = &HeldEntry> + '_ {
+        self.entries[..self.len].iter().flatten()
+    }
+
+    /// How many entries are named (`entries().count()`).
+    pub fn named(&self) -> usize {
+        self.len
+    }
+
+    pub fn depths(&self) -> Depths {
+        self.depths
+    }
+
+    pub fn lost(&self) -> u32 {
+        self.lost
+    }
+
+    pub fn unbalanced(&self) -> u32 {
+        self.unbalanced
+    }
+
+    /// The first (outermost) entry that [`exit_verdict`] refuses to kill
+    /// with, by the policy's order: a lock, then an RCU callback batch,
+    /// then an interrupts-off section.
+    pub fn blocking(&self) -> Option<HeldEntry> {
+        let first = |pred: fn(HeldKind) -> bool| self.entries().find(|e| pred(e.kind)).copied();
+        first(HeldKind::is_lock)
+            .or_else(|| first(|k| k == HeldKind::RcuCallbacks))
+            .or_else(|| first(|k| k == HeldKind::IrqsOff))
+    }
+
+    /// The kill path's reset: drop the preemption and RCU read-side entries
+    /// (a dead task leaves no section behind), returning how deep each was.
+    /// Nothing else is touched: the policy kills only when nothing else is
+    /// held.
+    pub fn reset_preemption(&mut self) -> (u32, u32) {
+        let (preempt, rcu) = (self.depths.preempt, self.depths.rcu);
+        let mut kept = 0;
+        for i in 0..self.len {
+            let e = self.entries[i];
+            if e.is_some_and(|e| !matches!(e.kind, HeldKind::Preempt | HeldKind::RcuRead)) {
+                self.entries[kept] = e;
+                kept += 1;
+            }
+        }
+        for slot in &mut self.entries[kept..self.len] {
+            *slot = None;
+        }
+        self.len = kept;
+        self.depths.preempt = 0;
+        self.depths.rcu = 0;
+        // Lost entries were all of these kinds if nothing else is counted
+        // beyond what is named; otherwise keep the count (the policy stops).
+        let named_others = self.entries().count() as u32;
+        let others = self.depths.locks() + self.depths.irqs_off + self.depths.callbacks;
+        if others == named_others {
+            self.lost = 0;
+        }
+        (preempt, rcu)
+    }
+}
+
+/// What the kill path knows besides the held-lock stack.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ExitContext {
+    /// The fault came from an interrupt handler (or its stack).
+    pub in_interrupt: bool,
+    /// The task is a CPU's idle task (or the boot flow that became one).
+    pub idle: bool,
+    /// Whether the held-lock stack could be read: `false` when the fault hit
+    /// the bookkeeping itself, mid-update.
+    pub readable: bool,
+    /// Some acquisition on this task could not be recorded (the fault came
+    /// in the middle of recording another).
+    pub incomplete: bool,
+    /// Interrupts were enabled in the interrupted context (RFLAGS.IF).
+    pub irqs_enabled: bool,
+    /// The CPU's `preempt_count` at the fault.
+    pub cpu_preempt_count: u32,
+}
+
+/// Why the machine must stop instead of killing the task.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StopReason {
+    /// Linux: "Aiee, killing interrupt handler!".
+    InInterrupt,
+    /// Linux: "Attempted to kill the idle task!".
+    IdleTask,
+    /// The held-lock stack was being changed when the fault hit.
+    Unreadable,
+    /// Some of what the task holds was never recorded.
+    Incomplete,
+    /// A lock nobody else can ever release.
+    LockHeld(HeldEntry),
+    /// RCU callbacks taken off the queue and not all run (their memory and
+    /// `rcu_barrier`'s count would be lost).
+    RcuCallbacks(HeldEntry),
+    /// An interrupts-off section: whatever it guards is half changed.
+    IrqsOffSection(HeldEntry),
+    /// The CPU's `preempt_count` is more than the task's own sections
+    /// explain: someone else's section would be reset with it.
+    PreemptUnexplained { cpu: u32, task: u32 },
+}
+
+impl StopReason {
+    /// A short class name for records (`lock-held`...).
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            StopReason::InInterrupt => "in-interrupt",
+            StopReason::IdleTask => "idle-task",
+            StopReason::Unreadable => "held-state-unreadable",
+            StopReason::Incomplete => "held-state-incomplete",
+            StopReason::LockHeld(_) => "lock-held",
+            StopReason::RcuCallbacks(_) => "rcu-callbacks",
+            StopReason::IrqsOffSection(_) => "irqs-off-section",
+            StopReason::PreemptUnexplained { .. } => "preempt-unexplained",
+        }
+    }
+
+    /// The entry that decided, if one did.
+    pub fn entry(&self) -> Option<HeldEntry> {
+        match *self {
+            StopReason::LockHeld(e)
+            | StopReason::RcuCallbacks(e)
+            | StopReason::IrqsOffSection(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for StopReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StopReason::InInterrupt => f.write_str("the fault is in interrupt context"),
+            StopReason::IdleTask => f.write_str("the task is a CPU's idle task"),
+            StopReason::Unreadable => {
+                f.write_str("the fault hit the held-lock bookkeeping while it changed")
+            }
+            StopReason::Incomplete => {
+                f.write_str("an acquisition by this task could not be recorded")
+            }
+            StopReason::LockHeld(e) => write!(
+                f,
+                "{e} held (acquired at {}), which nobody else could ever release",
+                e.site
+            ),
+            StopReason::RcuCallbacks(e) => write!(
+                f,
+                "RCU callbacks running (from {}): the rest of the batch would be lost",
+                e.site
+            ),
+            StopReason::IrqsOffSection(e) => write!(
+                f,
+                "inside an interrupts-off section entered at {}: what it guards is half changed",
+                e.site
+            ),
+            StopReason::PreemptUnexplained { cpu, task } => write!(
+                f,
+                "preempt_count {cpu} on the CPU, but the task's own sections account for {task}"
+            ),
+        }
+    }
+}
+
+/// What the kill path resets, and says it reset (Linux's "note:" lines).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Fixups {
+    /// `preempt_disable` nesting dropped.
+    pub preempt: u32,
+    /// RCU read-side nesting dropped.
+    pub rcu: u32,
+    /// Interrupts were off (not in any tracked section) and are turned back on.
+    pub irqs_disabled: bool,
+}
+
+impl Fixups {
+    pub fn is_empty(&self) -> bool {
+        *self == Fixups::default()
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExitVerdict {
+    /// Kill the task, after these resets.
+    Kill(Fixups),
+    /// Stop the machine: caught, cannot recover.
+    Stop(StopReason),
+}
+
+/// The exit policy: may the task be killed, and what must be reset first?
+pub fn exit_verdict(held: &Held, cx: &ExitContext) -> ExitVerdict {
+    if cx.in_interrupt {
+        return ExitVerdict::Stop(StopReason::InInterrupt);
+    }
+    if cx.idle {
+        return ExitVerdict::Stop(StopReason::IdleTask);
+    }
+    if !cx.readable {
+        return ExitVerdict::Stop(StopReason::Unreadable);
+    }
+    if cx.incomplete || held.lost() > 0 && !lost_are_sections(held) {
+        return ExitVerdict::Stop(StopReason::Incomplete);
+    }
+    if let Some(e) = held.blocking() {
+        return ExitVerdict::Stop(match e.kind {
+            HeldKind::RcuCallbacks => StopReason::RcuCallbacks(e),
+            HeldKind::IrqsOff => StopReason::IrqsOffSection(e),
+            _ => StopReason::LockHeld(e),
+        });
+    }
+    let d = held.depths();
+    if cx.cpu_preempt_count != d.preempt_count() {
+        return ExitVerdict::Stop(StopReason::PreemptUnexplained {
+            cpu: cx.cpu_preempt_count,
+            task: d.preempt_count(),
+        });
+    }
+    ExitVerdict::Kill(Fixups {
+        preempt: d.preempt,
+        rcu: d.rcu,
+        irqs_disabled: !cx.irqs_enabled,
+    })
+}
+
+/// Unnamed entries can only be preemption or RCU sections when every other
+/// kind counted is also named.
+fn lost_are_sections(held: &Held) -> bool {
+    let d = held.depths();
+    let named_others = held
+        .entries()
+        .filter(|e| !matches!(e.kind, HeldKind::Preempt | HeldKind::RcuRead))
+        .count() as u32;
+    d.locks() + d.irqs_off + d.callbacks == named_others
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[track_caller]
+    fn entry(kind: HeldKind, id: usize, name: &'static str) -> HeldEntry {
+        HeldEntry {
+            kind,
+            id,
+            name,
+            site: Location::caller(),
+        }
+    }
+
+    fn cx() -> ExitContext {
+        ExitContext {
+            in_interrupt: false,
+            idle: false,
+            readable: true,
+            incomplete: false,
+            irqs_enabled: true,
+            cpu_preempt_count: 0,
+        }
+    }
+
+    #[test]
+    fn out_of_order_release_and_bad_unlock_balance() {
+        let mut h = Held::new();
+        h.acquire(entry(HeldKind::IrqLock, 1, "a"));
+        h.acquire(entry(HeldKind::SpinLock, 2, "b"));
+        assert_eq!(h.release(HeldKind::IrqLock, 1), Ok(()));
+        let names: Vec<_> = h.entries().map(|e| e.name).collect();
+        assert_eq!(names, ["b"]);
+        assert_eq!(
+            h.release(HeldKind::IrqLock, 1),
+            Err(NotHeld {
+                kind: HeldKind::IrqLock,
+                id: 1
+            })
+        );
+        assert_eq!(h.unbalanced(), 1);
+        assert_eq!(h.depths().spin_locks, 1);
+    }
+
+    #[test]
+    fn preemption_alone_is_reset_and_noted() {
+        let mut h = Held::new();
+        h.acquire(entry(HeldKind::RcuRead, 0, "rcu_read_lock"));
+        h.acquire(entry(HeldKind::Preempt, 0, "preempt_disable"));
+        let v = exit_verdict(
+            &h,
+            &ExitContext {
+                cpu_preempt_count: 2,
+                irqs_enabled: false,
+                ..cx()
+            },
+        );
+        assert_eq!(
+            v,
+            ExitVerdict::Kill(Fixups {
+                preempt: 1,
+                rcu: 1,
+                irqs_disabled: true
+            })
+        );
+        assert_eq!(h.reset_preemption(), (1, 1));
+        assert!(h.depths().is_empty() && h.named() == 0);
+    }
+
+    #[test]
+    fn a_lock_stops_the_machine_and_is_named() {
+        let mut h = Held::new();
+        h.acquire(entry(HeldKind::RcuRead, 0, "rcu_read_lock"));
+        h.acquire(entry(HeldKind::SpinLock, 9, "victim_lock"));
+        let v = exit_verdict(
+            &h,
+            &ExitContext {
+                cpu_preempt_count: 1,
+                ..cx()
+            },
+        );
+        match v {
+            ExitVerdict::Stop(StopReason::LockHeld(e)) => assert_eq!(e.name, "victim_lock"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn linux_refusals_come_first() {
+        let h = Held::new();
+        let stop = |cx: ExitContext| match exit_verdict(&h, &cx) {
+            ExitVerdict::Stop(r) => Some(r),
+            ExitVerdict::Kill(_) => None,
+        };
+        assert_eq!(
+            stop(ExitContext {
+                in_interrupt: true,
+                idle: true,
+                ..cx()
+            }),
+            Some(StopReason::InInterrupt)
+        );
+        assert_eq!(
+            stop(ExitContext { idle: true, ..cx() }),
+            Some(StopReason::IdleTask)
+        );
+        assert_eq!(
+            stop(ExitContext {
+                readable: false,
+                ..cx()
+            }),
+            Some(StopReason::Unreadable)
+        );
+        assert_eq!(
+            stop(ExitContext {
+                cpu_preempt_count: 1,
+                ..cx()
+            }),
+            Some(StopReason::PreemptUnexplained { cpu: 1, task: 0 })
+        );
+        assert_eq!(stop(cx()), None);
+    }
+
+    #[test]
+    fn past_the_stack_depth_is_still_counted() {
+        let mut h = Held::new();
+        for _ in 0..MAX_HELD + 3 {
+            h.acquire(entry(HeldKind::RcuRead, 0, "rcu_read_lock"));
+        }
+        assert_eq!((h.named(), h.lost()), (MAX_HELD, 3));
+        assert_eq!(h.depths().rcu, MAX_HELD as u32 + 3);
+        let v = exit_verdict(
+            &h,
+            &ExitContext {
+                cpu_preempt_count: MAX_HELD as u32 + 3,
+                ..cx()
+            },
+        );
+        assert!(matches!(v, ExitVerdict::Kill(f) if f.rcu == MAX_HELD as u32 + 3));
+        for _ in 0..MAX_HELD + 3 {
+            h.release(HeldKind::RcuRead, 0).unwrap();
+        }
+        assert!(h.depths().is_empty() && h.lost() == 0);
+    }
+}

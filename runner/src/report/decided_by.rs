@@ -1,0 +1,143 @@
+//! Is what decided a guard hit (`evidence`) backed by the report's own
+//! registers and the announced stack? Pure.
+//!
+//! `cr2` (or `cr2+rsp`): the address judged by is CR2 itself. `rsp`: CR2
+//! was no help (stale, as under nested KVM), and the interrupted RSP left
+//! less than an exception frame's 48 bytes above the bottom of the stack
+//! the scenario announced, or was already below it; the address judged by
+//! must then be the first push that could not be made. The verdict's other
+//! checks hold that address against the guards; this one holds the claim
+//! of how it was found.
+
+use super::lines::{Alloc, Events, Hit};
+use super::{Check, Failure};
+use abi::kinds::Evidence;
+
+/// Linux's "within 47 bytes of the bottom of the stack".
+const FRAME_ROOM: u64 = 48;
+const PAGE: u64 = 4096;
+
+fn announced<'r, 'a>(hit: &Hit, allocs: &[&'r Alloc<'a>]) -> Option<&'r Alloc<'a>> {
+    allocs
+        .iter()
+        .find(|a| a.task_id == hit.task_id && a.cpu == hit.cpu)
+        .or_else(|| allocs.first())
+        .copied()
+}
+
+/// The failures of one scenario's hits.
+pub fn judge(scenario: &str, events: &Events) -> Vec<Failure> {
+    let allocs: Vec<&Alloc> = events.allocs_of(scenario).collect();
+    let mut out = Vec::new();
+    for hit in events.hits_of(scenario) {
+        if let Some(detail) = judge_hit(hit, announced(hit, &allocs)) {
+            out.push(Failure {
+                check: Check::DecidedBy,
+                detail,
+            });
+        }
+    }
+    out
+}
+
+fn judge_hit(hit: &Hit, alloc: Option<&Alloc>) -> Option<String> {
+    let (fault, cr2, rsp) = (hit.fault_addr.0, hit.cr2.0, hit.rsp.0);
+    match hit.evidence {
+        None | Some(Evidence::Cr2) | Some(Evidence::Both) if fault != cr2 => Some(format!(
+            "judged by {fault:#x}, which is not CR2 {cr2:#x}, yet CR2 is said to have decided"
+        )),
+        Some(Evidence::Rsp) => {
+            let Some(a) = alloc else {
+                return Some(
+                    "decided by RSP, but no stack was announced to hold it against".into(),
+                );
+            };
+            let (lo, below) = (a.lo.0, a.guard_below * PAGE);
+            if hit.kind != abi::kinds::HitKind::Overflow {
+                // The guest's underflow rule has no Linux counterpart to
+                // check against the announcement; hold it to its address.
+                return (fault != rsp.saturating_sub(8).max(a.hi.0)).then(|| {
+                    format!("decided by RSP {rsp:#x}, judged by {fault:#x}: not the push above the stack")
+                });
+            }
+            if !(rsp > lo.saturating_sub(below) && rsp < lo + FRAME_ROOM) {
+                return Some(format!(
+                    "decided by RSP {rsp:#x}, which leaves room for a frame above the announced bottom {lo:#x}"
+                ));
+            }
+            let push = rsp.min(lo).saturating_sub(8).max(lo.saturating_sub(below));
+            (fault != push).then(|| {
+                format!("decided by RSP {rsp:#x}, but judged by {fault:#x}, not the first push that could not be made ({push:#x})")
+            })
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::lines::{parse, tests};
+    use abi::guard::{GuardHit, StackAlloc};
+    use abi::Hex;
+
+    fn checked(hit: &GuardHit) -> Vec<Check> {
+        let log = format!(
+            "{}\nGUARD-HIT {}\n",
+            tests::alloc(),
+            serde_json::to_string(hit).unwrap()
+        );
+        let events = parse(&log);
+        judge(hit.scenario, &events)
+            .into_iter()
+            .map(|f| f.check)
+            .collect()
+    }
+
+    /// The real report (`fixture::STACK`) and its announced stack bottom.
+    fn real() -> (GuardHit<'static>, u64) {
+        let json = |line: &'static str| line.split_once(' ').unwrap().1;
+        let hit: GuardHit = serde_json::from_str(json(tests::hit())).unwrap();
+        let alloc: StackAlloc = serde_json::from_str(json(tests::alloc())).unwrap();
+        (hit, alloc.lo.get())
+    }
+
+    /// The KVM case: CR2 stale, RSP at the very bottom of the announced stack.
+    fn by_rsp(rsp: u64, fault: u64) -> GuardHit<'static> {
+        let (hit, _) = real();
+        GuardHit {
+            fault_addr: Hex(fault),
+            rsp: Hex(rsp),
+            cr2: Hex(0xffffc90000c00000),
+            evidence: Some(Evidence::Rsp),
+            ..hit
+        }
+    }
+
+    #[test]
+    fn each_evidence_is_held_to_its_claim() {
+        let (hit, lo) = real();
+        assert_eq!(checked(&hit), [] as [Check; 0], "CR2, as captured");
+        assert_eq!(checked(&by_rsp(lo, lo - 8)), [] as [Check; 0]);
+        assert_eq!(checked(&by_rsp(lo + 40, lo - 8)), [] as [Check; 0]);
+        assert_eq!(
+            checked(&by_rsp(lo + 48, lo - 8)),
+            [Check::DecidedBy],
+            "room for a frame"
+        );
+        assert_eq!(
+            checked(&by_rsp(lo, lo - 16)),
+            [Check::DecidedBy],
+            "not the first push"
+        );
+        let said_cr2 = GuardHit {
+            evidence: Some(Evidence::Cr2),
+            ..by_rsp(lo, lo - 8)
+        };
+        assert_eq!(
+            checked(&said_cr2),
+            [Check::DecidedBy],
+            "CR2 said to decide, but not used"
+        );
+    }
+}
