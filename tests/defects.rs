@@ -13,6 +13,35 @@
 use serde_json::Value;
 use std::process::Command;
 
+/// `runner ARGS --defect DEFECT --json FILE`, which must fail: its console
+/// output and its JSON report.
+fn run_defect(defect: &str, args: &[&str]) -> (String, Value) {
+    let json = std::env::temp_dir().join(format!(
+        "runner-defects-{}-{defect}.json",
+        std::process::id()
+    ));
+    let out = Command::new(env!("CARGO_BIN_EXE_runner"))
+        .args(args)
+        .args(["--defect", defect, "--json"])
+        .arg(&json)
+        .output()
+        .expect("the runner starts");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let text = std::fs::read_to_string(&json).unwrap_or_else(|e| {
+        panic!(
+            "{defect}: no JSON ({e}); stderr:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    let _ = std::fs::remove_file(&json);
+    assert_ne!(
+        out.status.code(),
+        Some(0),
+        "{defect}: the run passed\n{stdout}"
+    );
+    (stdout, serde_json::from_str(&text).unwrap())
+}
+
 struct Case {
     defect: &'static str,
     /// The one check that must fail for stack.recursion.
@@ -47,32 +76,7 @@ const CASES: &[Case] = &[
 #[test]
 fn each_defect_fails_stack_runs_naming_the_wrong_line() {
     for case in CASES {
-        let json = std::env::temp_dir().join(format!(
-            "runner-defects-{}-{}.json",
-            std::process::id(),
-            case.defect
-        ));
-        let out = Command::new(env!("CARGO_BIN_EXE_runner"))
-            .args(["run", "stack.*", "--defect", case.defect, "--json"])
-            .arg(&json)
-            .output()
-            .expect("the runner starts");
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        let text = std::fs::read_to_string(&json).unwrap_or_else(|e| {
-            panic!(
-                "{}: no JSON ({e}); stderr:\n{}",
-                case.defect,
-                String::from_utf8_lossy(&out.stderr)
-            )
-        });
-        let _ = std::fs::remove_file(&json);
-        assert_ne!(
-            out.status.code(),
-            Some(0),
-            "{}: the run passed\n{stdout}",
-            case.defect
-        );
-        let report: Value = serde_json::from_str(&text).unwrap();
+        let (stdout, report) = run_defect(case.defect, &["run", "stack.*"]);
         let result = report["boots"]
             .as_array()
             .unwrap()
@@ -163,33 +167,8 @@ const MECHANISMS: &[Mechanism] = &[
 #[test]
 fn each_mechanism_defect_fails_the_scenario_that_tests_it() {
     for case in MECHANISMS {
-        let json = std::env::temp_dir().join(format!(
-            "runner-mechanism-{}-{}.json",
-            std::process::id(),
-            case.defect
-        ));
-        let out = Command::new(env!("CARGO_BIN_EXE_runner"))
-            .args(["run", case.scenario, "--defect", case.defect])
-            .args(["--smp", &case.smp.to_string(), "--json"])
-            .arg(&json)
-            .output()
-            .expect("the runner starts");
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        let text = std::fs::read_to_string(&json).unwrap_or_else(|e| {
-            panic!(
-                "{}: no JSON ({e}); stderr:\n{}",
-                case.defect,
-                String::from_utf8_lossy(&out.stderr)
-            )
-        });
-        let _ = std::fs::remove_file(&json);
-        assert_ne!(
-            out.status.code(),
-            Some(0),
-            "{}: passed\n{stdout}",
-            case.defect
-        );
-        let report: Value = serde_json::from_str(&text).unwrap();
+        let smp = case.smp.to_string();
+        let (stdout, report) = run_defect(case.defect, &["run", case.scenario, "--smp", &smp]);
         let result = report["boots"][0]["results"]
             .as_array()
             .unwrap()
