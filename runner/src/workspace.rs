@@ -73,6 +73,11 @@ pub fn build(defect: Option<&Defect>) -> Result<Artifacts, Fatal> {
         Some(d) => {
             let mut messages = cargo(&["build", "-p", "loader"], &[])?;
             let dir = crate::defects::target_dir();
+            // Every defect builds into one target directory, so two runners
+            // building different defects at once would copy each other's
+            // guest: the build and its copy hold a lock of their own, which
+            // cargo's lock (released before the copy) does not give.
+            let _lock = lock(&dir)?;
             let cfg = format!("defect=\"{}\"", d.name);
             messages.push_str(&cargo(
                 &["rustc", "-p", "guest", "--bin", "guest", "--target-dir"],
@@ -91,6 +96,15 @@ pub fn build(defect: Option<&Defect>) -> Result<Artifacts, Fatal> {
         }
     };
     with_symbol_table(artifacts)
+}
+
+/// An exclusive lock on `DIR/.build-lock`, held until dropped.
+fn lock(dir: &Path) -> Result<std::fs::File, Fatal> {
+    let path = dir.join(".build-lock");
+    std::fs::create_dir_all(dir)
+        .and_then(|_| std::fs::File::create(&path))
+        .and_then(|f| f.lock().map(|_| f))
+        .map_err(|e| Fatal::setup(format!("cannot lock {}: {e}", path.display())))
 }
 
 /// `target/defect/NAME/guest`: a copy of the guest cargo just built with
