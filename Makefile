@@ -12,7 +12,7 @@ ARGS ?=
 LIMINE_TAG   := v8.2.0-binary
 LIMINE_CACHE := .cache/limine/$(LIMINE_TAG)
 
-.PHONY: all deps build run test bench lint clean limine demo
+.PHONY: all deps build run test soak bench lint clean limine demo
 
 all: run
 
@@ -37,6 +37,11 @@ test: deps
 	# `cargo test` runs, and what catches arithmetic the release build wraps.
 	$(CARGO) test
 	$(RUNNER) test $(ARGS)
+
+# The suite with the soak loops at full size: core.leak's 100 000 spawn/exit
+# cycles, life.stress's 10 000 tasks (make test runs a tenth, same checks).
+soak: deps
+	$(RUNNER) test --soak $(ARGS)
 
 # Boot a few stack scenarios and show each diagnostic for a person: the oops,
 # the trace with file:line, a map of the stack area. e.g. make demo SCENARIOS='stack.*'

@@ -124,7 +124,7 @@ impl Drop for Fake {
 }
 
 /// The guest's echo of the configuration it runs with by default.
-const ECHO: &str = r#"GUEST-CONFIG {"stack_strategy":"vmap-cached","stack_size":16384,"guard_pages":1,"stack_free":"exit","task_structs":"heap"}"#;
+const ECHO: &str = r#"GUEST-CONFIG {"stack_strategy":"vmap-cached","stack_size":16384,"guard_pages":1,"stack_free":"exit","task_structs":"heap","workload":"check"}"#;
 
 /// A report that says every scenario passed, as the guest prints it.
 fn all_ok(names: &[&str]) -> String {

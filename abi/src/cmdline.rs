@@ -23,6 +23,9 @@ pub const STACK_FREE: &str = "stack_free";
 /// that unmaps each one when it is freed, so a use after free faults and
 /// is reported with the task's history.
 pub const TASK_STRUCTS: &str = "task_structs";
+/// How much work the soak scenarios do: `check` (default) or `soak`
+/// (`abi::config::Workload`).
+pub const WORKLOAD: &str = "workload";
 
 /// The value of `key` in `cmdline`, if present (the last one wins, like Linux).
 pub fn value<'a>(cmdline: &'a str, key: &str) -> Option<&'a str> {

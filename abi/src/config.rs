@@ -59,6 +59,20 @@ named_enum! {
     }
 }
 
+named_enum! {
+    /// How much work the soak scenarios do (`cmdline::WORKLOAD`): the
+    /// loops whose cost is repetition rather than a check (`core.leak`'s
+    /// spawn/exit cycles, `life.stress`'s tasks, `core.spawn_join`).
+    pub enum Workload {
+        /// A tenth of the full count (the default): every check is made, on
+        /// enough iterations that one leaked object per cycle still shows,
+        /// and the suite's time goes on verdicts.
+        Check = "check",
+        /// The full count (`make soak`, `runner test --soak`).
+        Soak = "soak",
+    }
+}
+
 /// What the guest echoes at boot: the configuration it runs with, after
 /// the command line was applied.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -68,6 +82,7 @@ pub struct GuestConfig {
     pub guard_pages: u64,
     pub stack_free: FreeMode,
     pub task_structs: TaskStructs,
+    pub workload: Workload,
 }
 
 impl Record for GuestConfig {
@@ -91,6 +106,7 @@ mod tests {
             guard_pages: 1,
             stack_free: FreeMode::RcuCache,
             task_structs: TaskStructs::Vmalloc,
+            workload: Workload::Soak,
         };
         let line = round_trip_owned(&config);
         assert!(

@@ -62,8 +62,10 @@ fn kernel_main(stack_top: VirtAddr) -> ! {
 /// that `abi::config` does not accept, is reported and ignored, never
 /// half-applied; the echo shows the runner what was kept.
 fn configure(cmdline: &str) {
-    use abi::cmdline::{value, GUARD_PAGES, STACK_FREE, STACK_SIZE, STACK_STRATEGY, TASK_STRUCTS};
-    use abi::config::{self, GuestConfig, TaskStructs};
+    use abi::cmdline::{
+        value, GUARD_PAGES, STACK_FREE, STACK_SIZE, STACK_STRATEGY, TASK_STRUCTS, WORKLOAD,
+    };
+    use abi::config::{self, GuestConfig, TaskStructs, Workload};
     use mm::stack;
     if let Some(v) = value(cmdline, STACK_STRATEGY) {
         match stack::Strategy::from_name(v) {
@@ -116,6 +118,15 @@ fn configure(cmdline: &str) {
             ),
         }
     }
+    if let Some(v) = value(cmdline, WORKLOAD) {
+        match Workload::from_name(v) {
+            Some(w) => scenarios::workload::set(w),
+            None => kprintln!(
+                "config: unknown {WORKLOAD}={v} (check or soak), keeping {}",
+                scenarios::workload::get()
+            ),
+        }
+    }
     console::record(&GuestConfig {
         stack_strategy: stack::strategy(),
         stack_size: stack::task_stack_size() as u64,
@@ -126,6 +137,7 @@ fn configure(cmdline: &str) {
         } else {
             TaskStructs::Heap
         },
+        workload: scenarios::workload::get(),
     });
 }
 

@@ -119,6 +119,11 @@ pub struct Options {
     /// freed, so a use after free faults and is reported with the task's history.
     #[arg(long, global = true)]
     pub debug_task_structs: bool,
+    /// Run the soak loops at full size (core.leak's 100 000 spawn/exit
+    /// cycles, life.stress's 10 000 tasks, core.spawn_join's 10 000) instead
+    /// of the tenth that makes the same checks in the default suite
+    #[arg(long, global = true)]
+    pub soak: bool,
     /// Test only: boot a guest built with this deliberate defect
     /// (runner/src/defects.rs), to prove a verdict check fails.
     #[arg(long, global = true, hide = true, value_name = "NAME", value_parser = defect_parser())]
@@ -165,6 +170,7 @@ impl Options {
             task_structs: self
                 .debug_task_structs
                 .then_some(abi::config::TaskStructs::Vmalloc),
+            workload: self.soak.then_some(abi::config::Workload::Soak),
         }
     }
 
@@ -197,6 +203,13 @@ impl Options {
                 "{}={}",
                 abi::cmdline::TASK_STRUCTS,
                 abi::config::TaskStructs::Vmalloc
+            ));
+        }
+        if self.soak {
+            words.push(format!(
+                "{}={}",
+                abi::cmdline::WORKLOAD,
+                abi::config::Workload::Soak
             ));
         }
         words

@@ -47,8 +47,8 @@ fn square_plus_cpu_check(i: u64) -> u64 {
 }
 
 pub fn spawn_join(_: &BootInfo, c: &mut Checks) {
-    let n = super::workload::scaled(10_000);
-    super::workload::note(c, 10_000);
+    let n = super::workload::soak(10_000);
+    super::workload::note(c, 10_000, n);
     let before: Vec<u64> = percpu::all()
         .map(|p| p.local.switches.load(Ordering::Relaxed))
         .collect();
@@ -126,8 +126,8 @@ pub fn preempt(_: &BootInfo, c: &mut Checks) {
 }
 
 pub fn leak(_: &BootInfo, c: &mut Checks) {
-    let cycles = super::workload::scaled(100_000);
-    super::workload::note(c, 100_000);
+    let cycles = super::workload::soak(100_000);
+    super::workload::note(c, 100_000, cycles);
     let original = stack::strategy();
     for &s in Strategy::ALL {
         stack::set_strategy(s);
@@ -243,7 +243,7 @@ pub fn shootdown(_: &BootInfo, c: &mut Checks) {
 
 pub fn current(_: &BootInfo, c: &mut Checks) {
     let hops = super::workload::scaled(2_000);
-    super::workload::note(c, 2_000);
+    super::workload::note(c, 2_000, hops);
     let n = percpu::online();
     let workers: Vec<_> = (0..n)
         .filter_map(|w| {

@@ -207,8 +207,8 @@ pub fn refcount(_: &BootInfo, c: &mut Checks) {
 }
 
 pub fn stress(_: &BootInfo, c: &mut Checks) {
-    let n = super::workload::scaled(10_000);
-    super::workload::note(c, 10_000);
+    let n = super::workload::soak(10_000);
+    super::workload::note(c, 10_000, n);
     static STOP: AtomicBool = AtomicBool::new(false);
     static VISITS: AtomicU64 = AtomicU64::new(0);
     static BAD: AtomicU64 = AtomicU64::new(0);

@@ -13,7 +13,7 @@ mod life_mech;
 mod life_mm;
 mod selftest;
 mod stack;
-mod workload;
+pub mod workload;
 
 use crate::boot::BootInfo;
 use crate::{ktap, mm};

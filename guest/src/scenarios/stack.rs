@@ -272,7 +272,7 @@ pub fn all_cpus(_: &BootInfo, c: &mut Checks) {
 
 pub fn repeat(_: &BootInfo, c: &mut Checks) {
     let n = super::workload::scaled(1000);
-    super::workload::note(c, 1000);
+    super::workload::note(c, 1000, n);
     // A few overflows first, quietly: buffers that grow to a steady size on
     // the kill path (run queues, RCU callback lists) are not leaks, and run
     // alone this scenario would otherwise see them grow inside its window.

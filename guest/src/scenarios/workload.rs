@@ -11,7 +11,8 @@
 //! the same; only how many times they make it changes, and each such
 //! scenario says so in its report.
 use crate::arch::x86_64::time;
-use core::sync::atomic::{AtomicU64, Ordering};
+use abi::config::Workload;
+use core::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 
 /// A cli/sti pair dearer than this traps: at the cheapest, TCG takes about
 /// 1 µs here (the held-lock record included), the paravirtual /dev/kvm
@@ -52,13 +53,46 @@ pub fn scaled(n: u64) -> u64 {
     }
 }
 
-/// For the scenario's report: a line when the work is scaled down.
-pub fn note(c: &super::Checks, n: u64) {
-    if scaled(n) != n {
-        c.info(format_args!(
-            "workload: {} of {n} iterations: a cli/sti pair costs {} ns here (privileged instructions trap to the hypervisor)",
-            scaled(n),
-            irq_pair_ns()
-        ));
+/// A soak loop's share of its full count under `check` (the default).
+const CHECK_DIVISOR: u64 = 10;
+
+static WORKLOAD: AtomicU8 = AtomicU8::new(Workload::Check as u8);
+
+/// The workload the command line asked for (`abi::cmdline::WORKLOAD`).
+pub fn set(w: Workload) {
+    WORKLOAD.store(w as u8, Ordering::Release);
+}
+
+pub fn get() -> Workload {
+    Workload::from_index(usize::from(WORKLOAD.load(Ordering::Acquire))).unwrap_or(Workload::Check)
+}
+
+/// How many iterations out of `full` a soak loop runs: the loops whose
+/// cost is repetition, not a check (a leak of one object per cycle shows
+/// after ten cycles as after a hundred thousand). All of them under
+/// `soak`, a tenth under `check`, and `scaled` on top where instructions trap.
+pub fn soak(full: u64) -> u64 {
+    match get() {
+        Workload::Check => scaled((full / CHECK_DIVISOR).max(1)),
+        Workload::Soak => scaled(full),
     }
+}
+
+/// For the scenario's report: a line when `n` of its `full` iterations run.
+pub fn note(c: &super::Checks, full: u64, n: u64) {
+    if n == full {
+        return;
+    }
+    let mut why = alloc::vec::Vec::new();
+    if get() == Workload::Check && soak(full) == n {
+        why.push("workload=check (make soak runs them all)");
+    }
+    if scaled(full) != full {
+        why.push("a cli/sti pair traps to the hypervisor here");
+    }
+    c.info(format_args!(
+        "workload: {n} of {full} iterations: {} (a cli/sti pair costs {} ns)",
+        why.join("; "),
+        irq_pair_ns()
+    ));
 }

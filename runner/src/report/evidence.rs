@@ -19,7 +19,7 @@
 use super::judge::ScenarioResult;
 use super::lines::Events;
 use super::{Check, Failure};
-use abi::config::{GuestConfig, TaskStructs};
+use abi::config::{GuestConfig, TaskStructs, Workload};
 use abi::kinds::{FreeMode, Strategy};
 use abi::scenario::SkipAllowed;
 use abi::{Outcome, Record};
@@ -33,6 +33,7 @@ pub struct Requested {
     pub guard_pages: Option<u64>,
     pub stack_free: Option<FreeMode>,
     pub task_structs: Option<TaskStructs>,
+    pub workload: Option<Workload>,
 }
 
 /// Hold every result of one boot against its log: objections for what is
@@ -123,6 +124,11 @@ pub fn configuration(serial: &str, requested: &Requested) -> Vec<String> {
         "task structs in",
         requested.task_structs.map(|t| text(&t)),
         text(&echoed.task_structs),
+    );
+    differs(
+        "workload",
+        requested.workload.map(|w| text(&w)),
+        text(&echoed.workload),
     );
     wrong
 }
@@ -224,7 +230,7 @@ mod tests {
     use super::*;
     use crate::report::lines::tests::{alloc, CORRUPTION};
 
-    const CONFIG: &str = r#"GUEST-CONFIG {"stack_strategy":"vmap-cached","stack_size":16384,"guard_pages":1,"stack_free":"exit","task_structs":"heap"}"#;
+    const CONFIG: &str = r#"GUEST-CONFIG {"stack_strategy":"vmap-cached","stack_size":16384,"guard_pages":1,"stack_free":"exit","task_structs":"heap","workload":"check"}"#;
 
     #[test]
     fn the_echo_must_be_there_and_be_what_was_asked() {
