@@ -10,6 +10,7 @@ use crate::arch::x86_64::serial::Serial;
 use crate::sync::{SpinGuard, SpinLock};
 use abi::Record;
 use core::fmt::{self, Write};
+use core::sync::atomic::{AtomicUsize, Ordering};
 
 /// Room for the longest record (a `GUARD-HIT` naming 64 frames is ~7 KiB).
 const RECORD_BUFFER: usize = 16 * 1024;
@@ -30,9 +31,8 @@ pub fn init() {
 }
 
 pub fn print(args: fmt::Arguments) {
-    if let Some(serial) = CONSOLE.lock().serial.as_mut() {
-        let _ = serial.write_fmt(args);
-    }
+    let mut held = Locked::new(CONSOLE.lock());
+    let _ = held.write_fmt(args);
 }
 
 /// Print one record on a line of its own.
@@ -43,6 +43,30 @@ pub fn record<R: Record>(r: &R) {
 /// A writer that holds the console for a whole multi-line report, so that
 /// another CPU's lines cannot land in the middle of an oops.
 pub struct Locked<'a>(SpinGuard<'a, Console>);
+
+/// The CPU holding the console (`NOBODY`, or one before the per-CPU
+/// blocks exist): a fault handler that finds the console locked by its own
+/// CPU knows the holder will never let go.
+static OWNER: AtomicUsize = AtomicUsize::new(NOBODY);
+const NOBODY: usize = usize::MAX;
+const EARLY: usize = usize::MAX - 1;
+
+fn this_cpu() -> usize {
+    crate::arch::x86_64::percpu::try_this().map_or(EARLY, |p| p.id)
+}
+
+impl<'a> Locked<'a> {
+    fn new(guard: SpinGuard<'a, Console>) -> Self {
+        OWNER.store(this_cpu(), Ordering::Relaxed);
+        Locked(guard)
+    }
+}
+
+impl Drop for Locked<'_> {
+    fn drop(&mut self) {
+        OWNER.store(NOBODY, Ordering::Relaxed);
+    }
+}
 
 impl Write for Locked<'_> {
     fn write_str(&mut self, s: &str) -> fmt::Result {
@@ -69,18 +93,30 @@ impl Locked<'_> {
     }
 }
 
-/// Run `f` with the console held. From fault handlers: if the console stays
-/// locked for long (this CPU faulted while printing), take it anyway — a
-/// garbled line beats a silent hang.
+/// Run `f` with the console held. From fault handlers: if this CPU holds
+/// the console (it faulted while printing), take it at once — a garbled
+/// line beats a silent hang. Another CPU's hold is waited for, however
+/// long its report takes: where every port write traps to a hypervisor
+/// (nested KVM) an oops takes a second to print, and stealing the console
+/// then garbles both reports (`stack.all_cpus`, every CPU at once). Only a
+/// holder silent for a minute of TSC time (at ≥ 1 GHz) is presumed dead.
 pub fn report<R>(f: impl FnOnce(&mut Locked) -> R) -> R {
-    for _ in 0..10_000_000u32 {
+    const DEAD_HOLDER_CYCLES: u64 = 60_000_000_000;
+    let me = this_cpu();
+    let start = crate::arch::x86_64::time::tsc();
+    loop {
         if let Some(g) = CONSOLE.try_lock() {
-            return f(&mut Locked(g));
+            return f(&mut Locked::new(g));
+        }
+        let holder = OWNER.load(Ordering::Relaxed);
+        let waited = crate::arch::x86_64::time::tsc().wrapping_sub(start);
+        if (holder == me && me != EARLY) || waited > DEAD_HOLDER_CYCLES {
+            break;
         }
         core::hint::spin_loop();
     }
     force_unlock();
-    f(&mut Locked(CONSOLE.lock()))
+    f(&mut Locked::new(CONSOLE.lock()))
 }
 
 /// For the panic path only: a panic inside `print` would otherwise deadlock
