@@ -90,7 +90,7 @@ fn interleaved(
                 task::set_free_mode(cell.mode);
                 // The previous slice's deferred frees must not land in
                 // this one's cache statistics.
-                task::settle(2_000);
+                super::workload::settle();
                 stack::reset_cache_stats();
                 let gps = gps_completed();
                 cell.samples.extend(slice(cell.strategy, cell.mode)?);

@@ -137,14 +137,14 @@ pub fn leak(_: &BootInfo, c: &mut Checks) {
             c.check(false, format_args!("{}: warm-up spawn failed", s.as_str()));
             continue;
         }
-        let settled = task::settle(2_000);
+        let settled = super::workload::settle();
         let before = super::counters_now();
         let t0 = time::now_ns();
         if let Err(e) = spawn_many(cycles, "leak", |i| i) {
             c.check(false, format_args!("{}: spawn: {e:?}", s.as_str()));
             continue;
         }
-        let settled = settled && task::settle(2_000);
+        let settled = settled && super::workload::settle();
         let ms = (time::now_ns() - t0) / 1_000_000;
         c.check(
             settled,

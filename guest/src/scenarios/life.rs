@@ -93,7 +93,7 @@ pub fn rcu_reader(_: &BootInfo, c: &mut Checks) {
     rcu::synchronize_rcu();
     rcu::rcu_barrier();
     c.check(
-        task::settle(2_000),
+        super::workload::settle(),
         format_args!("task {id_seen} freed after the grace period"),
     );
 }
@@ -220,7 +220,10 @@ pub fn stress(_: &BootInfo, c: &mut Checks) {
     warm.into_iter().for_each(|h| {
         h.join();
     });
-    c.check(task::settle(2_000), format_args!("quiet before the run"));
+    c.check(
+        super::workload::settle(),
+        format_args!("quiet before the run"),
+    );
     let before = super::counters_now();
     let stalls = rcu::stalls();
     rcu::reset_gp_ages();
@@ -273,7 +276,7 @@ pub fn stress(_: &BootInfo, c: &mut Checks) {
         ),
     );
     c.check(
-        task::settle(2_000),
+        super::workload::settle(),
         format_args!("every task freed after its grace period"),
     );
     c.back_to_baseline(
@@ -356,7 +359,7 @@ fn provoke_uaf(c: &mut Checks) {
     rcu::synchronize_rcu();
     rcu::rcu_barrier();
     c.check(
-        task::settle(2_000),
+        super::workload::settle(),
         format_args!("task {id} freed after its grace period"),
     );
     c.check(

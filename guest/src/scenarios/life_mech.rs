@@ -292,7 +292,7 @@ pub fn stack_cache(_: &BootInfo, c: &mut Checks) {
     let (strategy, mode) = (stack::strategy(), task::free_mode());
     stack::set_strategy(Strategy::VmapCached);
     task::set_free_mode(FreeMode::Exit);
-    task::settle(2_000);
+    super::workload::settle();
     stack::drain_caches();
     stack::reset_cache_stats();
     let here = percpu::this().id;
@@ -328,7 +328,7 @@ pub fn stack_cache(_: &BootInfo, c: &mut Checks) {
     );
     stack::set_strategy(strategy);
     task::set_free_mode(mode);
-    task::settle(2_000);
+    super::workload::settle();
 }
 
 /// `life.rcu_stall`: a deliberate stall is caught, and told for what it

@@ -9,7 +9,6 @@ use crate::arch::x86_64::{interrupts, percpu};
 use crate::boot::BootInfo;
 use crate::mm::address_space::{self, Mm};
 use crate::rcu;
-use crate::task;
 use alloc::format;
 use alloc::string::String;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -121,7 +120,10 @@ pub fn mm_refs(_: &BootInfo, c: &mut Checks) {
         }
         quiesce_mm();
     }
-    c.check(task::settle(2_000), format_args!("quiet before the run"));
+    c.check(
+        super::workload::settle(),
+        format_args!("quiet before the run"),
+    );
     let baseline = super::counters_now();
     let (start, w_start, live0) = (
         address_space::stats(),
@@ -290,7 +292,10 @@ pub fn mm_refs(_: &BootInfo, c: &mut Checks) {
 
     // (f) Everything given back.
     quiesce_mm();
-    c.check(task::settle(2_000), format_args!("quiet after the run"));
+    c.check(
+        super::workload::settle(),
+        format_args!("quiet after the run"),
+    );
     c.back_to_baseline(
         &baseline,
         address_space::live() == live0,

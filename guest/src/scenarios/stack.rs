@@ -283,7 +283,7 @@ pub fn repeat(_: &BootInfo, c: &mut Checks) {
         }
     }
     oops::set_quiet(false);
-    task::settle(2_000);
+    super::workload::settle();
     let before = super::counters_now();
     let hits = oops::hits();
     let cut_short = exceptions::IRQS_CUT_SHORT.load(Ordering::Acquire);
@@ -314,7 +314,7 @@ pub fn repeat(_: &BootInfo, c: &mut Checks) {
         format_args!("{} of {n} overflows caught", oops::hits() - hits),
     );
     c.check(
-        task::settle(2_000),
+        super::workload::settle(),
         format_args!("every killed task reaped"),
     );
     c.back_to_baseline(

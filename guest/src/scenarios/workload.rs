@@ -96,3 +96,18 @@ pub fn note(c: &super::Checks, full: u64, n: u64) {
         irq_pair_ns()
     ));
 }
+
+/// Wait for every exited task to be reaped and its RCU callbacks run
+/// (`task::settle`): two seconds, or fifty times that where instructions
+/// trap, since reaping costs what spawning does. Returns early once quiet,
+/// so the patience costs only a run that is failing anyway.
+pub fn settle() -> bool {
+    const QUIET_MS: u64 = 2_000;
+    const TRAPPING_PATIENCE: u64 = 50;
+    let ms = if irq_pair_ns() > TRAPPING_PAIR_NS {
+        QUIET_MS * TRAPPING_PATIENCE
+    } else {
+        QUIET_MS
+    };
+    crate::task::settle(ms)
+}
