@@ -374,6 +374,12 @@ pub const SCENARIOS: &[Scenario] = &[
         caught(Verdict::Overflow, StackKind::Task, None),
     ),
     stack(
+        "stack.irq_entry",
+        "an interrupt finds room for the CPU's frame but not for the registers its entry code saves: the fault is in irq_common, the task is killed with its interrupts on, and the trace goes through the half-built frame",
+        &[1],
+        caught(Verdict::Overflow, StackKind::Task, None),
+    ),
+    stack(
         "stack.nmi_in_df",
         "an NMI arrives while the #DF handler runs: handled on the NMI IST stack, report intact",
         &[1],

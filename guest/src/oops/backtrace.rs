@@ -12,7 +12,7 @@
 //! is not a return address) and goes on from the interrupted rbp, so the
 //! function that took the exception is not silently left out.
 use crate::arch::x86_64::probe;
-use crate::arch::x86_64::trap::{trap_return_address, TrapFrame};
+use crate::arch::x86_64::trap::{half_built, trap_return_address, TrapFrame};
 use core::mem::{offset_of, size_of};
 
 pub const MAX_FRAMES: usize = abi::guard::MAX_FRAMES;
@@ -57,14 +57,29 @@ fn trap_frame(at: u64) -> Option<(u64, u64, u8)> {
     Some((rip, rbp, vector as u8))
 }
 
-/// Collect the frames starting from `rbp`, keeping to `[lo, hi)` (the
-/// stack the chain should live on) and to strictly rising frames.
-pub fn walk(rbp: u64, lo: u64, hi: u64) -> Backtrace {
+/// The trace of a faulted context: the frame-pointer walk from its rbp,
+/// keeping to `[lo, hi)`. A fault in a device interrupt's entry code,
+/// before the frame was complete, first names the instruction that
+/// interrupt interrupted (`trap::half_built`): rbp is still that code's,
+/// but its own rip would otherwise be left out.
+pub fn walk_fault(frame: &TrapFrame, lo: u64, hi: u64) -> Backtrace {
     let mut bt = Backtrace {
         frames: [Frame::default(); MAX_FRAMES],
         len: 0,
         truncated: false,
     };
+    if let Some(h) = half_built(frame) {
+        bt.push(Frame {
+            addr: h.rip,
+            trap: Some(h.vector.unwrap_or(0)),
+        });
+    }
+    walk_into(bt, frame.rbp, lo, hi)
+}
+
+/// Collect the frames starting from `rbp`, keeping to `[lo, hi)` (the
+/// stack the chain should live on) and to strictly rising frames.
+fn walk_into(mut bt: Backtrace, rbp: u64, lo: u64, hi: u64) -> Backtrace {
     // A deliberate defect (`runner --defect`): the walk starts one frame
     // up, as a walker written to skip its own frame would, and so loses the
     // innermost frame of the faulted context.

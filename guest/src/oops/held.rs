@@ -9,7 +9,7 @@
 //! oops, from the kill path.
 use super::Action;
 use crate::arch::x86_64::percpu::{self, MAX_CPUS};
-use crate::arch::x86_64::trap::TrapFrame;
+use crate::arch::x86_64::trap::{self, TrapFrame};
 use crate::sync::lockdep;
 use abi::held::{Decision, HeldLock, StopKind, TaskState};
 use core::fmt::Write;
@@ -81,7 +81,9 @@ pub fn decide(frame: &TrapFrame, proposed: Action) -> Action {
         idle,
         readable: held.is_some(),
         incomplete: missed > 0,
-        irqs_enabled: frame.rflags & IF != 0,
+        // In a device interrupt's entry code IF is the gate's doing, not
+        // the task's: the task's own is in the frame the CPU pushed.
+        irqs_enabled: trap::half_built(frame).map_or(frame.rflags, |h| h.rflags) & IF != 0,
         cpu_preempt_count: cpu.preempt_count(),
     };
     let not_task_stack = proposed == Action::Fatal;

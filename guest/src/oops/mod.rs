@@ -140,7 +140,7 @@ pub fn stack_fault(frame: &TrapFrame, cr2: u64, via: Via) -> Option<Action> {
         let (lo, hi) = fault.stack.map_or((0, 0), |(a, _)| (a.base, a.top()));
         // The trace lives on the faulting stack (or, if rsp left it,
         // wherever rbp still points inside it).
-        let trace = backtrace::walk(frame.rbp, lo.min(frame.rbp), hi.max(frame.rbp + 16));
+        let trace = backtrace::walk_fault(frame, lo.min(frame.rbp), hi.max(frame.rbp + 16));
 
         HITS.fetch_add(1, Ordering::AcqRel);
         LAST_KIND[cpu.id].store(fault.kind.index() as u8 + 1, Ordering::Release);

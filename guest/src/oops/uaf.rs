@@ -85,7 +85,7 @@ pub fn use_after_free(frame: &TrapFrame, cr2: u64) -> Option<Action> {
         .flatten();
     let (lo, hi) = stack_at(cpu.stack_top().as_u64().saturating_sub(1))
         .map_or((frame.rbp, frame.rbp + 16), |(a, _)| (a.base, a.top()));
-    let bt = backtrace::walk(frame.rbp, lo.min(frame.rbp), hi.max(frame.rbp + 16));
+    let bt = backtrace::walk_fault(frame, lo.min(frame.rbp), hi.max(frame.rbp + 16));
     let now = crate::arch::x86_64::time::now_ns();
 
     COUNT.fetch_add(1, Ordering::AcqRel);

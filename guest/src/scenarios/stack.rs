@@ -350,6 +350,36 @@ pub fn irq_frame(_: &BootInfo, c: &mut Checks) {
     );
 }
 
+/// An interrupt arrives with room on the stack for the CPU's frame and the
+/// stub's two words, but not for the registers the entry code saves: the
+/// fault is on a push in `irq_common`, with IF cleared by the gate. The
+/// task is killed as for any overflow (its interrupts were on: the
+/// interrupt came in), the interrupt is ended, and the entry code's
+/// call-frame information lets the runner unwind through the half-built
+/// frame into the task.
+pub fn irq_entry(_: &BootInfo, c: &mut Checks) {
+    let cpu = percpu::this().id;
+    let cut_short = exceptions::IRQS_CUT_SHORT.load(Ordering::Acquire);
+    expect_killed(c, cpu, "irq-entry", HitKind::Overflow, || {
+        // The CPU's 5 words, the stub's error code and vector, `push rax`:
+        // `push rbx` is the one that faults.
+        const ROOM: u64 = (5 + 2 + 1) * 8;
+        announce_own_stack(ROOM);
+        let (lo, _) = task::current().stack_bounds();
+        sabotage::wait_for_irq_at(lo.as_u64() + ROOM)
+    });
+    let ended = exceptions::IRQS_CUT_SHORT.load(Ordering::Acquire) - cut_short;
+    c.check(
+        ended >= 1,
+        format_args!("{ended} interrupt(s) cut short by the fault, ended at the kill"),
+    );
+    let ticks = task::spawn_on(cpu, "tick-watch", ticks_over_40ms).map(|h| h.join());
+    c.check(
+        matches!(ticks, Ok(ExitStatus::Exited(n)) if n >= 2),
+        format_args!("the tick still runs on CPU {cpu}: {ticks:?} ticks in 40 ms"),
+    );
+}
+
 /// Timer ticks this CPU takes in 40 ms, preemption off so the count is
 /// all one CPU's.
 pub(super) fn ticks_over_40ms() -> u64 {

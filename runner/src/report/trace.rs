@@ -321,10 +321,12 @@ pub fn judge(
     }
 
     // The context: an entry frame between the fault and the task entry
-    // means the fault hit inside an exception handler.
+    // means the fault hit inside an exception handler. The faulting frame
+    // itself being entry code (a push of an interrupt's half-built frame)
+    // does not: no handler ran, the context is still the interrupted one.
     let shown = if on_irq_stack {
         Context::Irq
-    } else if u.frames.iter().any(|f| f.entry) {
+    } else if u.frames.iter().skip(1).any(|f| f.entry) {
         Context::Exception
     } else {
         Context::Task

@@ -76,28 +76,64 @@ impl fmt::Display for TrapFrame {
     }
 }
 
+// Call-frame information for the entry code before the frame is complete:
+// `ENTRY_CFI n` says that `n` words lie between rsp and the CPU-pushed
+// return address (error code, vector, registers saved so far), so the
+// interrupted rsp is at rsp + 8n + 24 and its rip at rsp + 8n. A fault on
+// one of those pushes (an interrupt arriving with room for the CPU's frame
+// but not for ours, on a nearly full stack) then still unwinds into the
+// interrupted task. The bytes are DW_CFA_def_cfa_expression (0x0f) and
+// DW_CFA_expression (0x10) for rip (DWARF register 16) over DW_OP_breg7
+// (rsp) plus an SLEB128 offset: one byte below 64, two from there.
+macro_rules! entry_cfi_macro {
+    () => {
+        concat!(
+            ".macro ENTRY_CFI n\n",
+            "    .if (\\n * 8 + 24) < 64\n",
+            "    .cfi_escape 0x0f, 0x03, 0x77, (\\n * 8 + 24), 0x06\n",
+            "    .else\n",
+            "    .cfi_escape 0x0f, 0x04, 0x77, ((\\n * 8 + 24) & 0x7f) | 0x80, (\\n * 8 + 24) >> 7, 0x06\n",
+            "    .endif\n",
+            "    .if (\\n * 8) < 64\n",
+            "    .cfi_escape 0x10, 0x10, 0x02, 0x77, (\\n * 8)\n",
+            "    .else\n",
+            "    .cfi_escape 0x10, 0x10, 0x03, 0x77, ((\\n * 8) & 0x7f) | 0x80, (\\n * 8) >> 7\n",
+            "    .endif\n",
+            ".endm\n",
+        )
+    };
+}
+
 // One stub per vector. Vectors 8, 10-14, 17, 21, 29 and 30 come with a
 // CPU-pushed error code; the others get a 0 so every frame has the same shape.
 macro_rules! stubs {
     ($($v:literal)*) => {
         core::arch::global_asm!(
+            entry_cfi_macro!(),
             $(
                 concat!(".section .text.trap_stubs, \"ax\"\n",
                         ".global trap_stub_", $v, "\n",
                         ".p2align 4\n",
-                        "trap_stub_", $v, ":\n"),
+                        "trap_stub_", $v, ":\n",
+                        "    .cfi_startproc simple\n",
+                        "    .cfi_signal_frame\n"),
                 concat!("    .if ", $v, " != 8 && ", $v, " != 10 && ", $v, " != 11 && ", $v, " != 12 && ",
                         $v, " != 13 && ", $v, " != 14 && ", $v, " != 17 && ", $v, " != 21 && ",
                         $v, " != 29 && ", $v, " != 30\n",
+                        "    ENTRY_CFI 0\n",
                         "    push 0\n",
-                        "    .endif\n"),
-                concat!("    push ", $v, "\n"),
+                        "    .endif\n",
+                        "    ENTRY_CFI 1\n"),
+                concat!("    push ", $v, "\n",
+                        "    ENTRY_CFI 2\n"),
                 concat!("    .if ", $v, " < 32\n",
                         "    jmp trap_common\n",
                         "    .else\n",
                         "    jmp irq_common\n",
-                        "    .endif\n"),
+                        "    .endif\n",
+                        "    .cfi_endproc\n"),
             )*
+            ".purgem ENTRY_CFI",
             ".section .rodata.trap_stubs, \"a\"",
             ".p2align 3",
             ".global trap_stub_table",
@@ -137,9 +173,14 @@ stubs!(
 // after the block pin those offsets to `TrapFrame`'s layout.
 core::arch::global_asm!(
     ".section .text.trap_stubs, \"ax\"",
+    entry_cfi_macro!(),
+    // The 15 pushes, each followed by the rule for the frame it leaves.
     ".macro SAVE_REGS",
-    "    push rax; push rbx; push rcx; push rdx; push rsi; push rdi; push rbp",
-    "    push r8; push r9; push r10; push r11; push r12; push r13; push r14; push r15",
+    "    push rax; ENTRY_CFI 3; push rbx; ENTRY_CFI 4; push rcx; ENTRY_CFI 5",
+    "    push rdx; ENTRY_CFI 6; push rsi; ENTRY_CFI 7; push rdi; ENTRY_CFI 8",
+    "    push rbp; ENTRY_CFI 9; push r8; ENTRY_CFI 10; push r9; ENTRY_CFI 11",
+    "    push r10; ENTRY_CFI 12; push r11; ENTRY_CFI 13; push r12; ENTRY_CFI 14",
+    "    push r13; ENTRY_CFI 15; push r14; ENTRY_CFI 16; push r15; ENTRY_CFI 17",
     ".endm",
     ".macro RESTORE_REGS",
     "    pop r15; pop r14; pop r13; pop r12; pop r11; pop r10; pop r9; pop r8",
@@ -157,10 +198,11 @@ core::arch::global_asm!(
     "    .cfi_escape 0x10, 0x0f, 0x02, \\base, 0x00", // r15 at base + 0
     ".endm",
     "trap_common:",
-    "    SAVE_REGS",
-    "    cld",
     "    .cfi_startproc simple",
     "    .cfi_signal_frame",
+    "    ENTRY_CFI 2",
+    "    SAVE_REGS",
+    "    cld",
     "    FRAME_CFI 0x77",
     "    mov rdi, rsp",
     "    call {exception}",
@@ -177,12 +219,13 @@ core::arch::global_asm!(
     // After the handler, back on the interrupted stack, the preemption point
     // runs: a context switch from here is what makes the timer preempt.
     "irq_common:",
+    "    .cfi_startproc simple",
+    "    .cfi_signal_frame",
+    "    ENTRY_CFI 2",
     "    SAVE_REGS",
     "    cld",
     "    mov rdi, rsp",
     "    mov rbx, rsp",
-    "    .cfi_startproc simple",
-    "    .cfi_signal_frame",
     "    FRAME_CFI 0x73",
     "    add qword ptr gs:[{irq_depth}], 1",
     "    cmp qword ptr gs:[{irq_depth}], 1",
@@ -198,6 +241,8 @@ core::arch::global_asm!(
     "    RESTORE_REGS",
     "    add rsp, 16",
     "    iretq",
+    "irq_common_end:",
+    ".purgem ENTRY_CFI",
     exception = sym exception_entry,
     irq = sym irq_entry,
     irq_exit = sym irq_exit_entry,
@@ -221,6 +266,57 @@ const _: () = {
 extern "C" {
     static trap_stub_table: [u64; 256];
     static trap_return: u8;
+    static irq_common: u8;
+    static irq_common_end: u8;
+}
+
+/// The context a device interrupt's entry code was building a frame for,
+/// when a fault stops that code before the frame is complete.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HalfBuilt {
+    pub vector: Option<u8>,
+    pub rip: u64,
+    pub rflags: u64,
+    pub rsp: u64,
+}
+
+/// If `frame` (a fault's) stopped in the entry code of a device interrupt
+/// (a stub of vector 32 or above, or `irq_common`'s register saves), the
+/// context that interrupt interrupted: the CPU had pushed its 5 words, and
+/// the pushes the entry code completed before `frame.rip` lie below them.
+/// They are counted by decoding those pushes (the same count `ENTRY_CFI`
+/// gives the runner's unwinder), so the interrupted rip and RFLAGS are
+/// read from where the CPU put them, not guessed.
+pub fn half_built(frame: &TrapFrame) -> Option<HalfBuilt> {
+    const STUB_SLOT: u64 = 16; // the stubs' `.p2align 4`
+    let common = (&raw const irq_common) as u64;
+    let stub =
+        (32..=255u8).find(|&v| (stub_address(v)..stub_address(v) + STUB_SLOT).contains(&frame.rip));
+    let (mut at, mut words) = match stub {
+        Some(v) => (stub_address(v), 0),
+        None if (common..(&raw const irq_common_end) as u64).contains(&frame.rip) => (common, 2),
+        None => return None,
+    };
+    while at < frame.rip {
+        let op = super::probe::read_u8(at)?;
+        let len = match op {
+            0x50..=0x57 => 1,                                                   // push r64
+            0x41 if matches!(super::probe::read_u8(at + 1)?, 0x50..=0x57) => 2, // push r8-r15
+            0x6a => 2,                                                          // push imm8
+            0x68 => 5,                                                          // push imm32
+            _ => return None, // past the saves: the frame is complete
+        };
+        at += len;
+        words += 1;
+    }
+    let word = |i: u64| super::probe::read_u64(frame.rsp + 8 * i);
+    Some(HalfBuilt {
+        // The stub's second push, once it is made.
+        vector: stub.or_else(|| word(words - 2).and_then(|v| u8::try_from(v).ok())),
+        rip: word(words)?,
+        rflags: word(words + 2)?,
+        rsp: word(words + 3)?,
+    })
 }
 
 /// The return address of a handler called from the exception entry: a
