@@ -1,13 +1,14 @@
 //! The console: formatted output to COM1, one writer at a time.
 //!
-//! Every CPU prints through one lock so that lines never interleave; the
-//! panic path may steal the lock (see `force_unlock`) so a CPU that panicked
-//! while printing still gets its last words out. The records the runner
+//! Every CPU prints through one lock, with interrupts off while it is held,
+//! so that lines never interleave; a fault or NMI that finds its own CPU
+//! holding it, and the panic path, may steal it (see `force_unlock`) so a
+//! CPU that faulted while printing still gets its last words out. The records the runner
 //! reads (`abi::Record`) are encoded in a buffer that lives under the same
 //! lock: fault handlers must not allocate, and a record of a full backtrace
 //! is too big for the exception stacks it is written from.
 use crate::arch::x86_64::serial::Serial;
-use crate::sync::{SpinGuard, SpinLock};
+use crate::sync::{IrqGuard, IrqLock};
 use abi::Record;
 use core::fmt::{self, Write};
 use core::sync::atomic::{AtomicUsize, Ordering};
@@ -20,7 +21,11 @@ pub struct Console {
     record: [u8; RECORD_BUFFER],
 }
 
-static CONSOLE: SpinLock<Console> = SpinLock::new(Console {
+// An `IrqLock`, as Linux's console and log-buffer locks are taken with
+// interrupts off: the holder can be neither preempted nor interrupted on its
+// own CPU, so the only code that can find the console held by its own CPU
+// is a fault or NMI taken while printing, which must not wait for it.
+static CONSOLE: IrqLock<Console> = IrqLock::new(Console {
     serial: None,
     record: [0; RECORD_BUFFER],
 })
@@ -42,7 +47,7 @@ pub fn record<R: Record>(r: &R) {
 
 /// A writer that holds the console for a whole multi-line report, so that
 /// another CPU's lines cannot land in the middle of an oops.
-pub struct Locked<'a>(SpinGuard<'a, Console>);
+pub struct Locked<'a>(IrqGuard<'a, Console>);
 
 /// The CPU holding the console (`NOBODY`, or one before the per-CPU
 /// blocks exist): a fault handler that finds the console locked by its own
@@ -56,7 +61,7 @@ fn this_cpu() -> usize {
 }
 
 impl<'a> Locked<'a> {
-    fn new(guard: SpinGuard<'a, Console>) -> Self {
+    fn new(guard: IrqGuard<'a, Console>) -> Self {
         OWNER.store(this_cpu(), Ordering::Relaxed);
         Locked(guard)
     }
