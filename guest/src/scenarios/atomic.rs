@@ -11,7 +11,7 @@
 //! or a callback batch makes the machine stop, "caught, cannot recover",
 //! naming what was held: those scenarios end their boot, and the runner
 //! holds their `TASK-STATE` against `abi::held::EXPECT`.
-use super::stack::{expect_killed, recurse_to_death, stack_recurse, ticks_over_40ms};
+use super::stack::{check_tick, expect_killed, recurse_to_death, stack_recurse};
 use super::Checks;
 use crate::arch::x86_64::{interrupts, percpu, time};
 use crate::boot::BootInfo;
@@ -34,7 +34,9 @@ fn machine_went_on(c: &mut Checks, cpu: usize) {
     );
     let target = rcu::request_grace_period();
     let start = time::now_ns();
-    while rcu::completed() < target && time::now_ns() - start < 2_000_000_000 {
+    // Patient: a genuinely stuck grace period never ends, and a vCPU the
+    // host starves ends it late.
+    while rcu::completed() < target && time::now_ns() - start < 10_000_000_000 {
         task::yield_now();
     }
     c.check(
@@ -44,11 +46,7 @@ fn machine_went_on(c: &mut Checks, cpu: usize) {
             (time::now_ns() - start) / 1_000_000
         ),
     );
-    let ticks = task::spawn_on(cpu, "tick-watch", ticks_over_40ms).map(|h| h.join());
-    c.check(
-        matches!(ticks, Ok(ExitStatus::Exited(n)) if n >= 2),
-        format_args!("CPU {cpu} still takes its tick: {ticks:?} ticks in 40 ms"),
-    );
+    check_tick(c, cpu);
 }
 
 pub fn in_rcu(_: &BootInfo, c: &mut Checks) {

@@ -343,11 +343,7 @@ pub fn irq_frame(_: &BootInfo, c: &mut Checks) {
         ended >= 1,
         format_args!("{ended} interrupt(s) cut short by the fault, ended at the kill"),
     );
-    let ticks = task::spawn_on(cpu, "tick-watch", ticks_over_40ms).map(|h| h.join());
-    c.check(
-        matches!(ticks, Ok(ExitStatus::Exited(n)) if n >= 2),
-        format_args!("the tick still runs on CPU {cpu}: {ticks:?} ticks in 40 ms"),
-    );
+    check_tick(c, cpu);
 }
 
 /// An interrupt arrives with room on the stack for the CPU's frame and the
@@ -376,24 +372,43 @@ pub fn irq_entry(_: &BootInfo, c: &mut Checks) {
     c.info(format_args!(
         "{ended} interrupt(s) in service at the kill, ended there"
     ));
-    let ticks = task::spawn_on(cpu, "tick-watch", ticks_over_40ms).map(|h| h.join());
-    c.check(
-        matches!(ticks, Ok(ExitStatus::Exited(n)) if n >= 2),
-        format_args!("the tick still runs on CPU {cpu}: {ticks:?} ticks in 40 ms"),
-    );
+    check_tick(c, cpu);
 }
 
-/// Timer ticks this CPU takes in 40 ms, preemption off so the count is
-/// all one CPU's.
-pub(super) fn ticks_over_40ms() -> u64 {
+/// Milliseconds until this CPU has taken two timer ticks, preemption off
+/// so they are all one CPU's; `TICKS_NEVER` if they do not come within
+/// 10 s. A tick blocked for good (an interrupt left in service, the EOI
+/// forgotten) never comes; a vCPU the host starves takes them late (one
+/// tick in 40 ms was seen under nested KVM beside two CPU hogs), so the
+/// check waits for the ticks rather than counting them over a fixed span.
+pub(super) fn two_ticks_ms() -> u64 {
     let pinned = preempt::disable();
     let cpu = pinned.cpu();
     let before = cpu.local.ticks.load(Ordering::Relaxed);
-    let end = time::now_ns() + 40_000_000;
-    while time::now_ns() < end {
+    let start = time::now_ns();
+    while cpu.local.ticks.load(Ordering::Relaxed) - before < 2 {
+        if time::now_ns() - start > 10_000_000_000 {
+            return TICKS_NEVER;
+        }
         core::hint::spin_loop();
     }
-    cpu.local.ticks.load(Ordering::Relaxed) - before
+    (time::now_ns() - start) / 1_000_000
+}
+
+pub(super) const TICKS_NEVER: u64 = u64::MAX;
+
+/// The check that the tick still runs on `cpu` after a kill there.
+pub(super) fn check_tick(c: &mut Checks, cpu: usize) {
+    let _ = match task::spawn_on(cpu, "tick-watch", two_ticks_ms).map(|h| h.join()) {
+        Ok(ExitStatus::Exited(ms)) if ms != TICKS_NEVER => c.check(
+            true,
+            format_args!("the tick still runs on CPU {cpu}: two ticks in {ms} ms"),
+        ),
+        other => c.check(
+            false,
+            format_args!("the tick still runs on CPU {cpu}: no two ticks in 10 s ({other:?})"),
+        ),
+    };
 }
 
 pub fn nmi_in_df(_: &BootInfo, c: &mut Checks) {

@@ -205,16 +205,6 @@ impl<T> SpinLock<T> {
         })
     }
 
-    pub fn is_locked(&self) -> bool {
-        self.inner.is_locked()
-    }
-
-    /// For the panic path only: break the lock of a holder that will never
-    /// release it. Its held-lock entry stays: the holder did not let go.
-    pub fn force_unlock(&self) {
-        crate::arch::x86_64::cpu::force_unlock(&self.inner);
-    }
-
     fn record(&self, site: &'static Location<'static>) -> lockdep::Token {
         // Interrupts may be on: record with them off, so an interrupt
         // handler's own records cannot interleave with this one.
