@@ -364,8 +364,9 @@ fn boot_baseline<'p>(
     );
     let setup = session::setup(options, &[options.boot])?;
     let mut baseline = Vec::new();
-    for p in plans {
-        let records = session::boot_all(Mode::Test, &setup, boots(p, options), options)?;
+    for (i, p) in plans.into_iter().enumerate() {
+        let boots = baseline_boots(i, p, options);
+        let records = session::boot_all(Mode::Test, &setup, boots, options)?;
         baseline.push((p, records));
     }
     Ok((baseline, setup.run_dir.display().to_string()))
@@ -418,6 +419,17 @@ fn try_defect(
         run_dir,
     };
     (fate, row)
+}
+
+/// The normal guest's boots of plan `i`. Every plan boots in one run
+/// directory, so each plan's boots are named apart (`planN-`): else the
+/// second plan's serial log would overwrite the first's.
+fn baseline_boots(i: usize, p: &Plan, options: &Options) -> Vec<select::Boot> {
+    let mut boots = boots(p, options);
+    for boot in &mut boots {
+        boot.name = format!("plan{}-{}", i + 1, boot.name);
+    }
+    boots
 }
 
 fn boots(p: &Plan, options: &Options) -> Vec<select::Boot> {
@@ -621,6 +633,29 @@ mod tests {
                 .smp,
             4
         );
+    }
+
+    #[test]
+    fn the_baselines_boots_never_share_a_serial_log() {
+        let options = <crate::cli::Cli as clap::Parser>::parse_from(["runner", "mutants"]).options;
+        let mut plans: Vec<Plan> = Vec::new();
+        for d in DEFECTS {
+            let p = plan(d, &options).unwrap();
+            if !plans.contains(&p) {
+                plans.push(p);
+            }
+        }
+        assert!(plans.len() > 1);
+        let mut names: Vec<String> = plans
+            .iter()
+            .enumerate()
+            .flat_map(|(i, p)| baseline_boots(i, p, &options))
+            .map(|b| b.name)
+            .collect();
+        let all = names.len();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), all, "{names:?}");
     }
 
     #[test]
