@@ -63,7 +63,8 @@ pub enum Command {
 
 #[derive(Args, Debug, Clone)]
 pub struct Options {
-    /// CPUs to give QEMU (run: default 1; test: default each scenario's own list).
+    /// CPUs to give QEMU (run: default 1; test: default each scenario's own list;
+    /// mutants: the first of the decisive scenario's list).
     #[arg(long, global = true, value_parser = clap::value_parser!(u32).range(1..=64))]
     pub smp: Option<u32>,
     #[arg(long, global = true, value_enum, default_value_t = Accel::Tcg)]

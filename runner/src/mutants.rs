@@ -75,6 +75,9 @@ pub struct Seen {
     pub failed_checks: Vec<Check>,
     /// Why its result is not believed (`report::evidence`).
     pub objections: usize,
+    /// The fault came out as the wrong class (`guard-jumped` for an
+    /// expected overflow, `not-caught`): the verdict itself, not a check.
+    pub wrong_verdict: Option<&'static str>,
     /// What it said: every failure of what had to catch it, else why it
     /// failed at all.
     pub said: Vec<String>,
@@ -106,6 +109,11 @@ impl Seen {
             expect: result.scenario.expect,
             failed_checks: failures.iter().map(|f| f.check).collect(),
             objections: result.objections.len(),
+            wrong_verdict: match (&result.guard, &result.uaf) {
+                (Some(g), _) if g.observed != g.expected => Some(g.observed.as_str()),
+                (None, Some(u)) if !u.caught => Some("not-caught"),
+                _ => None,
+            },
             said,
         }
     }
@@ -129,6 +137,9 @@ impl Seen {
             if !by.iter().any(|b| b == check.name()) {
                 by.push(check.name().to_string());
             }
+        }
+        if let Some(verdict) = self.wrong_verdict {
+            by.push(format!("verdict={verdict}"));
         }
         if self.objections > 0 {
             by.push("evidence".to_string());
@@ -550,6 +561,7 @@ mod tests {
             expect: Outcome::Pass,
             failed_checks: checks.to_vec(),
             objections: 0,
+            wrong_verdict: None,
             said: Vec::new(),
         }
     }
@@ -575,6 +587,16 @@ mod tests {
         assert_eq!(
             decide(Caught::Guest, Ok(()), Ok(&by_unwind)),
             Fate::Survived("failed, but by unwind, not not-ok".into())
+        );
+        // A fault of the wrong class with every check passing (cr2-only
+        // under KVM: guard jumped, and the `kind` check agrees with it).
+        let jumped = Seen {
+            wrong_verdict: Some("guard-jumped"),
+            ..seen(Mark::Failed, Outcome::Fail, &[])
+        };
+        assert_eq!(
+            decide(Caught::Check(Check::Kind), Ok(()), Ok(&jumped)),
+            Fate::Survived("failed, but by not-ok, verdict=guard-jumped, not kind".into())
         );
     }
 
