@@ -1,10 +1,13 @@
 # The two commands: `make run` boots the default scenarios and reports;
-# `make test` runs the host unit tests and the whole boot suite.
+# `make test` runs the host unit tests and the whole boot suite. `make
+# mutants` is the mutation suite: every deliberate guest defect must be caught.
 CARGO  ?= cargo
 RUNNER := $(CARGO) run --quiet --release -p runner --
 # e.g. make run SCENARIOS='boot.*' ARGS='--smp 4 --verbose'
 SCENARIOS ?=
 ARGS ?=
+# e.g. make mutants DEFECTS='gp-early sync-no-wait' ARGS='--json mutants.json'
+DEFECTS ?=
 
 # Real Limine (the limine-bios/limine-uefi boot paths): the pinned binary
 # release, fetched the way Limine's README says. The runner finds it here, or
@@ -12,7 +15,7 @@ ARGS ?=
 LIMINE_TAG   := v8.2.0-binary
 LIMINE_CACHE := .cache/limine/$(LIMINE_TAG)
 
-.PHONY: all deps build run test soak bench lint clean limine demo
+.PHONY: all deps build run test soak mutants bench lint clean limine demo
 
 all: run
 
@@ -42,6 +45,12 @@ test: deps
 # cycles, life.stress's 10 000 tasks (make test runs a tenth, same checks).
 soak: deps
 	$(RUNNER) test --soak $(ARGS)
+
+# Build each deliberate guest defect (runner/src/defects.rs; cargo keeps one
+# build per defect), boot the scenarios that must catch it beside the normal
+# guest, and fail unless every one is caught by what must catch it.
+mutants: deps
+	$(RUNNER) mutants $(ARGS) $(DEFECTS)
 
 # Boot a few stack scenarios and show each diagnostic for a person: the oops,
 # the trace with file:line, a map of the stack area. e.g. make demo SCENARIOS='stack.*'

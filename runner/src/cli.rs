@@ -46,6 +46,14 @@ pub enum Command {
     },
     /// Boot `boot.conformance` on every available boot path and compare the boot facts side by side.
     CompareBoot,
+    /// The mutation suite: build each deliberate guest defect (runner/src/defects.rs),
+    /// boot the scenarios that must catch it beside the normal guest, and require the
+    /// verdict to flip; exits nonzero if any defect survives.
+    Mutants {
+        /// Defects to run (default: the whole catalogue).
+        #[arg(value_name = "NAME")]
+        names: Vec<String>,
+    },
     /// Boot-to-exit wall time of `boot.smoke` on each available boot path, against a trivial PVH guest (the loader with no guest).
     Bench {
         #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
@@ -55,7 +63,8 @@ pub enum Command {
 
 #[derive(Args, Debug, Clone)]
 pub struct Options {
-    /// CPUs to give QEMU (run: default 1; test: default each scenario's own list).
+    /// CPUs to give QEMU (run: default 1; test: default each scenario's own list;
+    /// mutants: the first of the decisive scenario's list).
     #[arg(long, global = true, value_parser = clap::value_parser!(u32).range(1..=64))]
     pub smp: Option<u32>,
     #[arg(long, global = true, value_enum, default_value_t = Accel::Tcg)]

@@ -10,9 +10,9 @@
 //! `Cargo.toml` declares the names (`check-cfg`), and a test below keeps
 //! that list, this catalogue and the source in step.
 //!
-//! `tests/defects.rs` boots each one under `runner run 'stack.*'` and
-//! requires the run to fail with a message naming the wrong line: the
-//! mutation suite (issue 14) extends this catalogue.
+//! `runner mutants` (`make mutants`, `mutants.rs`) boots each one and
+//! requires its `scenario` to fail by what `caught` names, where the normal
+//! guest passes; `tests/defects.rs` does it for a fast subset in `make test`.
 
 use crate::report::Check;
 

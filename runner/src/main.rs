@@ -32,6 +32,7 @@ mod defects;
 mod demo;
 mod fatal;
 mod glob;
+mod mutants;
 mod output;
 mod report;
 mod select;
@@ -119,6 +120,7 @@ fn dispatch(command: Command, options: &Options) -> Result<i32, Fatal> {
         Command::CompareBoot => compare_boot::execute(options),
         Command::Demo { patterns } => demo::execute(&patterns, options),
         Command::Bench { runs } => bench::execute(runs, options),
+        Command::Mutants { names } => mutants::execute(&names, options),
     }
 }
 

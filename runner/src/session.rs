@@ -127,16 +127,22 @@ pub fn setup(options: &Options, paths: &[BootPath]) -> Result<Setup, Fatal> {
     })
 }
 
-/// `runs/<seconds>-<pid>`: concurrent runners never share a directory.
+/// `runs/<seconds>-<pid>`: concurrent runners never share a directory. A
+/// runner that sets up more than once (`mutants`: the normal guest, then
+/// each defect's) adds `-N` to all but its first, so two set-ups in one
+/// second never share one either: the second would link its guest over
+/// the first's.
 fn create_run_dir() -> Result<PathBuf, Fatal> {
+    static SETUPS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let since_epoch = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
-    let dir = workspace::target_dir().join("runs").join(format!(
-        "{}-{}",
-        since_epoch.as_secs(),
-        std::process::id()
-    ));
+    let mut name = format!("{}-{}", since_epoch.as_secs(), std::process::id());
+    match SETUPS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) {
+        0 => {}
+        n => name += &format!("-{n}"),
+    }
+    let dir = workspace::target_dir().join("runs").join(name);
     std::fs::create_dir_all(&dir)
         .map_err(|e| Fatal::setup(format!("cannot create {}: {e}", dir.display())))?;
     if let Some(runs) = dir.parent() {
