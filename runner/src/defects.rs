@@ -136,6 +136,12 @@ pub const DEFECTS: &[Defect] = &[
             Caught::Check(Check::Kind),
         )
     },
+    mechanism(
+        "guard-mapped",
+        "vmalloc maps one page too many (an inclusive range): every allocation's upper guard page is mapped",
+        "core.guard_layout",
+        Caught::Guest,
+    ),
 ];
 
 pub fn find(name: &str) -> Option<&'static Defect> {
