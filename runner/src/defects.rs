@@ -142,6 +142,12 @@ pub const DEFECTS: &[Defect] = &[
         "core.guard_layout",
         Caught::Guest,
     ),
+    mechanism(
+        "df-no-ist",
+        "the #DF gate has no IST stack: its frame cannot be pushed on the stack that overflowed, and the CPU triple-faults",
+        "stack.recursion",
+        Caught::Check(Check::Hits),
+    ),
 ];
 
 pub fn find(name: &str) -> Option<&'static Defect> {
