@@ -148,6 +148,12 @@ pub const DEFECTS: &[Defect] = &[
         "stack.recursion",
         Caught::Check(Check::Hits),
     ),
+    mechanism(
+        "underflow-guard-below",
+        "the underflow arm of the classification, copied from the overflow arm, reports the guard below the stack",
+        "stack.underflow",
+        Caught::Check(Check::FaultInGuard),
+    ),
 ];
 
 pub fn find(name: &str) -> Option<&'static Defect> {
