@@ -154,6 +154,11 @@ pub const DEFECTS: &[Defect] = &[
         "stack.underflow",
         Caught::Check(Check::FaultInGuard),
     ),
+    oops(
+        "bounds-inclusive-top",
+        "the report's stack end is its last byte (an inclusive bound) instead of one past it",
+        Check::Bounds,
+    ),
 ];
 
 pub fn find(name: &str) -> Option<&'static Defect> {

@@ -116,7 +116,13 @@ pub fn print(r: &Report) {
         kind: f.kind,
         stack_kind: f.stack.map(|(_, k)| k),
         stack_lo: Hex(lo),
+        #[cfg(not(defect = "bounds-inclusive-top"))]
         stack_hi: Hex(hi),
+        // A deliberate defect (`runner --defect bounds-inclusive-top`): the
+        // stack's end told as its last byte, an inclusive bound where the
+        // record's ranges are half-open.
+        #[cfg(defect = "bounds-inclusive-top")]
+        stack_hi: Hex(hi.saturating_sub(1)),
         guard_lo: Hex(f.guard.0),
         guard_hi: Hex(f.guard.1),
         bytes: f.bytes,
