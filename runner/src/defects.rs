@@ -159,6 +159,12 @@ pub const DEFECTS: &[Defect] = &[
         "the report's stack end is its last byte (an inclusive bound) instead of one past it",
         Check::Bounds,
     ),
+    mechanism(
+        "fault-addr-page",
+        "the report's fault address is the faulting page, not the address",
+        "stack.recursion",
+        Caught::Check(Check::DecidedBy),
+    ),
 ];
 
 pub fn find(name: &str) -> Option<&'static Defect> {

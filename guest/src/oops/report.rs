@@ -126,7 +126,13 @@ pub fn print(r: &Report) {
         guard_lo: Hex(f.guard.0),
         guard_hi: Hex(f.guard.1),
         bytes: f.bytes,
+        #[cfg(not(defect = "fault-addr-page"))]
         fault_addr: Hex(f.fault_addr),
+        // A deliberate defect (`runner --defect fault-addr-page`): the
+        // fault's page told instead of its address, as a page-table walk
+        // would think of it.
+        #[cfg(defect = "fault-addr-page")]
+        fault_addr: Hex(f.fault_addr & !0xfff),
         via: r.via,
         cpu: r.cpu,
         lapic_id: r.lapic_id,
