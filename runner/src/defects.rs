@@ -165,6 +165,12 @@ pub const DEFECTS: &[Defect] = &[
         "stack.recursion",
         Caught::Check(Check::DecidedBy),
     ),
+    mechanism(
+        "cache-never-put",
+        "a dead task's stack is freed at once, never put into the per-CPU cache",
+        "life.stack_cache",
+        Caught::Guest,
+    ),
 ];
 
 pub fn find(name: &str) -> Option<&'static Defect> {

@@ -255,7 +255,12 @@ pub fn release_task_stack(stack: Stack) {
     if strategy() == Strategy::VmapCached && stack.is_vmapped() && stack.size() == task_stack_size()
     {
         // Decide under the lock, free outside it: freeing shoots TLBs down.
+        #[cfg(not(defect = "cache-never-put"))]
         let overflow = this_cache().lock().put(stack);
+        // A deliberate defect (`runner --defect cache-never-put`): the
+        // dead task's stack freed at once, the cache never refilled.
+        #[cfg(defect = "cache-never-put")]
+        let overflow: Result<(), Stack> = Err(stack);
         drop(overflow);
     } else {
         drop(stack);
