@@ -171,6 +171,12 @@ pub const DEFECTS: &[Defect] = &[
         "life.stack_cache",
         Caught::Guest,
     ),
+    mechanism(
+        "cached-stack-not-cleared",
+        "a stack taken from the per-CPU cache is handed out as its last task left it, not zeroed",
+        "life.stack_cache",
+        Caught::Guest,
+    ),
 ];
 
 pub fn find(name: &str) -> Option<&'static Defect> {

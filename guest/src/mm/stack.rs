@@ -233,6 +233,10 @@ pub fn alloc_task_stack(task_id: u64) -> Result<Stack, StackError> {
             };
             match cached {
                 Some(stack) => {
+                    // A deliberate defect (`runner --defect
+                    // cached-stack-not-cleared`): a cached stack handed
+                    // out as the last task left it.
+                    #[cfg(not(defect = "cached-stack-not-cleared"))]
                     stack.clear();
                     let _ = vmalloc::set_owner(
                         stack.bottom,
