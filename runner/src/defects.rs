@@ -177,6 +177,12 @@ pub const DEFECTS: &[Defect] = &[
         "life.stack_cache",
         Caught::Guest,
     ),
+    mechanism(
+        "exit-stack-leak",
+        "a dead task's stack is taken from it at exit and forgotten, neither cached nor freed",
+        "stack.repeat",
+        Caught::Guest,
+    ),
 ];
 
 pub fn find(name: &str) -> Option<&'static Defect> {
