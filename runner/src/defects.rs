@@ -183,6 +183,12 @@ pub const DEFECTS: &[Defect] = &[
         "stack.repeat",
         Caught::Guest,
     ),
+    mechanism(
+        "rcu-callbacks-reversed",
+        "a batch of ready RCU callbacks runs newest first",
+        "life.rcu_sync",
+        Caught::Guest,
+    ),
 ];
 
 pub fn find(name: &str) -> Option<&'static Defect> {

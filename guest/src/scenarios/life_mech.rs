@@ -285,6 +285,38 @@ pub fn rcu_sync(_: &BootInfo, c: &mut Checks) {
     if let Ok(r) = r {
         r.join();
     }
+    callbacks_in_order(c);
+}
+
+/// Callbacks queued on one CPU run in the order they were queued (what
+/// Linux's segmented callback list keeps, and what a callback that frees
+/// a structure an earlier one still walks relies on).
+fn callbacks_in_order(c: &mut Checks) {
+    const N: usize = 16;
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    static OUT_OF_ORDER: AtomicUsize = AtomicUsize::new(0);
+    NEXT.store(0, Ordering::Release);
+    OUT_OF_ORDER.store(0, Ordering::Release);
+    {
+        // One CPU's queue: no switch, hence no migration, between them.
+        let _on_one_cpu = crate::sync::preempt::disable();
+        for i in 0..N {
+            rcu::call_rcu(move || {
+                if NEXT.fetch_add(1, Ordering::AcqRel) != i {
+                    OUT_OF_ORDER.fetch_add(1, Ordering::AcqRel);
+                }
+            });
+        }
+    }
+    rcu::rcu_barrier();
+    c.check(
+        NEXT.load(Ordering::Acquire) == N && OUT_OF_ORDER.load(Ordering::Acquire) == 0,
+        format_args!(
+            "{N} callbacks queued on one CPU ran in the order queued ({} ran, {} out of order)",
+            NEXT.load(Ordering::Acquire),
+            OUT_OF_ORDER.load(Ordering::Acquire)
+        ),
+    );
 }
 
 pub fn stack_cache(_: &BootInfo, c: &mut Checks) {
