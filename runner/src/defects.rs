@@ -189,6 +189,12 @@ pub const DEFECTS: &[Defect] = &[
         "life.rcu_sync",
         Caught::Guest,
     ),
+    mechanism(
+        "current-boot-cpu",
+        "current_id() reads the boot CPU's current task, not this CPU's",
+        "core.current",
+        Caught::Guest,
+    ),
 ];
 
 pub fn find(name: &str) -> Option<&'static Defect> {
