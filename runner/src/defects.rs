@@ -195,6 +195,12 @@ pub const DEFECTS: &[Defect] = &[
         "core.current",
         Caught::Guest,
     ),
+    mechanism(
+        "rsp0-stale",
+        "the context switch does not update TSS.rsp0, which goes on naming a stack the CPU has left",
+        "stack.probe_skip",
+        Caught::Check(Check::Bounds),
+    ),
 ];
 
 pub fn find(name: &str) -> Option<&'static Defect> {
