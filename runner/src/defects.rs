@@ -201,6 +201,12 @@ pub const DEFECTS: &[Defect] = &[
         "stack.probe_skip",
         Caught::Check(Check::Bounds),
     ),
+    mechanism(
+        "kill-no-eoi",
+        "the kill path sends no EOI for the interrupt the fault cut short",
+        "stack.irq_frame",
+        Caught::Check(Check::Recovered),
+    ),
 ];
 
 pub fn find(name: &str) -> Option<&'static Defect> {
