@@ -207,6 +207,12 @@ pub const DEFECTS: &[Defect] = &[
         "stack.irq_frame",
         Caught::Check(Check::Recovered),
     ),
+    mechanism(
+        "lockdep-release-unrecorded",
+        "the release of a spin lock is not taken off the held-lock stack",
+        "stack.recursion",
+        Caught::Check(Check::Recovered),
+    ),
 ];
 
 pub fn find(name: &str) -> Option<&'static Defect> {
