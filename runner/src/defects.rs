@@ -213,6 +213,12 @@ pub const DEFECTS: &[Defect] = &[
         "stack.recursion",
         Caught::Check(Check::Recovered),
     ),
+    mechanism(
+        "lockdep-acquire-unrecorded",
+        "a spin lock is taken without a record on the held-lock stack",
+        "stack.lock_held",
+        Caught::Check(Check::TaskState),
+    ),
 ];
 
 pub fn find(name: &str) -> Option<&'static Defect> {
