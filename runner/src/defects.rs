@@ -219,6 +219,12 @@ pub const DEFECTS: &[Defect] = &[
         "stack.lock_held",
         Caught::Check(Check::TaskState),
     ),
+    mechanism(
+        "recovery-record-failures-only",
+        "the post-kill proof prints its RECOVERY record only when it failed: the guest says every kill was proven, with no witness",
+        "stack.recursion",
+        Caught::Check(Check::Recovered),
+    ),
 ];
 
 pub fn find(name: &str) -> Option<&'static Defect> {
