@@ -225,6 +225,12 @@ pub const DEFECTS: &[Defect] = &[
         "stack.recursion",
         Caught::Check(Check::Recovered),
     ),
+    mechanism(
+        "shootdown-local-only",
+        "a TLB shootdown flushes only the calling CPU: no IPI to the others",
+        "core.shootdown",
+        Caught::Guest,
+    ),
 ];
 
 pub fn find(name: &str) -> Option<&'static Defect> {
