@@ -231,6 +231,12 @@ pub const DEFECTS: &[Defect] = &[
         "core.shootdown",
         Caught::Guest,
     ),
+    mechanism(
+        "mmdrop-not-deferred",
+        "mmdrop judges every drop as if from process context: the page tables are freed where sleeping is forbidden instead of deferred",
+        "life.mm_refs",
+        Caught::Guest,
+    ),
 ];
 
 pub fn find(name: &str) -> Option<&'static Defect> {
