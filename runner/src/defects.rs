@@ -237,6 +237,12 @@ pub const DEFECTS: &[Defect] = &[
         "life.mm_refs",
         Caught::Guest,
     ),
+    mechanism(
+        "context-ignores-exception",
+        "a fault inside an exception handler is told as plain task context",
+        "stack.exception",
+        Caught::Check(Check::Context),
+    ),
 ];
 
 pub fn find(name: &str) -> Option<&'static Defect> {

@@ -106,7 +106,11 @@ fn decide(fault: &Fault, cpu: &PerCpu, task_id: u64) -> (Context, Action) {
     let in_exception = crate::arch::x86_64::exceptions::in_page_fault(cpu.id);
     let context = match stack_kind {
         Some(StackKind::Irq) => Context::Irq,
-        Some(StackKind::Task) if in_exception => Context::Exception,
+        // A deliberate defect (`runner --defect context-ignores-exception`):
+        // a fault inside an exception handler told as plain task context.
+        Some(StackKind::Task) if in_exception && !cfg!(defect = "context-ignores-exception") => {
+            Context::Exception
+        }
         Some(StackKind::Task) => Context::Task,
         _ => Context::Exception,
     };
