@@ -243,6 +243,12 @@ pub const DEFECTS: &[Defect] = &[
         "stack.exception",
         Caught::Check(Check::Context),
     ),
+    mechanism(
+        "recovered-before-policy",
+        "the report's `recovered` is taken from the decision before the exit policy looked at what the task held",
+        "stack.lock_held",
+        Caught::Check(Check::TaskState),
+    ),
 ];
 
 pub fn find(name: &str) -> Option<&'static Defect> {
