@@ -495,7 +495,7 @@ fn judge_hit(
                 ),
             );
         }
-        if hit.task_id != a.task_id {
+        if (hit.task_id, hit.task_name) != (a.task_id, a.task_name) {
             fail(
                 Check::Task,
                 format!(
@@ -662,6 +662,11 @@ mod tests {
             (
                 "another task",
                 Box::new(set("task_id", json!(4))),
+                &["task"],
+            ),
+            (
+                "the task's name cut short",
+                Box::new(set("task_name", json!("recurs"))),
                 &["task"],
             ),
             (
