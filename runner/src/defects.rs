@@ -249,6 +249,12 @@ pub const DEFECTS: &[Defect] = &[
         "stack.lock_held",
         Caught::Check(Check::TaskState),
     ),
+    mechanism(
+        "df-ist-not-restored",
+        "the #DF handler leaves its IST slot pointing at the guard: the CPU's next #DF cannot be delivered",
+        "stack.repeat",
+        Caught::Check(Check::Hits),
+    ),
 ];
 
 pub fn find(name: &str) -> Option<&'static Defect> {

@@ -145,6 +145,9 @@ fn double_fault(frame: &mut TrapFrame) {
     }
     let action =
         oops::stack_fault(frame, Cr2::read_raw(), Via::DoubleFault).unwrap_or(Action::Fatal);
+    // A deliberate defect (`runner --defect df-ist-not-restored`): the slot
+    // left pointing at the guard, so the CPU's next #DF cannot be delivered.
+    #[cfg(not(defect = "df-ist-not-restored"))]
     cpu.set_ist_top(IST_DOUBLE_FAULT, top);
     act(frame, action)
 }
