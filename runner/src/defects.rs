@@ -255,6 +255,12 @@ pub const DEFECTS: &[Defect] = &[
         "stack.repeat",
         Caught::Check(Check::Hits),
     ),
+    mechanism(
+        "held-not-switched",
+        "the context switch leaves the CPU's held-lock stack pointing at the outgoing task",
+        "core.current",
+        Caught::Guest,
+    ),
 ];
 
 pub fn find(name: &str) -> Option<&'static Defect> {
