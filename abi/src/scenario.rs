@@ -268,7 +268,7 @@ pub const SCENARIOS: &[Scenario] = &[
     ),
     check(
         "core.current",
-        "current() is right on every CPU after thousands of migrations",
+        "current() is right on every CPU after thousands of migrations, and the held-lock stack follows it",
         &[1, 4],
     ),
     check(

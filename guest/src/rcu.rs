@@ -365,7 +365,14 @@ pub fn quiescent_state_and_run() {
     // Each is recorded as an RCU callback section: a task caught inside
     // one cannot be killed, or the rest of the batch (and `rcu_barrier`'s
     // count of it) would be lost.
-    for cb in done {
+    #[cfg(not(defect = "rcu-callbacks-reversed"))]
+    let batch = done.into_iter();
+    // A deliberate defect (`runner --defect rcu-callbacks-reversed`): the
+    // batch run from its end, as `while let Some(cb) = done.pop()` does:
+    // the newest callback first.
+    #[cfg(defect = "rcu-callbacks-reversed")]
+    let batch = done.into_iter().rev();
+    for cb in batch {
         let section =
             PreemptGuard::enter(HeldKind::RcuCallbacks, "rcu_callbacks", Location::caller());
         cb();

@@ -136,6 +136,131 @@ pub const DEFECTS: &[Defect] = &[
             Caught::Check(Check::Kind),
         )
     },
+    mechanism(
+        "guard-mapped",
+        "vmalloc maps one page too many (an inclusive range): every allocation's upper guard page is mapped",
+        "core.guard_layout",
+        Caught::Guest,
+    ),
+    mechanism(
+        "df-no-ist",
+        "the #DF gate has no IST stack: its frame cannot be pushed on the stack that overflowed, and the CPU triple-faults",
+        "stack.recursion",
+        Caught::Check(Check::Hits),
+    ),
+    mechanism(
+        "underflow-guard-below",
+        "the underflow arm of the classification, copied from the overflow arm, reports the guard below the stack",
+        "stack.underflow",
+        Caught::Check(Check::FaultInGuard),
+    ),
+    oops(
+        "bounds-inclusive-top",
+        "the report's stack end is its last byte (an inclusive bound) instead of one past it",
+        Check::Bounds,
+    ),
+    mechanism(
+        "fault-addr-page",
+        "the report's fault address is the faulting page, not the address",
+        "stack.recursion",
+        Caught::Check(Check::DecidedBy),
+    ),
+    mechanism(
+        "cache-never-put",
+        "a dead task's stack is freed at once, never put into the per-CPU cache",
+        "life.stack_cache",
+        Caught::Guest,
+    ),
+    mechanism(
+        "cached-stack-not-cleared",
+        "a stack taken from the per-CPU cache is handed out as its last task left it, not zeroed",
+        "life.stack_cache",
+        Caught::Guest,
+    ),
+    mechanism(
+        "exit-stack-leak",
+        "a dead task's stack is taken from it at exit and forgotten, neither cached nor freed",
+        "stack.repeat",
+        Caught::Guest,
+    ),
+    mechanism(
+        "rcu-callbacks-reversed",
+        "a batch of ready RCU callbacks runs newest first",
+        "life.rcu_sync",
+        Caught::Guest,
+    ),
+    mechanism(
+        "current-boot-cpu",
+        "current_id() reads the boot CPU's current task, not this CPU's",
+        "core.current",
+        Caught::Guest,
+    ),
+    mechanism(
+        "rsp0-stale",
+        "the context switch does not update TSS.rsp0, which goes on naming a stack the CPU has left",
+        "stack.probe_skip",
+        Caught::Check(Check::Bounds),
+    ),
+    mechanism(
+        "kill-no-eoi",
+        "the kill path sends no EOI for the interrupt the fault cut short",
+        "stack.irq_frame",
+        Caught::Check(Check::Recovered),
+    ),
+    mechanism(
+        "lockdep-release-unrecorded",
+        "the release of a spin lock is not taken off the held-lock stack",
+        "stack.recursion",
+        Caught::Check(Check::Recovered),
+    ),
+    mechanism(
+        "lockdep-acquire-unrecorded",
+        "a spin lock is taken without a record on the held-lock stack",
+        "stack.lock_held",
+        Caught::Check(Check::TaskState),
+    ),
+    mechanism(
+        "recovery-record-failures-only",
+        "the post-kill proof prints its RECOVERY record only when it failed: the guest says every kill was proven, with no witness",
+        "stack.recursion",
+        Caught::Check(Check::Recovered),
+    ),
+    mechanism(
+        "shootdown-local-only",
+        "a TLB shootdown flushes only the calling CPU: no IPI to the others",
+        "core.shootdown",
+        Caught::Guest,
+    ),
+    mechanism(
+        "mmdrop-not-deferred",
+        "mmdrop judges every drop as if from process context: the page tables are freed where sleeping is forbidden instead of deferred",
+        "life.mm_refs",
+        Caught::Guest,
+    ),
+    mechanism(
+        "context-ignores-exception",
+        "a fault inside an exception handler is told as plain task context",
+        "stack.exception",
+        Caught::Check(Check::Context),
+    ),
+    mechanism(
+        "recovered-before-policy",
+        "the report's `recovered` is taken from the decision before the exit policy looked at what the task held",
+        "stack.lock_held",
+        Caught::Check(Check::TaskState),
+    ),
+    mechanism(
+        "df-ist-not-restored",
+        "the #DF handler leaves its IST slot pointing at the guard: the CPU's next #DF cannot be delivered",
+        "stack.repeat",
+        Caught::Check(Check::Hits),
+    ),
+    mechanism(
+        "held-not-switched",
+        "the context switch leaves the CPU's held-lock stack pointing at the outgoing task",
+        "core.current",
+        Caught::Guest,
+    ),
 ];
 
 pub fn find(name: &str) -> Option<&'static Defect> {

@@ -152,7 +152,14 @@ impl MmGrab {
     pub fn mmdrop(self, ctx: Context) {
         let p = MmPtr(self.0 .0);
         core::mem::forget(self);
+        #[cfg(not(defect = "mmdrop-not-deferred"))]
         let outcome = p.get().refs.drop_count(ctx);
+        // A deliberate defect (`runner --defect mmdrop-not-deferred`): the
+        // drop judged as if from process context, so the last `mm_count`
+        // dropped where sleeping is forbidden frees the page tables there
+        // instead of deferring it to the worker.
+        #[cfg(defect = "mmdrop-not-deferred")]
+        let outcome = p.get().refs.drop_count(Context::Process);
         carry_out(p, outcome, ctx);
     }
 

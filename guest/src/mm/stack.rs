@@ -233,6 +233,10 @@ pub fn alloc_task_stack(task_id: u64) -> Result<Stack, StackError> {
             };
             match cached {
                 Some(stack) => {
+                    // A deliberate defect (`runner --defect
+                    // cached-stack-not-cleared`): a cached stack handed
+                    // out as the last task left it.
+                    #[cfg(not(defect = "cached-stack-not-cleared"))]
                     stack.clear();
                     let _ = vmalloc::set_owner(
                         stack.bottom,
@@ -255,7 +259,12 @@ pub fn release_task_stack(stack: Stack) {
     if strategy() == Strategy::VmapCached && stack.is_vmapped() && stack.size() == task_stack_size()
     {
         // Decide under the lock, free outside it: freeing shoots TLBs down.
+        #[cfg(not(defect = "cache-never-put"))]
         let overflow = this_cache().lock().put(stack);
+        // A deliberate defect (`runner --defect cache-never-put`): the
+        // dead task's stack freed at once, the cache never refilled.
+        #[cfg(defect = "cache-never-put")]
+        let overflow: Result<(), Stack> = Err(stack);
         drop(overflow);
     } else {
         drop(stack);

@@ -76,7 +76,14 @@ fn try_vmalloc(pages: usize, guards: Guards, owner: Owner) -> Result<VmAllocatio
     let a =
         with(|area| area.alloc(pages, guards, owner)).map_err(|_| VmallocError::NoAddressSpace)?;
     let flags = PageTableFlags::WRITABLE | PageTableFlags::NO_EXECUTE | PageTableFlags::GLOBAL;
-    for i in 0..pages as u64 {
+    #[cfg(not(defect = "guard-mapped"))]
+    let mapped = 0..pages as u64;
+    // A deliberate defect (`runner --defect guard-mapped`): an inclusive
+    // range, one page too many, and the first page above the allocation
+    // (its upper guard) is mapped and backed.
+    #[cfg(defect = "guard-mapped")]
+    let mapped = 0..=pages as u64;
+    for i in mapped {
         let page = VirtAddr::new(a.base + i * PAGE);
         let mapped = frames::alloc()
             .ok_or(VmallocError::OutOfFrames)

@@ -97,7 +97,13 @@ pub fn classify(frame: &TrapFrame, cr2: u64, via: Via, cpu: &PerCpu) -> Option<F
             (HitKind::Overflow, found.bytes, (g.start, g.end))
         }
         (stack_hit::HitKind::Underflow, Some((a, _))) => {
+            #[cfg(not(defect = "underflow-guard-below"))]
             let g = a.guard_above_range();
+            // A deliberate defect (`runner --defect underflow-guard-below`):
+            // the arm copied from the overflow one above, still naming the
+            // guard below the stack.
+            #[cfg(defect = "underflow-guard-below")]
+            let g = a.guard_below_range();
             (HitKind::Underflow, found.bytes, (g.start, g.end))
         }
         _ => (HitKind::NotGuard, 0, (0, 0)),

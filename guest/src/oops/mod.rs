@@ -106,7 +106,11 @@ fn decide(fault: &Fault, cpu: &PerCpu, task_id: u64) -> (Context, Action) {
     let in_exception = crate::arch::x86_64::exceptions::in_page_fault(cpu.id);
     let context = match stack_kind {
         Some(StackKind::Irq) => Context::Irq,
-        Some(StackKind::Task) if in_exception => Context::Exception,
+        // A deliberate defect (`runner --defect context-ignores-exception`):
+        // a fault inside an exception handler told as plain task context.
+        Some(StackKind::Task) if in_exception && !cfg!(defect = "context-ignores-exception") => {
+            Context::Exception
+        }
         Some(StackKind::Task) => Context::Task,
         _ => Context::Exception,
     };
@@ -135,7 +139,14 @@ pub fn stack_fault(frame: &TrapFrame, cr2: u64, via: Via) -> Option<Action> {
         let (context, action) = decide(&fault, cpu, task_id);
         // What the task holds may forbid the kill: the exit policy decides
         // before the report, so `recovered` says what will really happen.
+        // A deliberate defect (`runner --defect recovered-before-policy`):
+        // the report's `recovered` taken from the decision before the exit
+        // policy looked at what the task held.
+        #[cfg(defect = "recovered-before-policy")]
+        let told = action;
         let action = held::decide(frame, action);
+        #[cfg(not(defect = "recovered-before-policy"))]
+        let told = action;
         let depth = lkdtm::depth(cpu.id);
         let (lo, hi) = fault.stack.map_or((0, 0), |(a, _)| (a.base, a.top()));
         // The trace lives on the faulting stack (or, if rsp left it,
@@ -164,7 +175,7 @@ pub fn stack_fault(frame: &TrapFrame, cr2: u64, via: Via) -> Option<Action> {
             context,
             depth,
             trace: &trace,
-            recovered: action != Action::Fatal,
+            recovered: told != Action::Fatal,
             dump: &|| DUMPED.swap(me, Ordering::AcqRel) != me,
         });
     });

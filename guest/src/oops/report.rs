@@ -116,11 +116,23 @@ pub fn print(r: &Report) {
         kind: f.kind,
         stack_kind: f.stack.map(|(_, k)| k),
         stack_lo: Hex(lo),
+        #[cfg(not(defect = "bounds-inclusive-top"))]
         stack_hi: Hex(hi),
+        // A deliberate defect (`runner --defect bounds-inclusive-top`): the
+        // stack's end told as its last byte, an inclusive bound where the
+        // record's ranges are half-open.
+        #[cfg(defect = "bounds-inclusive-top")]
+        stack_hi: Hex(hi.saturating_sub(1)),
         guard_lo: Hex(f.guard.0),
         guard_hi: Hex(f.guard.1),
         bytes: f.bytes,
+        #[cfg(not(defect = "fault-addr-page"))]
         fault_addr: Hex(f.fault_addr),
+        // A deliberate defect (`runner --defect fault-addr-page`): the
+        // fault's page told instead of its address, as a page-table walk
+        // would think of it.
+        #[cfg(defect = "fault-addr-page")]
+        fault_addr: Hex(f.fault_addr & !0xfff),
         via: r.via,
         cpu: r.cpu,
         lapic_id: r.lapic_id,

@@ -9,6 +9,7 @@ use crate::boot::BootInfo;
 use crate::mm::paging;
 use crate::mm::stack::{self, StackKind, Strategy};
 use crate::mm::vmalloc::{self, Owner};
+use crate::sync::{lockdep, SpinLock};
 use crate::task::{self, ExitStatus, JoinHandle};
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -279,6 +280,50 @@ pub fn current(_: &BootInfo, c: &mut Checks) {
         format_args!(
             "{} migrations over {n} CPUs, current() wrong {wrong} times",
             hops * n as u64
+        ),
+    );
+    held_locks_follow_current(c);
+}
+
+/// The held-lock stack a CPU records on is switched with `current`: a
+/// task that holds nothing sees nothing on it while another task on the
+/// same CPU sits on a lock (what the exit policy's "what it held" rests on).
+fn held_locks_follow_current(c: &mut Checks) {
+    static PROBE: SpinLock<()> = SpinLock::new(()).named("held_probe");
+    static HOLDING: AtomicBool = AtomicBool::new(false);
+    static RELEASE: AtomicBool = AtomicBool::new(false);
+    static SEEN: AtomicU64 = AtomicU64::new(u64::MAX);
+    HOLDING.store(false, Ordering::Release);
+    RELEASE.store(false, Ordering::Release);
+    SEEN.store(u64::MAX, Ordering::Release);
+    let here = percpu::this().id;
+    let holder = task::spawn_on(here, "held-probe-holder", || {
+        let _g = PROBE.lock();
+        HOLDING.store(true, Ordering::Release);
+        while !RELEASE.load(Ordering::Acquire) {
+            task::yield_now();
+        }
+        0
+    });
+    let looker = task::spawn_on(here, "held-probe-looker", || {
+        while !HOLDING.load(Ordering::Acquire) {
+            task::yield_now();
+        }
+        let locks = lockdep::current()
+            .and_then(|(held, _)| held)
+            .map_or(u64::MAX, |h| u64::from(h.depths().locks()));
+        SEEN.store(locks, Ordering::Release);
+        RELEASE.store(true, Ordering::Release);
+        0
+    });
+    for h in [holder, looker].into_iter().flatten() {
+        h.join();
+    }
+    let seen = SEEN.load(Ordering::Acquire);
+    c.check(
+        seen == 0,
+        format_args!(
+            "a task holding nothing saw {seen} lock(s) on its held-lock stack while another task on CPU {here} held held_probe"
         ),
     );
 }

@@ -20,7 +20,7 @@
 //!   (a cache that is refilled but never taken from passes every
 //!   put-side check).
 use super::Checks;
-use crate::arch::x86_64::{percpu, time};
+use crate::arch::x86_64::{percpu, probe, time};
 use crate::boot::BootInfo;
 use crate::mm::stack::{self, Strategy};
 use crate::rcu;
@@ -285,6 +285,38 @@ pub fn rcu_sync(_: &BootInfo, c: &mut Checks) {
     if let Ok(r) = r {
         r.join();
     }
+    callbacks_in_order(c);
+}
+
+/// Callbacks queued on one CPU run in the order they were queued (what
+/// Linux's segmented callback list keeps, and what a callback that frees
+/// a structure an earlier one still walks relies on).
+fn callbacks_in_order(c: &mut Checks) {
+    const N: usize = 16;
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    static OUT_OF_ORDER: AtomicUsize = AtomicUsize::new(0);
+    NEXT.store(0, Ordering::Release);
+    OUT_OF_ORDER.store(0, Ordering::Release);
+    {
+        // One CPU's queue: no switch, hence no migration, between them.
+        let _on_one_cpu = crate::sync::preempt::disable();
+        for i in 0..N {
+            rcu::call_rcu(move || {
+                if NEXT.fetch_add(1, Ordering::AcqRel) != i {
+                    OUT_OF_ORDER.fetch_add(1, Ordering::AcqRel);
+                }
+            });
+        }
+    }
+    rcu::rcu_barrier();
+    c.check(
+        NEXT.load(Ordering::Acquire) == N && OUT_OF_ORDER.load(Ordering::Acquire) == 0,
+        format_args!(
+            "{N} callbacks queued on one CPU ran in the order queued ({} ran, {} out of order)",
+            NEXT.load(Ordering::Acquire),
+            OUT_OF_ORDER.load(Ordering::Acquire)
+        ),
+    );
 }
 
 pub fn stack_cache(_: &BootInfo, c: &mut Checks) {
@@ -296,9 +328,25 @@ pub fn stack_cache(_: &BootInfo, c: &mut Checks) {
     stack::drain_caches();
     stack::reset_cache_stats();
     let here = percpu::this().id;
+    // The first task leaves a mark deep in its stack, where no frame of
+    // either task reaches; the second counts what is left of it.
+    const MARK_AT: u64 = 64;
+    const MARK_LEN: u64 = 256;
+    const MARK: u8 = 0xa5;
+    static MARKS_LEFT: AtomicU64 = AtomicU64::new(0);
     let run = |name: &str| {
         task::spawn_on(here, name, || {
-            BOTTOM.store(task::current().stack_bounds().0.as_u64(), Ordering::Release);
+            let bottom = task::current().stack_bounds().0.as_u64();
+            BOTTOM.store(bottom, Ordering::Release);
+            let mark = bottom + MARK_AT..bottom + MARK_AT + MARK_LEN;
+            let left = mark
+                .clone()
+                .filter(|&a| probe::read_u8(a) == Some(MARK))
+                .count();
+            MARKS_LEFT.store(left as u64, Ordering::Release);
+            mark.for_each(|a| {
+                probe::write_u8(a, MARK);
+            });
             0
         })
         .map(|h| h.join())
@@ -319,6 +367,13 @@ pub fn stack_cache(_: &BootInfo, c: &mut Checks) {
     c.check(
         second == Ok(ExitStatus::Exited(0)) && second_lo == first_lo,
         format_args!("the next task on CPU {here} got that very stack back ({second_lo:#x})"),
+    );
+    c.check(
+        MARKS_LEFT.load(Ordering::Acquire) == 0,
+        format_args!(
+            "it came back zeroed: {} of the {MARK_LEN} bytes the first task marked were left",
+            MARKS_LEFT.load(Ordering::Acquire)
+        ),
     );
     c.check(
         hits_after == hits + 1 && lookups_after == lookups + 1,

@@ -90,6 +90,12 @@ pub fn acquired(
     let Some(cpu) = percpu::try_this() else {
         return Token::NONE;
     };
+    // A deliberate defect (`runner --defect lockdep-acquire-unrecorded`):
+    // spin locks taken without a record, as if only the irq-saving kinds
+    // needed one.
+    if cfg!(defect = "lockdep-acquire-unrecorded") && kind == HeldKind::SpinLock {
+        return Token::NONE;
+    }
     cpu.with_held(|h| {
         let entry = HeldEntry {
             kind,
@@ -119,6 +125,11 @@ pub fn released(token: Token, kind: HeldKind, id: usize) {
     cpu.with_held(|h| {
         if h.addr() != token.0 {
             CROSSED.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        // A deliberate defect (`runner --defect lockdep-release-unrecorded`):
+        // the release of a spin lock never taken off the stack.
+        if cfg!(defect = "lockdep-release-unrecorded") && kind == HeldKind::SpinLock {
             return;
         }
         match h.with(|held| held.release(kind, id)) {

@@ -170,7 +170,13 @@ pub(super) fn switched_away_dead(task: &Arc<Task>) {
         FreeMode::Exit => {
             let s = task.stack.lock().take();
             if let Some(s) = s {
+                #[cfg(not(defect = "exit-stack-leak"))]
                 stack::release_task_stack(s);
+                // A deliberate defect (`runner --defect exit-stack-leak`):
+                // the stack taken from the dead task and then forgotten,
+                // neither cached nor freed.
+                #[cfg(defect = "exit-stack-leak")]
+                core::mem::forget(s);
             }
         }
         FreeMode::RcuCache => {

@@ -283,7 +283,14 @@ pub fn current() -> Arc<Task> {
 
 /// The running task's id, without touching its reference count.
 pub fn current_id() -> u64 {
-    percpu::this().with_current(|t| t.id).unwrap_or(0)
+    #[cfg(not(defect = "current-boot-cpu"))]
+    let cpu = percpu::this();
+    // A deliberate defect (`runner --defect current-boot-cpu`): the boot
+    // CPU's slot read instead of this CPU's, `per_cpu(current_task, 0)`
+    // for `this_cpu_read(current_task)`.
+    #[cfg(defect = "current-boot-cpu")]
+    let cpu = percpu::get(0).expect("the boot CPU");
+    cpu.with_current(|t| t.id).unwrap_or(0)
 }
 
 /// A handle to wait for a spawned task. Dropping it unjoined detaches the

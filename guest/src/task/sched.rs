@@ -114,6 +114,9 @@ pub(super) fn schedule() {
     next.switches.fetch_add(1, Ordering::Relaxed);
     cpu.local.switches.fetch_add(1, Ordering::Relaxed);
     // One per-CPU fact says where the running task's stack ends: TSS.rsp0.
+    // A deliberate defect (`runner --defect rsp0-stale`): the switch
+    // forgets it, and rsp0 goes on naming a stack the CPU has left.
+    #[cfg(not(defect = "rsp0-stale"))]
     cpu.set_stack_top(next.stack_top);
     cpu.switch_to(next);
     finish_switch();

@@ -238,6 +238,18 @@ pub fn judge(
         }
         failures.extend(found);
     }
+    if hits.is_empty() && expect.verdict != Verdict::NotCaught {
+        // Nothing to judge is itself the failure: the machine died (a
+        // triple fault) or the handler never reported, where a report was due.
+        failures.push(Failure {
+            check: Check::Hits,
+            detail: format!(
+                "no GUARD-HIT report, expected {} ({})",
+                if expect.hits == 0 { smp } else { expect.hits },
+                expect.verdict.as_str()
+            ),
+        });
+    }
     if !hits.is_empty() {
         let want = if expect.hits == 0 {
             smp as usize
@@ -483,7 +495,7 @@ fn judge_hit(
                 ),
             );
         }
-        if hit.task_id != a.task_id {
+        if (hit.task_id, hit.task_name) != (a.task_id, a.task_name) {
             fail(
                 Check::Task,
                 format!(
@@ -650,6 +662,11 @@ mod tests {
             (
                 "another task",
                 Box::new(set("task_id", json!(4))),
+                &["task"],
+            ),
+            (
+                "the task's name cut short",
+                Box::new(set("task_name", json!("recurs"))),
                 &["task"],
             ),
             (
@@ -1043,7 +1060,11 @@ mod tests {
             no_guard.without(|l| !l.starts_with("STACK-ALLOC ") && !l.starts_with("CPU-MAP ")),
         );
         assert_eq!(v.observed, Verdict::NotCaught);
-        assert_eq!(v.describe(), "NOT CAUGHT (expected overflow)");
+        assert_eq!(v.describe(), "NOT CAUGHT (expected overflow); wrong: hits");
+        assert_eq!(
+            v.failures[0].detail,
+            "no GUARD-HIT report, expected 1 (overflow)"
+        );
     }
 
     #[test]

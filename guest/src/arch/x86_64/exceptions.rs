@@ -145,6 +145,9 @@ fn double_fault(frame: &mut TrapFrame) {
     }
     let action =
         oops::stack_fault(frame, Cr2::read_raw(), Via::DoubleFault).unwrap_or(Action::Fatal);
+    // A deliberate defect (`runner --defect df-ist-not-restored`): the slot
+    // left pointing at the guard, so the CPU's next #DF cannot be delivered.
+    #[cfg(not(defect = "df-ist-not-restored"))]
     cpu.set_ist_top(IST_DOUBLE_FAULT, top);
     act(frame, action)
 }
@@ -229,7 +232,12 @@ fn act(frame: &TrapFrame, action: Action) -> ! {
             // blocked on this CPU for good, the tick first (and with it
             // preemption and RCU). A task is killed only outside interrupt
             // handlers, so nothing else can be in service here.
+            #[cfg(not(defect = "kill-no-eoi"))]
             let ended = lapic::end_all_in_service();
+            // A deliberate defect (`runner --defect kill-no-eoi`): the kill
+            // path trusts that no interrupt is in service.
+            #[cfg(defect = "kill-no-eoi")]
+            let ended = 0;
             IRQS_CUT_SHORT.fetch_add(ended, Ordering::AcqRel);
             task::recovery::make_task_dead(
                 fixups,

@@ -3,6 +3,7 @@
 //! every vector points at its stub in `trap.rs`; #DF, NMI and #MC switch to
 //! their own IST stacks, because the stack they interrupt may be the one
 //! that just overflowed.
+#[cfg_attr(defect = "df-no-ist", allow(unused_imports))]
 use super::percpu::{IST_DOUBLE_FAULT, IST_MACHINE_CHECK, IST_NMI};
 use super::trap::stub_address;
 use x86_64::structures::idt::InterruptDescriptorTable;
@@ -27,9 +28,16 @@ pub fn build() -> InterruptDescriptorTable {
         idt.bound_range_exceeded.set_handler_addr(a(5));
         idt.invalid_opcode.set_handler_addr(a(6));
         idt.device_not_available.set_handler_addr(a(7));
+        // A deliberate defect (`runner --defect df-no-ist`): the #DF gate
+        // left on the interrupted stack, the slip of a gate set up like all
+        // the others. Its frame then cannot be pushed on the stack that just
+        // overflowed, and the CPU triple-faults.
+        #[cfg(not(defect = "df-no-ist"))]
         idt.double_fault
             .set_handler_addr(a(8))
             .set_stack_index(IST_DOUBLE_FAULT);
+        #[cfg(defect = "df-no-ist")]
+        idt.double_fault.set_handler_addr(a(8));
         idt.invalid_tss.set_handler_addr(a(10));
         idt.segment_not_present.set_handler_addr(a(11));
         idt.stack_segment_fault.set_handler_addr(a(12));

@@ -175,6 +175,10 @@ impl PerCpu {
     /// other side. Returns when the outgoing task is resumed, possibly on
     /// another CPU: callers must not use `self` afterwards.
     pub fn switch_to(&self, next: Arc<Task>) {
+        // A deliberate defect (`runner --defect held-not-switched`): the
+        // CPU's held-lock stack left pointing at the outgoing task, so the
+        // incoming one records its locks there.
+        #[cfg(not(defect = "held-not-switched"))]
         self.held.store(
             core::ptr::from_ref(next.held()).cast_mut(),
             Ordering::Release,
