@@ -30,6 +30,10 @@ pub struct Defect {
     pub caught: Caught,
     /// The case it breaks exists only under KVM (`--accel kvm`).
     pub kvm_only: bool,
+    /// The CPUs its scenario needs to show the defect, where that is not
+    /// the first count `runner test` boots it at (a shootdown that skips
+    /// the other CPUs shows only where there are others).
+    pub smp: Option<u32>,
 }
 
 /// What a defect must make fail.
@@ -50,6 +54,7 @@ const fn oops(name: &'static str, what: &'static str, check: Check) -> Defect {
         scenario: "stack.recursion",
         caught: Caught::Check(check),
         kvm_only: false,
+        smp: None,
     }
 }
 
@@ -67,6 +72,7 @@ const fn mechanism(
         scenario,
         caught,
         kvm_only: false,
+        smp: None,
     }
 }
 
@@ -183,18 +189,24 @@ pub const DEFECTS: &[Defect] = &[
         "stack.repeat",
         Caught::Guest,
     ),
-    mechanism(
+    Defect {
+        smp: Some(4),
+        ..mechanism(
         "rcu-callbacks-reversed",
         "a batch of ready RCU callbacks runs newest first",
         "life.rcu_sync",
         Caught::Guest,
-    ),
-    mechanism(
+    )
+    },
+    Defect {
+        smp: Some(4),
+        ..mechanism(
         "current-boot-cpu",
         "current_id() reads the boot CPU's current task, not this CPU's",
         "core.current",
         Caught::Guest,
-    ),
+    )
+    },
     mechanism(
         "rsp0-stale",
         "the context switch does not update TSS.rsp0, which goes on naming a stack the CPU has left",
@@ -225,12 +237,15 @@ pub const DEFECTS: &[Defect] = &[
         "stack.recursion",
         Caught::Check(Check::Recovered),
     ),
-    mechanism(
+    Defect {
+        smp: Some(4),
+        ..mechanism(
         "shootdown-local-only",
         "a TLB shootdown flushes only the calling CPU: no IPI to the others",
         "core.shootdown",
         Caught::Guest,
-    ),
+    )
+    },
     mechanism(
         "mmdrop-not-deferred",
         "mmdrop judges every drop as if from process context: the page tables are freed where sleeping is forbidden instead of deferred",

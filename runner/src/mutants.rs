@@ -40,7 +40,8 @@ impl PartialEq for Plan {
 }
 
 /// The catalogue's `run` patterns (its `scenario` alone if there are none),
-/// at `--smp` or the first CPU count `runner test` gives the scenario.
+/// at `--smp`, the defect's own CPU count, or the first CPU count `runner
+/// test` gives the scenario.
 fn plan(d: &Defect, options: &Options) -> Result<Plan, Fatal> {
     let patterns: Vec<String> = match d.run {
         [] => vec![d.scenario.to_string()],
@@ -59,6 +60,7 @@ fn plan(d: &Defect, options: &Options) -> Result<Plan, Fatal> {
     }
     let smp = options
         .smp
+        .or(d.smp)
         .unwrap_or_else(|| decisive.test_smp.first().copied().unwrap_or(1));
     Ok(Plan { scenarios, smp })
 }

@@ -16,7 +16,7 @@ use super::lines::{Alloc, Cpus, Events, Hit};
 use super::{functions_near, return_addresses, Check, Failure, FaultVerdict};
 use crate::symbols::Symbolize;
 use abi::guard::{GuardExpect, Verdict};
-use abi::kinds::StackKind;
+use abi::kinds::{StackKind, Via};
 use abi::{Outcome, Scenario};
 
 const PAGE: u64 = 4096;
@@ -358,6 +358,26 @@ fn truth(addr: u64, a: &Alloc) -> Verdict {
     }
 }
 
+/// Room an exception frame needs above a stack's bottom: with the
+/// interrupted RSP closer than this, "as a practical matter, we've
+/// overflowed the stack" (Linux, `exc_double_fault`), whatever CR2 says.
+const FRAME_ROOM: u64 = 48;
+
+/// Where the fault really is: by its address; and for a double fault
+/// whose address is in no guard (a hypervisor can leave CR2 stale), by
+/// the interrupted RSP, which the guest cannot make agree with a wrong
+/// claim by reporting a wrong address.
+fn truth_of(hit: &Hit, a: &Alloc) -> (Verdict, bool) {
+    let by_addr = truth(hit.fault_addr.0, a);
+    let rsp = hit.rsp.0;
+    let no_room = rsp > guard_below(a).start && rsp < a.lo.0.saturating_add(FRAME_ROOM);
+    if by_addr == Verdict::GuardJumped && hit.via == Via::DoubleFault && no_room {
+        (Verdict::Overflow, true)
+    } else {
+        (by_addr, false)
+    }
+}
+
 fn jump_distance(addr: u64, a: &Alloc) -> Option<String> {
     let below = guard_below(a);
     let above = guard_above(a);
@@ -388,21 +408,22 @@ fn judge_hit(
     let mut out = Vec::new();
     let mut fail = |check: Check, detail: String| out.push(Failure { check, detail });
     let reported_guard = hit.guard_lo.0..hit.guard_hi.0;
-    let truth = match alloc {
-        Some(a) => truth(hit.fault_addr.0, a),
+    let (truth, by_rsp) = match alloc {
+        Some(a) => truth_of(hit, a),
         None => {
             fail(
                 Check::Announced,
                 "no STACK-ALLOC announced the stack: nothing to hold the report against".into(),
             );
-            match Verdict::of_claim(hit.kind) {
+            let v = match Verdict::of_claim(hit.kind) {
                 v @ (Verdict::Overflow | Verdict::Underflow)
                     if reported_guard.contains(&hit.fault_addr.0) =>
                 {
                     v
                 }
                 _ => Verdict::GuardJumped,
-            }
+            };
+            (v, false)
         }
     };
     if Verdict::of_claim(hit.kind) != truth {
@@ -413,6 +434,9 @@ fn judge_hit(
                 hit.kind,
                 hit.fault_addr.0,
                 match truth {
+                    Verdict::Overflow if by_rsp => {
+                        "in no guard, but the interrupted RSP leaves no room for an exception frame above the announced stack's bottom: an overflow"
+                    }
                     Verdict::Overflow => "in the guard below the stack",
                     Verdict::Underflow => "in the guard above the stack",
                     _ => "in no guard of the announced stack",
@@ -1001,11 +1025,42 @@ mod tests {
     }
 
     #[test]
+    fn a_double_fault_with_no_room_left_is_an_overflow_whatever_the_address() {
+        // The `cr2-only` defect under nested KVM: CR2 stale (0), the guest
+        // trusts it and says not-guard; RSP at the stack's bottom says
+        // overflow, and the runner believes RSP.
+        let v = recursion(real().hit("stack.recursion", |v| {
+            v["kind"] = json!("not-guard");
+            v["fault_addr"] = json!("0x0");
+            v["cr2"] = json!("0x0");
+            v["rsp"] = v["stack_lo"].clone();
+        }));
+        assert_eq!(v.observed, Verdict::Overflow, "{:#?}", v.failures);
+        assert!(names(&v).contains(&"kind"), "{:#?}", v.failures);
+        assert!(
+            v.failures
+                .iter()
+                .any(|f| f.detail.contains("leaves no room for an exception frame")),
+            "{:#?}",
+            v.failures
+        );
+        // The same address with RSP well inside the stack: no overflow.
+        let v = recursion(real().hit("stack.recursion", |v| {
+            v["kind"] = json!("not-guard");
+            v["fault_addr"] = json!("0x0");
+            v["cr2"] = json!("0x0");
+            v["rsp"] = v["stack_hi"].clone();
+        }));
+        assert_eq!(v.observed, Verdict::GuardJumped, "{:#?}", v.failures);
+    }
+
+    #[test]
     fn a_fault_outside_the_announced_guard_is_a_jumped_guard() {
         // The guest calls a far fault an overflow, with a guard made up to fit.
         let v = recursion(real().hit("stack.recursion", |v| {
             v["fault_addr"] = json!("0xffffc9000001cf48");
             v["cr2"] = json!("0xffffc9000001cf48");
+            v["rsp"] = json!("0xffffc9000001cf50");
             v["guard_lo"] = json!("0xffffc9000001c000");
         }));
         assert_eq!(v.observed, Verdict::GuardJumped);
