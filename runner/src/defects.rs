@@ -221,7 +221,7 @@ pub const DEFECTS: &[Defect] = &[
     ),
     mechanism(
         "lockdep-release-unrecorded",
-        "the release of a spin lock is not taken off the held-lock stack",
+        "the release of a lock (spin or irq-safe) is not taken off the held-lock stack",
         "stack.recursion",
         Caught::Check(Check::Recovered),
     ),

@@ -128,8 +128,10 @@ pub fn released(token: Token, kind: HeldKind, id: usize) {
             return;
         }
         // A deliberate defect (`runner --defect lockdep-release-unrecorded`):
-        // the release of a spin lock never taken off the stack.
-        if cfg!(defect = "lockdep-release-unrecorded") && kind == HeldKind::SpinLock {
+        // the release of a lock never taken off the stack.
+        if cfg!(defect = "lockdep-release-unrecorded")
+            && matches!(kind, HeldKind::SpinLock | HeldKind::IrqLock)
+        {
             return;
         }
         match h.with(|held| held.release(kind, id)) {
