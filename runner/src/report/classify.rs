@@ -321,7 +321,12 @@ mod tests {
         assert_eq!(p.cpu, Some(3));
         assert_eq!(p.location, "guest/src/scenarios/selftest.rs:42");
         assert_eq!(p.message, "selftest.panic: deliberate panic");
-        assert!(v.reason.contains("deliberate panic"));
+        assert_eq!(
+            v.reason,
+            "panic on cpu 3 at guest/src/scenarios/selftest.rs:42: selftest.panic: deliberate panic"
+        );
+        let v = verdict(exit(GuestExit::Panic), "PANIC cpu=? a.rs:1 x\n", &["x.y"]);
+        assert_eq!(v.reason, "panic on cpu ? at a.rs:1: x");
 
         let v = verdict(exit(GuestExit::Panic), "garbage", &["x.y"]);
         assert_eq!((v.outcome, v.panic), (Outcome::Panic, None));
@@ -352,6 +357,15 @@ mod tests {
         assert_eq!(
             verdict(exit(GuestExit::CaughtFatal), "", &["a"]).outcome,
             Outcome::CaughtFatal
+        );
+        let serial = "x\nstack.irqs_off: caught, cannot recover: irqs were off \nend\n";
+        let v = verdict(exit(GuestExit::CaughtUnrecoverable), serial, &["a"]);
+        assert_eq!(v.outcome, Outcome::CaughtUnrecoverable);
+        assert_eq!(v.reason, "caught, cannot recover: irqs were off");
+        let v = verdict(exit(GuestExit::CaughtUnrecoverable), "x\n", &["a"]);
+        assert_eq!(
+            v.reason,
+            "caught, cannot recover (the guest did not say why)"
         );
         assert_eq!(
             verdict(exit(GuestExit::LoaderError), "", &["a"]).outcome,
