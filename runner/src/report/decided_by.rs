@@ -140,4 +140,39 @@ mod tests {
             "CR2 said to decide, but not used"
         );
     }
+
+    /// RSP is held against the stack of the task and CPU that took the
+    /// fault, not whichever stack was announced first.
+    #[test]
+    fn rsp_is_held_to_the_faulting_tasks_own_stack() {
+        let (_, lo) = real();
+        let hit = by_rsp(lo, lo - 8);
+        let real_alloc = tests::alloc();
+        // Another task's stack on the same CPU, announced first.
+        let decoy = real_alloc
+            .replace("\"task_id\":3", "\"task_id\":99")
+            .replace("0xffffc9000001f000", "0xffffc9000011f000")
+            .replace("0xffffc90000023000", "0xffffc90000123000");
+        assert_ne!(decoy, real_alloc);
+        let judged = |allocs: &[&str]| {
+            let log = format!(
+                "{}\nGUARD-HIT {}\n",
+                allocs.join("\n"),
+                serde_json::to_string(&hit).unwrap()
+            );
+            let events = parse(&log);
+            let checks: Vec<Check> = judge(hit.scenario, &events)
+                .into_iter()
+                .map(|f| f.check)
+                .collect();
+            checks
+        };
+        assert_eq!(judged(&[&decoy, real_alloc]), [] as [Check; 0]);
+        assert_eq!(judged(&[&decoy]), [Check::DecidedBy], "only the decoy");
+        // The same task's earlier stack on another CPU, announced first.
+        let other_cpu = decoy
+            .replace("\"task_id\":99", "\"task_id\":3")
+            .replace("\"cpu\":0", "\"cpu\":1");
+        assert_eq!(judged(&[&other_cpu, real_alloc]), [] as [Check; 0]);
+    }
 }
