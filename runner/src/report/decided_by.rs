@@ -175,4 +175,56 @@ mod tests {
             .replace("\"cpu\":0", "\"cpu\":1");
         assert_eq!(judged(&[&other_cpu, real_alloc]), [] as [Check; 0]);
     }
+
+    /// An RSP already deep in a two-page guard, and one above the stack
+    /// (an underflow), are each held to the push they could not make.
+    #[test]
+    fn rsp_in_a_wider_guard_and_above_the_stack() {
+        let (_, lo) = real();
+        let two_pages = tests::alloc().replace("\"guard_below\":1", "\"guard_below\":2");
+        let judged = |alloc: &str, hit: &GuardHit| {
+            let log = format!(
+                "{alloc}\nGUARD-HIT {}\n",
+                serde_json::to_string(hit).unwrap()
+            );
+            let events = parse(&log);
+            let checks: Vec<Check> = judge(hit.scenario, &events)
+                .into_iter()
+                .map(|f| f.check)
+                .collect();
+            checks
+        };
+        let deep = lo - 5000;
+        assert_eq!(
+            judged(&two_pages, &by_rsp(deep, deep - 8)),
+            [] as [Check; 0]
+        );
+        assert_eq!(
+            judged(tests::alloc(), &by_rsp(deep, deep - 8)),
+            [Check::DecidedBy],
+            "below a one-page guard"
+        );
+
+        let alloc: StackAlloc =
+            serde_json::from_str(tests::alloc().split_once(' ').unwrap().1).unwrap();
+        let hi = alloc.hi.get();
+        let above = |rsp: u64, fault: u64| GuardHit {
+            kind: abi::kinds::HitKind::Underflow,
+            ..by_rsp(rsp, fault)
+        };
+        assert_eq!(
+            judged(tests::alloc(), &above(hi + 16, hi + 8)),
+            [] as [Check; 0]
+        );
+        assert_eq!(
+            judged(tests::alloc(), &above(hi, hi)),
+            [] as [Check; 0],
+            "the first word above"
+        );
+        assert_eq!(
+            judged(tests::alloc(), &above(hi + 16, hi)),
+            [Check::DecidedBy],
+            "not the push above the stack"
+        );
+    }
 }
