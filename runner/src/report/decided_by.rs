@@ -125,6 +125,17 @@ mod tests {
             [Check::DecidedBy],
             "room for a frame"
         );
+        // RSP at the guard's lowest byte: a push inside the guard came first.
+        let guard_bottom = lo - 4096;
+        assert_eq!(
+            checked(&by_rsp(guard_bottom + 8, guard_bottom)),
+            [] as [Check; 0]
+        );
+        assert_eq!(
+            checked(&by_rsp(guard_bottom, guard_bottom)),
+            [Check::DecidedBy],
+            "below the guard"
+        );
         assert_eq!(
             checked(&by_rsp(lo, lo - 16)),
             [Check::DecidedBy],

@@ -609,6 +609,11 @@ mod tests {
             v.describe(),
             "caught with good diagnostics (overflow, TASK stack, depth 52)"
         );
+        // What the summary and JUnit see, through the trait.
+        let f: &dyn FaultVerdict = &v;
+        assert!(f.as_expected() && f.failures().is_empty());
+        assert_eq!(f.category_str(), "caught-good");
+        assert_eq!(f.describe(), v.describe());
     }
 
     /// Each field changed as a guest that got it wrong would print it (the
