@@ -755,6 +755,7 @@ mod tests {
                 v.describe()
             );
             assert!(v.describe().contains(want[0]), "{}", v.describe());
+            assert_eq!(v.category_str(), "caught-diagnostics-wrong", "{what}");
         }
     }
 
@@ -999,6 +1000,7 @@ mod tests {
         assert_eq!(v.observed, Verdict::GuardJumped);
         assert_eq!(names(&v), ["kind"], "{:#?}", v.failures);
         assert!(!v.as_expected());
+        assert_eq!(v.category_str(), "guard-jumped");
         assert!(
             v.describe().starts_with(
                 "GUARD JUMPED (fault at 0xffffc9000001cf48, 4280 bytes below the guard)"
@@ -1049,6 +1051,7 @@ mod tests {
         );
         assert_eq!(v.observed, Verdict::NotCaught);
         assert_eq!(v.describe(), "NOT CAUGHT (expected overflow)");
+        assert_eq!(v.category_str(), "not-caught");
     }
 
     #[test]
