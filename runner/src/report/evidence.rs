@@ -374,4 +374,35 @@ mod tests {
         let not_ok = announced.replace("ok 1 stack", "not ok 1 stack");
         assert!(not_caught_failures(&not_ok, Outcome::Fail).is_empty());
     }
+
+    /// A use after free that stops the machine (no such scenario yet: the
+    /// catalog's is contained) shows it ran by its UAF-ARMED after the header.
+    #[test]
+    fn a_fatal_use_after_free_needs_its_announcement_after_the_header() {
+        let contained = abi::scenario::find("life.uaf").unwrap();
+        let fatal: &'static abi::Scenario = Box::leak(Box::new(abi::Scenario {
+            expect: Outcome::CaughtFatal,
+            ..*contained
+        }));
+        let objections = |serial: &str| {
+            let header = header_line(serial, &ktap::parse(serial));
+            let mut r = result("life.uaf", Outcome::CaughtFatal, serial);
+            r.scenario = fatal;
+            ran(&r, header, &crate::report::lines::parse(serial))
+        };
+        let header = format!("{CONFIG}\nKTAP version 1\n1..1\n");
+        let armed = crate::report::lines::tests::UAF_ARMED;
+        assert_eq!(
+            objections(&format!("{header}{armed}\n")),
+            Vec::<String>::new()
+        );
+        for serial in [header.clone(), format!("{armed}\n{header}")] {
+            let o = objections(&serial);
+            assert_eq!(o.len(), 1, "{o:?}");
+            assert!(
+                o[0].contains("no UAF-ARMED for life.uaf after the KTAP header"),
+                "{o:?}"
+            );
+        }
+    }
 }

@@ -1124,4 +1124,34 @@ mod tests {
             v.describe()
         );
     }
+
+    #[test]
+    fn a_stack_the_guest_could_not_name_is_unknown_as_linux_says() {
+        assert_eq!(linux_kind(None), "UNKNOWN");
+        assert_eq!(linux_kind(Some(StackKind::Task)), "TASK");
+        assert_eq!(linux_kind(Some(StackKind::Irq)), "IRQ");
+    }
+
+    /// A scenario that stops the machine must say its task did not recover;
+    /// one whose boot goes on, that it did.
+    #[test]
+    fn recovered_must_fit_whether_the_boot_goes_on() {
+        let recursion = abi::scenario::find("stack.recursion").unwrap();
+        let fatal: &'static Scenario = Box::leak(Box::new(Scenario {
+            expect: Outcome::CaughtFatal,
+            ..*recursion
+        }));
+        let judged = |s: &Scenario, log: &Log| {
+            let text = log.text();
+            let events = crate::report::lines::parse(&text);
+            let elf = elf();
+            judge(s, &s.guard.unwrap(), 1, &events, &[], Some(&elf))
+        };
+        let kept = real();
+        let killed = real().hit("stack.recursion", set("recovered", json!(false)));
+        assert_eq!(names(&judged(recursion, &kept)), [] as [&str; 0]);
+        assert_eq!(names(&judged(recursion, &killed)), ["recovered"]);
+        assert_eq!(names(&judged(fatal, &kept)), ["recovered"]);
+        assert_eq!(names(&judged(fatal, &killed)), [] as [&str; 0]);
+    }
 }
