@@ -370,6 +370,11 @@ mod tests {
             not_caught_failures(&announced, Outcome::Pass),
             ["witnessed"]
         );
+        // A boot that stopped in the scenario witnesses it, but not the announcement.
+        assert_eq!(
+            not_caught_failures(&format!("{CONFIG}\nKTAP version 1\n1..1\n"), Outcome::Reset),
+            ["announced"]
+        );
         // The guest's own `not ok` witnesses it.
         let not_ok = announced.replace("ok 1 stack", "not ok 1 stack");
         assert!(not_caught_failures(&not_ok, Outcome::Fail).is_empty());

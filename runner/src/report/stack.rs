@@ -1154,4 +1154,51 @@ mod tests {
         assert_eq!(names(&judged(fatal, &kept)), ["recovered"]);
         assert_eq!(names(&judged(fatal, &killed)), [] as [&str; 0]);
     }
+
+    /// With several hits, each failure says which hit and CPU it is about;
+    /// with one, there is nothing to tell apart.
+    #[test]
+    fn one_hit_per_cpu_and_each_failure_names_its_hit() {
+        let all = Log::of(fixture::ALL_CPUS);
+        let v = judge_log(
+            "stack.all_cpus",
+            &all.clone().hit("stack.all_cpus", set("bytes", json!(3912))),
+            4,
+        );
+        assert!(!v.failures.is_empty());
+        for f in &v.failures {
+            assert!(f.detail.starts_with("hit 1 (cpu 0): "), "{}", f.detail);
+        }
+        let d = recursion(real().hit("stack.recursion", set("bytes", json!(3912))));
+        assert!(!d.failures.is_empty());
+        for f in &d.failures {
+            assert!(!f.detail.starts_with("hit "), "{}", f.detail);
+        }
+        // Four hits, but two on CPU 1 and none on CPU 0.
+        let v = judge_log(
+            "stack.all_cpus",
+            &all.hit("stack.all_cpus", set("cpu", json!(1))),
+            4,
+        );
+        assert!(
+            v.failures.iter().any(|f| f.check == Check::Hits
+                && f.detail == "hits on CPUs [1, 2, 3], expected one on each of 4"),
+            "{:#?}",
+            v.failures
+        );
+    }
+
+    /// A hit that names no stack (bounds 0..0) has nothing to dump, so a
+    /// missing STACK-DUMP is no unwind failure of its own.
+    #[test]
+    fn no_dump_is_owed_for_a_hit_with_no_stack() {
+        let no_dump = real().without(|l| l.starts_with("STACK-DUMP "));
+        assert!(names(&recursion(no_dump.clone())).contains(&"unwind"));
+        let v = recursion(no_dump.hit("stack.recursion", |v| {
+            v["stack_lo"] = json!("0x0");
+            v["stack_hi"] = json!("0x0");
+        }));
+        assert!(!names(&v).contains(&"unwind"), "{:#?}", v.failures);
+        assert!(names(&v).contains(&"bounds"), "{:#?}", v.failures);
+    }
 }
