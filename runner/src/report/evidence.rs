@@ -295,6 +295,13 @@ mod tests {
             assert!(o.iter().any(|o| o.contains("no KTAP header")), "{o:?}");
             assert!(o.iter().any(|o| o.contains("no GUEST-CONFIG")), "{o:?}");
         }
+        // A version line without a plan is no report begun.
+        let no_plan = format!("{CONFIG}\nKTAP version 1\n{alloc}\n");
+        let o = objections("stack.df_overflow", Outcome::Reset, &no_plan, 1);
+        assert!(
+            o.iter().any(|o| o.contains("no KTAP header and plan")),
+            "{o:?}"
+        );
         let no_alloc = format!("{CONFIG}\nKTAP version 1\n1..1\n");
         let o = objections("stack.df_overflow", Outcome::Reset, &no_alloc, 1);
         assert_eq!(o.len(), 1, "{o:?}");

@@ -1201,4 +1201,32 @@ mod tests {
         assert!(!names(&v).contains(&"unwind"), "{:#?}", v.failures);
         assert!(names(&v).contains(&"bounds"), "{:#?}", v.failures);
     }
+
+    /// A fault in no announced guard is measured from the faulting task's
+    /// own stack, not from another task's announced before it.
+    #[test]
+    fn a_jumped_guard_is_measured_from_the_tasks_own_stack() {
+        let alloc = crate::report::lines::tests::alloc();
+        let decoy = alloc
+            .replace("\"task_id\":3", "\"task_id\":99")
+            .replace("0xffffc9000001f000", "0xffffc9000011f000")
+            .replace("0xffffc90000023000", "0xffffc90000123000");
+        let mut log = real();
+        let at = log.0.iter().position(|l| l == alloc).unwrap();
+        log.0.insert(at, decoy);
+        let v = recursion(log.hit("stack.recursion", |v| {
+            v["fault_addr"] = json!("0xffffc9000001cf48");
+            v["cr2"] = json!("0xffffc9000001cf48");
+            v["guard_lo"] = json!("0xffffc9000001c000");
+        }));
+        assert_eq!(v.observed, Verdict::GuardJumped);
+        assert_eq!(names(&v), ["kind"], "{:#?}", v.failures);
+        assert!(
+            v.describe().starts_with(
+                "GUARD JUMPED (fault at 0xffffc9000001cf48, 4280 bytes below the guard)"
+            ),
+            "{}",
+            v.describe()
+        );
+    }
 }
