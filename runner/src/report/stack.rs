@@ -1229,4 +1229,29 @@ mod tests {
             v.describe()
         );
     }
+
+    /// The guard above ends where its last page does: one byte past it is
+    /// a jumped guard, the byte before an underflow.
+    #[test]
+    fn the_guard_above_is_exactly_its_pages() {
+        let at = |addr: &str| {
+            let (addr, bytes) = (addr.to_string(), json!(57));
+            judge_log(
+                "stack.underflow",
+                &real().hit("stack.underflow", move |v| {
+                    v["fault_addr"] = json!(addr);
+                    v["cr2"] = json!(addr);
+                    v["bytes"] = bytes;
+                }),
+                1,
+            )
+        };
+        assert_eq!(at("0xffffc90000023fff").observed, Verdict::Underflow);
+        let past = at("0xffffc90000024000");
+        assert_eq!(past.observed, Verdict::GuardJumped);
+        assert_eq!(
+            past.jumped.as_deref(),
+            Some("fault at 0xffffc90000024000, 1 bytes above the guard")
+        );
+    }
 }
