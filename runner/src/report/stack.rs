@@ -1254,4 +1254,45 @@ mod tests {
             Some("fault at 0xffffc90000024000, 1 bytes above the guard")
         );
     }
+
+    /// With no guard below, a fault on the stack's lowest byte is inside
+    /// the stack, not "0 bytes below the guard".
+    #[test]
+    fn a_fault_on_a_guardless_stacks_lowest_byte_is_inside_it() {
+        let no_guard = Log::of(&fixture::STACK.replacen(
+            "\"guard_below\":1,\"guard_above\":1",
+            "\"guard_below\":0,\"guard_above\":0",
+            1,
+        ));
+        let v = recursion(no_guard.hit("stack.recursion", |v| {
+            v["fault_addr"] = json!("0xffffc9000001f000");
+            v["cr2"] = json!("0xffffc9000001f000");
+            v["kind"] = json!("not-guard");
+            v["guard_lo"] = json!("0x0");
+            v["guard_hi"] = json!("0x0");
+            v["bytes"] = json!(0);
+        }));
+        assert_eq!(v.observed, Verdict::GuardJumped);
+        assert_eq!(
+            v.jumped.as_deref(),
+            Some("fault at 0xffffc9000001f000, inside the stack itself")
+        );
+    }
+
+    /// Unannounced, a hit's own claim stands only if its fault is in the
+    /// guard it reports.
+    #[test]
+    fn unannounced_the_claim_must_at_least_fit_itself() {
+        let unannounced = real().without(|l| l.starts_with("STACK-ALLOC "));
+        let v = recursion(unannounced.clone());
+        assert_eq!(v.observed, Verdict::Overflow);
+        assert!(names(&v).contains(&"announced"), "{:#?}", v.failures);
+        assert!(!names(&v).contains(&"kind"), "{:#?}", v.failures);
+        let v = recursion(unannounced.hit("stack.recursion", |v| {
+            v["guard_lo"] = json!("0xffffc9000001c000");
+            v["guard_hi"] = json!("0xffffc9000001d000");
+        }));
+        assert_eq!(v.observed, Verdict::GuardJumped);
+        assert!(names(&v).contains(&"kind"), "{:#?}", v.failures);
+    }
 }
