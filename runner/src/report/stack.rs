@@ -1295,4 +1295,44 @@ mod tests {
         assert_eq!(v.observed, Verdict::GuardJumped);
         assert!(names(&v).contains(&"kind"), "{:#?}", v.failures);
     }
+
+    /// Without the ELF there is no unwind to count frames against, so
+    /// depth x frame size must at least be about the stack's size.
+    #[test]
+    fn without_the_elf_the_depth_must_still_be_plausible() {
+        let s = abi::scenario::find("stack.recursion").unwrap();
+        let depth = |d: u64| {
+            let text = real().hit("stack.recursion", set("depth", json!(d))).text();
+            let events = crate::report::lines::parse(&text);
+            let v = judge(s, &s.guard.unwrap(), 1, &events, &[], None);
+            names(&v).contains(&"depth")
+        };
+        // 52 x 304 bytes of a 16 KiB stack is the captured 96%.
+        assert!(!depth(52));
+        assert!(!depth(28), "just over half");
+        assert!(depth(26), "under half the stack");
+        assert!(!depth(59), "just under 110%");
+        assert!(depth(60), "over 110%");
+    }
+
+    /// A line that ends the previous report is never the start of the
+    /// next oops, even when it begins like one (a `BUG:` line another
+    /// report's record was glued onto).
+    #[test]
+    fn the_oops_starts_after_the_previous_report() {
+        let mut log = real();
+        let hit = log
+            .0
+            .iter()
+            .position(|l| l.starts_with("GUARD-HIT {\"scenario\":\"stack.probe_skip\""))
+            .unwrap();
+        let bug = (0..hit)
+            .rev()
+            .find(|&i| log.0[i].starts_with("BUG:"))
+            .unwrap();
+        log.0
+            .insert(bug, "BUG: cut short GUARD-HIT {\"scen".to_string());
+        let v = judge_log("stack.probe_skip", &log, 1);
+        assert_eq!(v.failures, [], "{:#?}", v.failures);
+    }
 }
