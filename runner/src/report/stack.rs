@@ -1313,6 +1313,14 @@ mod tests {
         assert!(depth(26), "under half the stack");
         assert!(!depth(59), "just under 110%");
         assert!(depth(60), "over 110%");
+        // Exactly half (32 frames of 256 bytes) is still plausible.
+        let half =
+            Log::of(&fixture::STACK.replacen("\"frame_bytes\":304", "\"frame_bytes\":256", 1))
+                .hit("stack.recursion", set("depth", json!(32)))
+                .text();
+        let events = crate::report::lines::parse(&half);
+        let v = judge(s, &s.guard.unwrap(), 1, &events, &[], None);
+        assert!(!names(&v).contains(&"depth"), "{:#?}", v.failures);
     }
 
     /// A line that ends the previous report is never the start of the
