@@ -224,3 +224,59 @@ pub fn trace_line(f: &Frame) -> String {
     .trim_start()
     .to_string()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::fixture::{self, Answers, Log};
+
+    /// The first report's failures from `check` (stack.recursion in `fixture::STACK`).
+    fn first_report(
+        log: &Log,
+        check: impl Fn(Option<&[(usize, &str)]>, &GuardHit) -> Vec<Failure>,
+    ) -> Vec<String> {
+        let text = log.text();
+        let events = crate::report::lines::parse(&text);
+        let hit = &events.hits[0];
+        let b = block(&events.lines, hit.line);
+        check(b.as_deref(), hit)
+            .into_iter()
+            .map(|f| f.detail)
+            .collect()
+    }
+
+    #[test]
+    fn at_most_three_wrong_lines_are_shown_then_counted() {
+        let garbled = |n: usize| {
+            let mut log = Log::of(fixture::STACK);
+            for reg in ["RAX:", "RDX:", "RBP:", "R10:", "R13:"].into_iter().take(n) {
+                log = log.oops_text("stack.recursion", reg, "???");
+            }
+            first_report(&log, check_lines)
+        };
+        assert_eq!(garbled(0), Vec::<String>::new());
+        assert_eq!(garbled(3).len(), 3, "{:#?}", garbled(3));
+        let five = garbled(5);
+        assert_eq!(five.len(), 4, "{five:#?}");
+        assert_eq!(five[3], "and 2 more oops line(s) like these");
+    }
+
+    #[test]
+    fn at_most_three_wrong_symbols_are_shown_then_counted() {
+        let elf = Answers::load();
+        let misnamed = |n: usize| {
+            let log = Log::of(fixture::STACK).hit("stack.recursion", |v| {
+                let frames = v["backtrace"].as_array_mut().unwrap();
+                for f in frames.iter_mut().take(n) {
+                    f["sym"]["name"] = serde_json::json!("guest::elsewhere");
+                }
+            });
+            first_report(&log, |_, hit| check_symbols(hit, &elf))
+        };
+        assert_eq!(misnamed(0), Vec::<String>::new());
+        assert_eq!(misnamed(3).len(), 3, "{:#?}", misnamed(3));
+        let five = misnamed(5);
+        assert_eq!(five.len(), 4, "{five:#?}");
+        assert_eq!(five[3], "and 2 more wrongly named address(es)");
+    }
+}
