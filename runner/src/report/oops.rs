@@ -279,4 +279,28 @@ mod tests {
         assert_eq!(five.len(), 4, "{five:#?}");
         assert_eq!(five[3], "and 2 more wrongly named address(es)");
     }
+
+    /// `?` is right where the ELF has no symbol either, and only there.
+    #[test]
+    fn a_question_mark_is_right_only_where_the_elf_knows_nothing() {
+        let elf = Answers::load();
+        let unnamed = |addr: &str| {
+            let addr = addr.to_string();
+            let log = Log::of(fixture::STACK).hit("stack.recursion", move |v| {
+                v["backtrace"][0]["addr"] = serde_json::json!(addr);
+                v["backtrace"][0]["sym"] = serde_json::Value::Null;
+            });
+            first_report(&log, |_, hit| check_symbols(hit, &elf))
+        };
+        assert_eq!(unnamed("0x10"), Vec::<String>::new());
+        let known = fixture::STACK
+            .lines()
+            .find_map(|l| l.strip_prefix("GUARD-HIT "))
+            .and_then(|j| serde_json::from_str::<serde_json::Value>(j).ok())
+            .map(|v| v["backtrace"][0]["addr"].as_str().unwrap().to_string())
+            .unwrap();
+        let d = unnamed(&known);
+        assert_eq!(d.len(), 1, "{d:#?}");
+        assert!(d[0].contains("prints `?`"), "{d:#?}");
+    }
 }
