@@ -302,5 +302,26 @@ mod tests {
         let d = unnamed(&known);
         assert_eq!(d.len(), 1, "{d:#?}");
         assert!(d[0].contains("prints `?`"), "{d:#?}");
+
+        // A name for an address no symbol holds: in the text, or outside it.
+        let named = |addr: u64| {
+            let log = Log::of(fixture::STACK).hit("stack.recursion", move |v| {
+                v["backtrace"][0]["addr"] = serde_json::json!(format!("{addr:#x}"));
+            });
+            first_report(&log, |_, hit| check_symbols(hit, &elf))
+        };
+        let known = u64::from_str_radix(known.trim_start_matches("0x"), 16).unwrap();
+        let d = named(known + 1);
+        assert_eq!(d.len(), 1, "{d:#?}");
+        assert!(
+            d[0].contains("but no symbol of the ELF contains it"),
+            "{d:#?}"
+        );
+        let d = named(0x10);
+        assert_eq!(d.len(), 1, "{d:#?}");
+        assert!(
+            d[0].contains("an address outside the guest's text"),
+            "{d:#?}"
+        );
     }
 }
