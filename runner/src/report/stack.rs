@@ -903,6 +903,23 @@ mod tests {
         cut.0.remove(first_dump + 1);
         let v = recursion(cut);
         assert_eq!(names(&v), ["unwind"], "{:#?}", v.failures);
+        // A chunk in its place, but of a dump with other bounds.
+        let mut mixed = log.clone();
+        mixed.0[first_dump + 1] = mixed.0[first_dump + 1].replacen(
+            "\"hi\":\"0xffffc90000023000\"",
+            "\"hi\":\"0xffffc90000024000\"",
+            1,
+        );
+        assert_ne!(mixed.0, log.0);
+        let v = recursion(mixed);
+        assert_eq!(names(&v), ["unwind"], "{:#?}", v.failures);
+        assert!(
+            v.failures[0]
+                .detail
+                .contains("a chunk at 0xffffc90000020000"),
+            "{:?}",
+            v.failures
+        );
         let v = recursion(real().without(|l| l.starts_with("STACK-DUMP ")));
         assert_eq!(names(&v), ["unwind"]);
         assert!(
