@@ -884,6 +884,14 @@ mod tests {
             w[at] = Some(elsewhere);
         }));
         assert_eq!(names(&v), ["unwind"], "{:#?}", v.failures);
+        // Each failure says how the unwind stopped, and where.
+        assert!(
+            v.failures[0].detail.starts_with(
+                "the unwind of the dumped stack stopped because the CFA 0x10 at 0xffffffff80016a50 is not above"
+            ),
+            "{:#?}",
+            v.failures
+        );
         // A word unreadable where the unwinder needs it.
         let v = recursion(real().dump("stack.recursion", |_, w| {
             let n = w.len();
@@ -892,6 +900,18 @@ mod tests {
             }
         }));
         assert_eq!(names(&v), ["unwind"], "{:#?}", v.failures);
+        let left = "where the next frame lies off the dumped stack (0xffffc90000022fe8)";
+        assert!(
+            v.failures.len() == 2
+                && v.failures[0]
+                    .detail
+                    .contains(&format!("stopped {left} after"))
+                && v.failures[1]
+                    .detail
+                    .ends_with(&format!("ended after 3 line(s) {left}")),
+            "{:#?}",
+            v.failures
+        );
         // A chunk missing, then the whole dump.
         let log = real();
         let first_dump = log
