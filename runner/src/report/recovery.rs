@@ -411,6 +411,13 @@ mod tests {
         };
         let checks = judged("stack.recursion", &all, &[other_task], 0);
         assert!(checks.contains(&Check::TaskState), "{checks:?}");
+        // Task 5's state is told, but only task 4's kill is proven.
+        let state_5 = STATE.replace("\"task_id\":4", "\"task_id\":5");
+        let log = format!("{state_5}\n{PROOF}\n{TALLY}\n");
+        assert_eq!(
+            judged("stack.recursion", &log, &[other_task], 0),
+            [Check::Recovered]
+        );
         let elsewhere = all.replace("stack.recursion", "stack.underflow");
         let checks = judged("stack.recursion", &elsewhere, &[KILLED], 0);
         assert!(checks.contains(&Check::TaskState), "{checks:?}");
