@@ -1380,4 +1380,46 @@ mod tests {
         let v = judge_log("stack.probe_skip", &log, 1);
         assert_eq!(v.failures, [], "{:#?}", v.failures);
     }
+
+    /// The guest's trace against the unwind at its ends: lines missing are
+    /// counted, a `... (more frames)` needs more frames, and a depth needs
+    /// at least two frames of a recursing function.
+    #[test]
+    fn the_trace_is_held_to_the_unwind_at_its_ends() {
+        let v = recursion(real().hit("stack.recursion", |v| {
+            let f = v["backtrace"].as_array_mut().unwrap();
+            f.pop();
+            f.pop();
+        }));
+        assert_eq!(names(&v), ["unwind"], "{:#?}", v.failures);
+        assert!(
+            v.failures[0].detail.ends_with(" and 1 more line(s)"),
+            "{:#?}",
+            v.failures
+        );
+
+        let v = recursion(real().hit("stack.recursion", set("truncated", json!(true))));
+        assert_eq!(names(&v), ["unwind"], "{:#?}", v.failures);
+        assert!(
+            v.failures[0]
+                .detail
+                .contains("says `... (more frames)`, but the unwind has only"),
+            "{:#?}",
+            v.failures
+        );
+        // Cut at the guest's limit, short of the unwind: as it should be.
+        let v = recursion(real().hit("stack.recursion", |v| {
+            v["backtrace"].as_array_mut().unwrap().pop();
+            v["truncated"] = json!(true);
+        }));
+        assert_eq!(v.failures, [], "{:#?}", v.failures);
+
+        // One frame of the innermost function is no recursion, whatever depth says.
+        let v = judge_log(
+            "stack.exception",
+            &real().hit("stack.exception", set("depth", json!(0))),
+            1,
+        );
+        assert_eq!(names(&v), ["depth"], "{:#?}", v.failures);
+    }
 }
