@@ -1421,5 +1421,43 @@ mod tests {
             1,
         );
         assert_eq!(names(&v), ["depth"], "{:#?}", v.failures);
+
+        // The unwind holds 54 frames of the recursion: a depth of 53 (the
+        // innermost recorded itself) is as right as the captured 52.
+        let v = recursion(real().hit("stack.recursion", set("depth", json!(53))));
+        assert_eq!(v.failures, [], "{:#?}", v.failures);
+
+        // A recursion two frames deep: the second return into the
+        // recursing function pointed at its caller instead.
+        let hit = captured();
+        let (recurse, caller) = (hit.backtrace[0].addr.0, hit.backtrace[1].addr.0);
+        let two_deep = real().dump("stack.recursion", |_, w| {
+            let second = w
+                .iter()
+                .enumerate()
+                .filter(|(_, x)| **x == Some(recurse))
+                .nth(1)
+                .expect("two returns into the recursion")
+                .0;
+            w[second] = Some(caller);
+        });
+        for (depth, ok) in [(0, true), (1, true), (2, false)] {
+            let v = recursion(
+                two_deep
+                    .clone()
+                    .hit("stack.recursion", set("depth", json!(depth))),
+            );
+            let depth_failures: Vec<&str> = v
+                .failures
+                .iter()
+                .filter(|f| f.check == Check::Depth && f.detail.starts_with("`Recursion depth"))
+                .map(|f| f.detail.as_str())
+                .collect();
+            assert_eq!(
+                depth_failures.is_empty(),
+                ok,
+                "depth {depth}: {depth_failures:#?}"
+            );
+        }
     }
 }
