@@ -264,6 +264,15 @@ mod tests {
         assert!(r.provokes_fault());
         r.uaf = Some(uaf_verdict(true));
         assert!(r.as_expected());
+        r.uaf = Some(UafVerdict {
+            failures: vec![super::super::Failure {
+                check: super::super::Check::Access,
+                detail: "write, not read".into(),
+            }],
+            ..uaf_verdict(true)
+        });
+        assert_eq!(r.fault().map(|f| f.failures().len()), Some(1));
+        assert!(!r.as_expected());
         r.uaf = Some(uaf_verdict(false));
         assert_eq!(r.fault().map(|f| f.category_str()), Some("not-caught"));
         assert!(!r.fault_as_expected() && !r.as_expected());
