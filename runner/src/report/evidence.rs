@@ -417,4 +417,34 @@ mod tests {
             );
         }
     }
+
+    /// Only "not caught" needs a witness: a caught fault is its own.
+    #[test]
+    fn a_caught_fault_needs_no_witness() {
+        let serial = crate::report::fixture::STACK;
+        let mut r = result("stack.recursion", Outcome::Pass, serial);
+        let events = crate::report::lines::parse(serial);
+        r.guard = Some(crate::report::stack::judge(
+            r.scenario,
+            &r.scenario.guard.unwrap(),
+            1,
+            &events,
+            &[],
+            None,
+        ));
+        let before = r.guard.as_ref().unwrap().failures.clone();
+        assert_eq!(
+            r.guard.as_ref().unwrap().observed,
+            abi::guard::Verdict::Overflow
+        );
+        let mut results = [r];
+        check(
+            &mut results,
+            serial,
+            &ktap::parse(serial),
+            1,
+            &Requested::default(),
+        );
+        assert_eq!(results[0].guard.as_ref().unwrap().failures, before);
+    }
 }
