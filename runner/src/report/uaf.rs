@@ -426,4 +426,28 @@ mod tests {
             v.failures
         );
     }
+
+    /// Every event told, but in an order no life takes; and two events in
+    /// the same nanosecond, which is still oldest first.
+    #[test]
+    fn the_history_must_be_a_possible_life() {
+        let swapped = lines::UAF_HIT
+            .replacen("\"event\":\"exited\"", "\"event\":\"EXITED\"", 1)
+            .replacen("\"event\":\"reaped\"", "\"event\":\"exited\"", 1)
+            .replacen("\"event\":\"EXITED\"", "\"event\":\"reaped\"", 1);
+        assert_ne!(swapped, lines::UAF_HIT);
+        let v = judged(lines::UAF_ARMED, &swapped);
+        assert_eq!(failed(&v), ["history"]);
+        assert!(
+            v.failures[0]
+                .detail
+                .contains("the history has switched-away before exited"),
+            "{:#?}",
+            v.failures
+        );
+        let same_ns = lines::UAF_HIT.replace("\"ago_ns\":14400552", "\"ago_ns\":14501037");
+        assert_ne!(same_ns, lines::UAF_HIT);
+        let v = judged(lines::UAF_ARMED, &same_ns);
+        assert_eq!(v.failures, [], "{:#?}", v.failures);
+    }
 }
