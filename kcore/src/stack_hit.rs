@@ -225,4 +225,18 @@ mod tests {
         );
         assert_eq!(by(roof.end + 1).kind, HitKind::NotGuard);
     }
+
+    /// CR2 in the guard below and RSP in the guard above disagree: CR2
+    /// decides, alone, and the two are not named together.
+    #[test]
+    fn cr2_and_rsp_that_disagree_are_not_both() {
+        let (a, s) = area();
+        let cr2 = s.base - 0x10;
+        let rsp = s.guard_above_range().start + 0x10;
+        let hit = classify(Some(&s), cr2, Some(a.lookup(cr2)), rsp, true);
+        assert_eq!(
+            (hit.kind, hit.evidence, hit.fault_addr),
+            (HitKind::Overflow, Some(Evidence::Cr2), cr2)
+        );
+    }
 }
