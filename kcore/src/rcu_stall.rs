@@ -137,4 +137,16 @@ mod tests {
         );
         assert!(should_probe(1000, start) && !should_probe(999, start));
     }
+
+    #[test]
+    fn only_no_is_no_stall() {
+        assert!(!CpuStall::No.is_stall());
+        for stall in [
+            CpuStall::Ticking { own_ticks: 100 },
+            CpuStall::IrqsOff { nmis: 4 },
+            CpuStall::Unresponsive,
+        ] {
+            assert!(stall.is_stall(), "{stall:?}");
+        }
+    }
 }

@@ -189,9 +189,14 @@ mod tests {
     fn two_slots_like_linux() {
         let mut c: StackCache<u32, 2> = StackCache::new();
         assert_eq!(c.take(), None);
+        assert!(c.is_empty() && !c.is_full());
+        assert_eq!(c.capacity(), 2);
         assert_eq!(c.put(1), Ok(()));
+        assert!(!c.is_empty() && !c.is_full(), "one of two slots");
+        assert_eq!(c.len(), 1);
         assert_eq!(c.put(2), Ok(()));
         assert!(c.is_full());
+        assert_eq!(c.len(), 2);
         assert_eq!(c.put(3), Err(3), "full: the caller frees it");
         assert_eq!(c.newest(), Some(&2), "what take would hand out");
         assert_eq!(c.take(), Some(2), "newest first");
@@ -206,8 +211,25 @@ mod tests {
                 overflows: 1
             }
         );
+        assert_eq!((c.hits(), c.misses()), (2, 2));
         assert_eq!(c.hit_rate().permille(), Some(500));
         assert_eq!(c.hit_rate().to_string(), "2/4 (50.0%)");
+    }
+
+    #[test]
+    fn a_reset_starts_the_count_afresh_and_keeps_the_stacks() {
+        let mut c: StackCache<u32, 2> = StackCache::new();
+        c.put(1).unwrap();
+        assert_eq!(c.take(), Some(1));
+        c.put(2).unwrap();
+        c.reset_stats();
+        assert_eq!(c.stats(), CacheStats::default());
+        assert_eq!(c.take(), Some(2), "the cached stack stays");
+        assert_eq!(c.stats().hits, 1);
+        assert_eq!(
+            format!("{c:?}"),
+            "StackCache { len: 0, capacity: 2, stats: CacheStats { hits: 1, misses: 0, puts: 0, overflows: 0 } }"
+        );
     }
 
     #[test]

@@ -195,4 +195,48 @@ mod tests {
             HitKind::NotGuard
         );
     }
+
+    /// The guards' edges, where the property test's random RSP rarely
+    /// lands: RSP at the lowest byte of the guard below means a push into
+    /// the guard already happened (and faulted with a CR2 of its own), so
+    /// RSP does not decide there; one byte higher it does.
+    #[test]
+    fn rsp_at_the_guards_edges() {
+        let (a, s) = area();
+        let stale = 0x1f_0000;
+        let by = |rsp| classify(Some(&s), stale, Some(a.lookup(stale)), rsp, true);
+        let floor = s.guard_below_range().start;
+        assert_eq!(by(floor).kind, HitKind::NotGuard);
+        let just_above = by(floor + 1);
+        assert_eq!(
+            (just_above.kind, just_above.fault_addr),
+            (HitKind::Overflow, floor)
+        );
+        let roof = s.guard_above_range();
+        assert_eq!(by(roof.start).kind, HitKind::NotGuard);
+        let top = by(roof.end);
+        assert_eq!(
+            (top.kind, top.fault_addr, top.bytes),
+            (
+                HitKind::Underflow,
+                roof.end - 8,
+                roof.end - 8 - roof.start + 1
+            )
+        );
+        assert_eq!(by(roof.end + 1).kind, HitKind::NotGuard);
+    }
+
+    /// CR2 in the guard below and RSP in the guard above disagree: CR2
+    /// decides, alone, and the two are not named together.
+    #[test]
+    fn cr2_and_rsp_that_disagree_are_not_both() {
+        let (a, s) = area();
+        let cr2 = s.base - 0x10;
+        let rsp = s.guard_above_range().start + 0x10;
+        let hit = classify(Some(&s), cr2, Some(a.lookup(cr2)), rsp, true);
+        assert_eq!(
+            (hit.kind, hit.evidence, hit.fault_addr),
+            (HitKind::Overflow, Some(Evidence::Cr2), cr2)
+        );
+    }
 }

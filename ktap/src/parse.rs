@@ -200,6 +200,13 @@ mod tests {
     }
 
     #[test]
+    fn blank_lines_before_the_header_are_not_unknown() {
+        let r = parse("\n  \nboot\n\t\nKTAP version 1\n1..0\n");
+        assert_eq!(r.unknown_lines, ["boot"]);
+        assert!(r.is_complete());
+    }
+
+    #[test]
     fn empty_plan_is_complete() {
         assert!(parse("KTAP version 1\n1..0\n").is_complete());
     }

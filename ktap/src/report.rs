@@ -125,3 +125,102 @@ impl fmt::Display for Problem {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn result(number: usize, name: &str, ok: bool, directive: Option<Directive>) -> TestResult {
+        TestResult {
+            number,
+            name: name.into(),
+            ok,
+            directive,
+            diagnostics: Vec::new(),
+        }
+    }
+
+    fn skip() -> Option<Directive> {
+        Some(Directive::Skip("why".into()))
+    }
+
+    fn todo() -> Option<Directive> {
+        Some(Directive::Todo("later".into()))
+    }
+
+    #[test]
+    fn only_an_unexcused_not_ok_is_a_failure() {
+        // (ok, directive, is_failure, is_skip): the TAP rules, every case.
+        for (ok, directive, failure, skipped) in [
+            (true, None, false, false),
+            (true, skip(), false, true),
+            (true, todo(), false, false),
+            (false, None, true, false),
+            (false, skip(), true, true),
+            (false, todo(), false, false),
+        ] {
+            let r = result(1, "t", ok, directive.clone());
+            assert_eq!(r.is_failure(), failure, "ok={ok} {directive:?}");
+            assert_eq!(r.is_skip(), skipped, "ok={ok} {directive:?}");
+        }
+    }
+
+    #[test]
+    fn failures_and_lookup_by_name() {
+        let report = Report {
+            results: vec![
+                result(1, "a", true, None),
+                result(2, "b", false, None),
+                result(3, "c", false, todo()),
+                result(4, "d", false, skip()),
+                result(5, "b", true, None),
+            ],
+            ..Report::default()
+        };
+        let failed: Vec<usize> = report.failures().map(|r| r.number).collect();
+        assert_eq!(failed, [2, 4]);
+        assert_eq!(report.result_named("c").map(|r| r.number), Some(3));
+        // A repeated name answers with its first result, as the runner judges it.
+        assert_eq!(report.result_named("b").map(|r| r.number), Some(2));
+        assert_eq!(report.result_named("e"), None);
+        assert_eq!(report.result_named(""), None);
+    }
+
+    #[test]
+    fn each_problem_explains_itself() {
+        for (problem, text) in [
+            (Problem::NoVersion, "no `KTAP version` line"),
+            (Problem::NoPlan, "no plan line (`1..N`)"),
+            (
+                Problem::Truncated { planned: 3, got: 1 },
+                "truncated: 1 of 3 planned results",
+            ),
+            (
+                Problem::MoreThanPlanned { planned: 1, got: 2 },
+                "2 results but only 1 planned",
+            ),
+            (
+                Problem::OutOfOrder {
+                    line: 4,
+                    expected: 2,
+                    found: 3,
+                },
+                "line 4: result 3 where 2 was due",
+            ),
+            (
+                Problem::Duplicate { line: 5, number: 3 },
+                "line 5: result 3 reported twice",
+            ),
+            (
+                Problem::SecondVersion { line: 6 },
+                "line 6: a second version line",
+            ),
+            (
+                Problem::SecondPlan { line: 7, plan: 3 },
+                "line 7: a second plan (1..3)",
+            ),
+        ] {
+            assert_eq!(problem.to_string(), text);
+        }
+    }
+}

@@ -261,6 +261,7 @@ mod tests {
         let v = verdict(exit(GuestExit::Pass), GOOD, &["a.b", "c.d"]);
         assert_eq!(v.outcome, Outcome::Pass, "{v:?}");
         assert_eq!(v.report.results[1].diagnostics, ["log"]);
+        assert!(v.detail.is_empty(), "a believed report needs no tail");
 
         for requested in [&["a.b"][..], &["a.b", "c.d", "e.f"], &["c.d", "a.b"]] {
             let v = verdict(exit(GuestExit::Pass), GOOD, requested);
@@ -275,6 +276,9 @@ mod tests {
         let wrong = "KTAP version 1\n1..3\nok 1 a.b\nok 2 x.y\n";
         let v = verdict(exit(GuestExit::Pass), wrong, &["a.b", "c.d", "e.f"]);
         assert!(v.problems[1].contains("[a.b, x.y]"), "{:?}", v.problems);
+
+        let v = verdict(exit(GuestExit::Pass), truncated, &["a.b", "c.d", "e.f"]);
+        assert_eq!(v.detail.last().map(String::as_str), Some("ok 2 c.d"));
 
         let failed = "KTAP version 1\n1..1\nnot ok 1 a.b\n";
         assert_eq!(
@@ -317,7 +321,12 @@ mod tests {
         assert_eq!(p.cpu, Some(3));
         assert_eq!(p.location, "guest/src/scenarios/selftest.rs:42");
         assert_eq!(p.message, "selftest.panic: deliberate panic");
-        assert!(v.reason.contains("deliberate panic"));
+        assert_eq!(
+            v.reason,
+            "panic on cpu 3 at guest/src/scenarios/selftest.rs:42: selftest.panic: deliberate panic"
+        );
+        let v = verdict(exit(GuestExit::Panic), "PANIC cpu=? a.rs:1 x\n", &["x.y"]);
+        assert_eq!(v.reason, "panic on cpu ? at a.rs:1: x");
 
         let v = verdict(exit(GuestExit::Panic), "garbage", &["x.y"]);
         assert_eq!((v.outcome, v.panic), (Outcome::Panic, None));
@@ -349,6 +358,15 @@ mod tests {
             verdict(exit(GuestExit::CaughtFatal), "", &["a"]).outcome,
             Outcome::CaughtFatal
         );
+        let serial = "x\nstack.irqs_off: caught, cannot recover: irqs were off \nend\n";
+        let v = verdict(exit(GuestExit::CaughtUnrecoverable), serial, &["a"]);
+        assert_eq!(v.outcome, Outcome::CaughtUnrecoverable);
+        assert_eq!(v.reason, "caught, cannot recover: irqs were off");
+        let v = verdict(exit(GuestExit::CaughtUnrecoverable), "x\n", &["a"]);
+        assert_eq!(
+            v.reason,
+            "caught, cannot recover (the guest did not say why)"
+        );
         assert_eq!(
             verdict(exit(GuestExit::LoaderError), "", &["a"]).outcome,
             Outcome::LoaderError
@@ -359,10 +377,17 @@ mod tests {
             Outcome::Malformed
         );
         // A wrapper script's shell could not find or run QEMU.
-        for status in [126, 127] {
+        for (status, said) in [(126, "could not execute"), (127, "not found")] {
             let v = verdict(Ended::Exited(status), "", &["a"]);
             assert_eq!(v.outcome, Outcome::QemuFailed, "{status}");
             assert!(v.reason.contains("invalid option"), "{}", v.reason);
+            assert!(v.reason.contains(said), "{}", v.reason);
+        }
+        // A guest's code always has the low bit set: an even status is QEMU's.
+        for status in [2, 4, 256] {
+            let v = verdict(Ended::Exited(status), "", &["a"]);
+            assert_eq!(v.outcome, Outcome::QemuFailed, "{status}");
+            assert!(!v.reason.contains("a shell's"), "{}", v.reason);
         }
         let v = verdict(Ended::Flooded(1000), "xxxx", &["a"]);
         assert_eq!(v.outcome, Outcome::Flood);

@@ -125,6 +125,17 @@ mod tests {
             [Check::DecidedBy],
             "room for a frame"
         );
+        // RSP at the guard's lowest byte: a push inside the guard came first.
+        let guard_bottom = lo - 4096;
+        assert_eq!(
+            checked(&by_rsp(guard_bottom + 8, guard_bottom)),
+            [] as [Check; 0]
+        );
+        assert_eq!(
+            checked(&by_rsp(guard_bottom, guard_bottom)),
+            [Check::DecidedBy],
+            "below the guard"
+        );
         assert_eq!(
             checked(&by_rsp(lo, lo - 16)),
             [Check::DecidedBy],
@@ -138,6 +149,93 @@ mod tests {
             checked(&said_cr2),
             [Check::DecidedBy],
             "CR2 said to decide, but not used"
+        );
+    }
+
+    /// RSP is held against the stack of the task and CPU that took the
+    /// fault, not whichever stack was announced first.
+    #[test]
+    fn rsp_is_held_to_the_faulting_tasks_own_stack() {
+        let (_, lo) = real();
+        let hit = by_rsp(lo, lo - 8);
+        let real_alloc = tests::alloc();
+        // Another task's stack on the same CPU, announced first.
+        let decoy = real_alloc
+            .replace("\"task_id\":3", "\"task_id\":99")
+            .replace("0xffffc9000001f000", "0xffffc9000011f000")
+            .replace("0xffffc90000023000", "0xffffc90000123000");
+        assert_ne!(decoy, real_alloc);
+        let judged = |allocs: &[&str]| {
+            let log = format!(
+                "{}\nGUARD-HIT {}\n",
+                allocs.join("\n"),
+                serde_json::to_string(&hit).unwrap()
+            );
+            let events = parse(&log);
+            let checks: Vec<Check> = judge(hit.scenario, &events)
+                .into_iter()
+                .map(|f| f.check)
+                .collect();
+            checks
+        };
+        assert_eq!(judged(&[&decoy, real_alloc]), [] as [Check; 0]);
+        assert_eq!(judged(&[&decoy]), [Check::DecidedBy], "only the decoy");
+        // The same task's earlier stack on another CPU, announced first.
+        let other_cpu = decoy
+            .replace("\"task_id\":99", "\"task_id\":3")
+            .replace("\"cpu\":0", "\"cpu\":1");
+        assert_eq!(judged(&[&other_cpu, real_alloc]), [] as [Check; 0]);
+    }
+
+    /// An RSP already deep in a two-page guard, and one above the stack
+    /// (an underflow), are each held to the push they could not make.
+    #[test]
+    fn rsp_in_a_wider_guard_and_above_the_stack() {
+        let (_, lo) = real();
+        let two_pages = tests::alloc().replace("\"guard_below\":1", "\"guard_below\":2");
+        let judged = |alloc: &str, hit: &GuardHit| {
+            let log = format!(
+                "{alloc}\nGUARD-HIT {}\n",
+                serde_json::to_string(hit).unwrap()
+            );
+            let events = parse(&log);
+            let checks: Vec<Check> = judge(hit.scenario, &events)
+                .into_iter()
+                .map(|f| f.check)
+                .collect();
+            checks
+        };
+        let deep = lo - 5000;
+        assert_eq!(
+            judged(&two_pages, &by_rsp(deep, deep - 8)),
+            [] as [Check; 0]
+        );
+        assert_eq!(
+            judged(tests::alloc(), &by_rsp(deep, deep - 8)),
+            [Check::DecidedBy],
+            "below a one-page guard"
+        );
+
+        let alloc: StackAlloc =
+            serde_json::from_str(tests::alloc().split_once(' ').unwrap().1).unwrap();
+        let hi = alloc.hi.get();
+        let above = |rsp: u64, fault: u64| GuardHit {
+            kind: abi::kinds::HitKind::Underflow,
+            ..by_rsp(rsp, fault)
+        };
+        assert_eq!(
+            judged(tests::alloc(), &above(hi + 16, hi + 8)),
+            [] as [Check; 0]
+        );
+        assert_eq!(
+            judged(tests::alloc(), &above(hi, hi)),
+            [] as [Check; 0],
+            "the first word above"
+        );
+        assert_eq!(
+            judged(tests::alloc(), &above(hi + 16, hi)),
+            [Check::DecidedBy],
+            "not the push above the stack"
         );
     }
 }

@@ -301,6 +301,13 @@ mod tests {
             assert!(o.iter().any(|o| o.contains("no KTAP header")), "{o:?}");
             assert!(o.iter().any(|o| o.contains("no GUEST-CONFIG")), "{o:?}");
         }
+        // A version line without a plan is no report begun.
+        let no_plan = format!("{CONFIG}\nKTAP version 1\n{alloc}\n");
+        let o = objections("stack.df_overflow", Outcome::Reset, &no_plan, 1);
+        assert!(
+            o.iter().any(|o| o.contains("no KTAP header and plan")),
+            "{o:?}"
+        );
         let no_alloc = format!("{CONFIG}\nKTAP version 1\n1..1\n");
         let o = objections("stack.df_overflow", Outcome::Reset, &no_alloc, 1);
         assert_eq!(o.len(), 1, "{o:?}");
@@ -376,8 +383,74 @@ mod tests {
             not_caught_failures(&announced, Outcome::Pass),
             ["witnessed"]
         );
+        // A boot that stopped in the scenario witnesses it, but not the announcement.
+        assert_eq!(
+            not_caught_failures(&format!("{CONFIG}\nKTAP version 1\n1..1\n"), Outcome::Reset),
+            ["announced"]
+        );
         // The guest's own `not ok` witnesses it.
         let not_ok = announced.replace("ok 1 stack", "not ok 1 stack");
         assert!(not_caught_failures(&not_ok, Outcome::Fail).is_empty());
+    }
+
+    /// A use after free that stops the machine (no such scenario yet: the
+    /// catalog's is contained) shows it ran by its UAF-ARMED after the header.
+    #[test]
+    fn a_fatal_use_after_free_needs_its_announcement_after_the_header() {
+        let contained = abi::scenario::find("life.uaf").unwrap();
+        let fatal: &'static abi::Scenario = Box::leak(Box::new(abi::Scenario {
+            expect: Outcome::CaughtFatal,
+            ..*contained
+        }));
+        let objections = |serial: &str| {
+            let header = header_line(serial, &ktap::parse(serial));
+            let mut r = result("life.uaf", Outcome::CaughtFatal, serial);
+            r.scenario = fatal;
+            ran(&r, header, &crate::report::lines::parse(serial))
+        };
+        let header = format!("{CONFIG}\nKTAP version 1\n1..1\n");
+        let armed = crate::report::lines::tests::UAF_ARMED;
+        assert_eq!(
+            objections(&format!("{header}{armed}\n")),
+            Vec::<String>::new()
+        );
+        for serial in [header.clone(), format!("{armed}\n{header}")] {
+            let o = objections(&serial);
+            assert_eq!(o.len(), 1, "{o:?}");
+            assert!(
+                o[0].contains("no UAF-ARMED for life.uaf after the KTAP header"),
+                "{o:?}"
+            );
+        }
+    }
+
+    /// Only "not caught" needs a witness: a caught fault is its own.
+    #[test]
+    fn a_caught_fault_needs_no_witness() {
+        let serial = crate::report::fixture::STACK;
+        let mut r = result("stack.recursion", Outcome::Pass, serial);
+        let events = crate::report::lines::parse(serial);
+        r.guard = Some(crate::report::stack::judge(
+            r.scenario,
+            &r.scenario.guard.unwrap(),
+            1,
+            &events,
+            &[],
+            None,
+        ));
+        let before = r.guard.as_ref().unwrap().failures.clone();
+        assert_eq!(
+            r.guard.as_ref().unwrap().observed,
+            abi::guard::Verdict::Overflow
+        );
+        let mut results = [r];
+        check(
+            &mut results,
+            serial,
+            &ktap::parse(serial),
+            1,
+            &Requested::default(),
+        );
+        assert_eq!(results[0].guard.as_ref().unwrap().failures, before);
     }
 }

@@ -195,4 +195,110 @@ mod tests {
         assert!(got.iter().all(|r| r.1 == Outcome::Malformed), "{got:?}");
         assert!(got[0].2);
     }
+
+    fn result_of(scenario: &'static Scenario) -> ScenarioResult {
+        ScenarioResult {
+            scenario,
+            outcome: scenario.expect,
+            skipped: false,
+            diagnostics: Vec::new(),
+            ended_the_boot: false,
+            guard: None,
+            uaf: None,
+            todo: None,
+            objections: Vec::new(),
+        }
+    }
+
+    fn stack_verdict(failures: Vec<super::super::Failure>) -> StackVerdict {
+        StackVerdict {
+            expected: abi::guard::Verdict::Overflow,
+            observed: abi::guard::Verdict::Overflow,
+            failures,
+            hits: 1,
+            suppressed: 0,
+            stack_kind: None,
+            depth: None,
+            jumped: None,
+            corruption: Vec::new(),
+        }
+    }
+
+    fn uaf_verdict(caught: bool) -> UafVerdict {
+        UafVerdict {
+            caught,
+            failures: Vec::new(),
+            hits: usize::from(caught),
+            object: None,
+            owner: None,
+            history: 0,
+        }
+    }
+
+    #[test]
+    fn the_expected_outcome_is_not_enough_without_the_fault_and_the_evidence() {
+        let plain = result_of(&A);
+        assert!(plain.believed() && plain.as_expected());
+        assert!(!plain.provokes_fault() && plain.fault().is_none());
+
+        let mut doubted = result_of(&A);
+        doubted.objections.push("no echo of the request".into());
+        assert!(!doubted.believed());
+        assert!(!doubted.as_expected(), "an objection fails the result");
+
+        let stack = abi::scenario::find("stack.recursion").unwrap();
+        let mut r = result_of(stack);
+        assert!(r.provokes_fault() && r.fault().is_none());
+        r.guard = Some(stack_verdict(Vec::new()));
+        assert!(r.fault_as_expected() && r.as_expected());
+        r.guard = Some(stack_verdict(vec![super::super::Failure {
+            check: super::super::Check::Bounds,
+            detail: "wrong".into(),
+        }]));
+        assert_eq!(r.fault().map(|f| f.failures().len()), Some(1));
+        assert!(!r.fault_as_expected(), "a badly told fault");
+        assert!(!r.as_expected(), "a guest `ok` with a badly told fault");
+
+        let uaf = abi::scenario::find("life.uaf").unwrap();
+        let mut r = result_of(uaf);
+        assert!(r.provokes_fault());
+        r.uaf = Some(uaf_verdict(true));
+        assert!(r.as_expected());
+        r.uaf = Some(UafVerdict {
+            failures: vec![super::super::Failure {
+                check: super::super::Check::Access,
+                detail: "write, not read".into(),
+            }],
+            ..uaf_verdict(true)
+        });
+        assert_eq!(r.fault().map(|f| f.failures().len()), Some(1));
+        assert!(!r.as_expected());
+        r.uaf = Some(uaf_verdict(false));
+        assert_eq!(r.fault().map(|f| f.category_str()), Some("not-caught"));
+        assert!(!r.fault_as_expected() && !r.as_expected());
+    }
+
+    #[test]
+    fn only_a_not_ok_carries_its_todo() {
+        let serial = "KTAP version 1\n1..3\nok 1 a.a # TODO done already\n\
+                      not ok 2 b.b # TODO known bug\nok 3 c.c\n";
+        let verdict = classify(&Evidence {
+            ended: &Ended::Exited(GuestExit::Pass.qemu_status()),
+            serial,
+            stderr: "",
+            requested: &["a.a", "b.b", "c.c"],
+        });
+        let todos: Vec<(Outcome, Option<String>)> = scenario_results(&[&A, &B, &C], &verdict)
+            .into_iter()
+            .map(|r| (r.outcome, r.todo))
+            .collect();
+        assert_eq!(
+            todos,
+            [
+                (Outcome::Pass, None),
+                (Outcome::Pass, Some("known bug".into())),
+                (Outcome::Pass, None),
+            ]
+        );
+    }
 }

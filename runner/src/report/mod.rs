@@ -217,3 +217,100 @@ fn recovery_hook(r: &mut judge::ScenarioResult, events: &lines::Events, held: &r
             .extend(recovery::judge(r.scenario, &claims, 0, held));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use abi::guard::Verdict;
+
+    fn result_of(name: &str, skipped: bool) -> judge::ScenarioResult {
+        let scenario = abi::scenario::find(name).expect("in the catalog");
+        judge::ScenarioResult {
+            scenario,
+            outcome: scenario.expect,
+            skipped,
+            diagnostics: Vec::new(),
+            ended_the_boot: false,
+            guard: None,
+            uaf: None,
+            todo: None,
+            objections: Vec::new(),
+        }
+    }
+
+    fn checks(failures: &[Failure]) -> Vec<&'static str> {
+        failures.iter().map(|f| f.check.name()).collect()
+    }
+
+    // What the captured boot (older than the recovery records) lacks for
+    // stack.recursion's recovered kill of task 3.
+    const RECURSION_RECOVERED: &str = concat!(
+        r#"TASK-STATE {"scenario":"stack.recursion","cpu":0,"task_id":3,"task_name":"recurse","preempt_count":0,"preempt":0,"rcu":0,"rcu_callbacks":0,"irq_nesting":0,"irqs_enabled":true,"locks":0,"held":[],"lost":0,"decision":"kill","stop":null,"stopped_by":null,"reset_preempt":0,"reset_rcu":0,"reset_irqs":false}"#,
+        "\n",
+        r#"RECOVERY {"scenario":"stack.recursion","task_id":3,"cpu":0,"kill":1,"preempt_count":0,"in_service":0,"held_left":0,"locks_left":0,"incomplete":false,"ticks_at_kill":5,"ticks_after":7,"gp_at_kill":2,"gp_completed":3,"waited_us":3427}"#,
+        "\n",
+        r#"RECOVERY-TALLY {"scenario":"stack.recursion","kills":1,"proven":1,"pending":0}"#,
+        "\n",
+    );
+
+    #[test]
+    fn attach_judges_each_fault_scenario_and_holds_it_to_the_recovery_records() {
+        let boot = || {
+            vec![
+                result_of("stack.recursion", false),
+                result_of("stack.underflow", true),
+                result_of("boot.smoke", false),
+            ]
+        };
+        let serial = format!("{}{RECURSION_RECOVERED}", fixture::STACK);
+        let mut results = boot();
+        attach(&mut results, &serial, 1, None);
+        let g = results[0].guard.as_ref().expect("a stack verdict");
+        assert_eq!((g.observed, g.hits), (Verdict::Overflow, 1));
+        assert!(results[0].uaf.is_none());
+        // No ELF was given: only the checks that need it fail.
+        assert!(
+            checks(&g.failures).iter().all(|c| *c == "backtrace"),
+            "{:?}",
+            g.failures
+        );
+        assert!(
+            results[1].guard.is_none(),
+            "a skipped scenario broke nothing"
+        );
+        assert!(results[2].guard.is_none() && results[2].uaf.is_none());
+
+        // Without its recovery records, the claim `recovered: true` is unproven.
+        let mut results = boot();
+        attach(&mut results, fixture::STACK, 1, None);
+        let failed = checks(&results[0].guard.as_ref().unwrap().failures);
+        assert!(failed.contains(&"task-state"), "{failed:?}");
+        assert!(failed.contains(&"recovered"), "{failed:?}");
+
+        // What decided the hit is held to the record too.
+        let tampered = fixture::Log::of(&serial)
+            .hit("stack.recursion", |h| h["cr2"] = "0x1000".into())
+            .text();
+        let mut results = boot();
+        attach(&mut results, &tampered, 1, None);
+        let failed = checks(&results[0].guard.as_ref().unwrap().failures);
+        assert!(failed.contains(&"decided-by"), "{failed:?}");
+    }
+
+    #[test]
+    fn attach_judges_a_use_after_free_and_its_recovery() {
+        let serial = format!(
+            "{}\nBUG: KFENCE\n{}\nok 1 life.uaf\n",
+            lines::tests::UAF_ARMED,
+            lines::tests::UAF_HIT
+        );
+        let mut results = vec![result_of("life.uaf", false)];
+        attach(&mut results, &serial, 1, None);
+        let u = results[0].uaf.as_ref().expect("a use-after-free verdict");
+        assert!(u.caught && results[0].guard.is_none());
+        // The hit claims task 7 recovered; nothing in this log proves it.
+        let failed = checks(&u.failures);
+        assert!(failed.contains(&"task-state"), "{failed:?}");
+        assert!(failed.contains(&"recovered"), "{failed:?}");
+    }
+}

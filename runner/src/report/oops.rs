@@ -224,3 +224,104 @@ pub fn trace_line(f: &Frame) -> String {
     .trim_start()
     .to_string()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::fixture::{self, Answers, Log};
+
+    /// The first report's failures from `check` (stack.recursion in `fixture::STACK`).
+    fn first_report(
+        log: &Log,
+        check: impl Fn(Option<&[(usize, &str)]>, &GuardHit) -> Vec<Failure>,
+    ) -> Vec<String> {
+        let text = log.text();
+        let events = crate::report::lines::parse(&text);
+        let hit = &events.hits[0];
+        let b = block(&events.lines, hit.line);
+        check(b.as_deref(), hit)
+            .into_iter()
+            .map(|f| f.detail)
+            .collect()
+    }
+
+    #[test]
+    fn at_most_three_wrong_lines_are_shown_then_counted() {
+        let garbled = |n: usize| {
+            let mut log = Log::of(fixture::STACK);
+            for reg in ["RAX:", "RDX:", "RBP:", "R10:", "R13:"].into_iter().take(n) {
+                log = log.oops_text("stack.recursion", reg, "???");
+            }
+            first_report(&log, check_lines)
+        };
+        assert_eq!(garbled(0), Vec::<String>::new());
+        assert_eq!(garbled(3).len(), 3, "{:#?}", garbled(3));
+        let five = garbled(5);
+        assert_eq!(five.len(), 4, "{five:#?}");
+        assert_eq!(five[3], "and 2 more oops line(s) like these");
+    }
+
+    #[test]
+    fn at_most_three_wrong_symbols_are_shown_then_counted() {
+        let elf = Answers::load();
+        let misnamed = |n: usize| {
+            let log = Log::of(fixture::STACK).hit("stack.recursion", |v| {
+                let frames = v["backtrace"].as_array_mut().unwrap();
+                for f in frames.iter_mut().take(n) {
+                    f["sym"]["name"] = serde_json::json!("guest::elsewhere");
+                }
+            });
+            first_report(&log, |_, hit| check_symbols(hit, &elf))
+        };
+        assert_eq!(misnamed(0), Vec::<String>::new());
+        assert_eq!(misnamed(3).len(), 3, "{:#?}", misnamed(3));
+        let five = misnamed(5);
+        assert_eq!(five.len(), 4, "{five:#?}");
+        assert_eq!(five[3], "and 2 more wrongly named address(es)");
+    }
+
+    /// `?` is right where the ELF has no symbol either, and only there.
+    #[test]
+    fn a_question_mark_is_right_only_where_the_elf_knows_nothing() {
+        let elf = Answers::load();
+        let unnamed = |addr: &str| {
+            let addr = addr.to_string();
+            let log = Log::of(fixture::STACK).hit("stack.recursion", move |v| {
+                v["backtrace"][0]["addr"] = serde_json::json!(addr);
+                v["backtrace"][0]["sym"] = serde_json::Value::Null;
+            });
+            first_report(&log, |_, hit| check_symbols(hit, &elf))
+        };
+        assert_eq!(unnamed("0x10"), Vec::<String>::new());
+        let known = fixture::STACK
+            .lines()
+            .find_map(|l| l.strip_prefix("GUARD-HIT "))
+            .and_then(|j| serde_json::from_str::<serde_json::Value>(j).ok())
+            .map(|v| v["backtrace"][0]["addr"].as_str().unwrap().to_string())
+            .unwrap();
+        let d = unnamed(&known);
+        assert_eq!(d.len(), 1, "{d:#?}");
+        assert!(d[0].contains("prints `?`"), "{d:#?}");
+
+        // A name for an address no symbol holds: in the text, or outside it.
+        let named = |addr: u64| {
+            let log = Log::of(fixture::STACK).hit("stack.recursion", move |v| {
+                v["backtrace"][0]["addr"] = serde_json::json!(format!("{addr:#x}"));
+            });
+            first_report(&log, |_, hit| check_symbols(hit, &elf))
+        };
+        let known = u64::from_str_radix(known.trim_start_matches("0x"), 16).unwrap();
+        let d = named(known + 1);
+        assert_eq!(d.len(), 1, "{d:#?}");
+        assert!(
+            d[0].contains("but no symbol of the ELF contains it"),
+            "{d:#?}"
+        );
+        let d = named(0x10);
+        assert_eq!(d.len(), 1, "{d:#?}");
+        assert!(
+            d[0].contains("an address outside the guest's text"),
+            "{d:#?}"
+        );
+    }
+}

@@ -399,4 +399,40 @@ mod tests {
             "{got:?}"
         );
     }
+
+    /// Each claim is held to its own task's records, in its own scenario,
+    /// and the tally covers the printed and the suppressed kills together.
+    #[test]
+    fn records_are_matched_by_scenario_and_task_and_tallies_add_up() {
+        let all = format!("{STATE}\n{PROOF}\n{TALLY}\n");
+        let other_task = Claim {
+            task_id: 5,
+            ..KILLED
+        };
+        let checks = judged("stack.recursion", &all, &[other_task], 0);
+        assert!(checks.contains(&Check::TaskState), "{checks:?}");
+        // Task 5's state is told, but only task 4's kill is proven.
+        let state_5 = STATE.replace("\"task_id\":4", "\"task_id\":5");
+        let log = format!("{state_5}\n{PROOF}\n{TALLY}\n");
+        assert_eq!(
+            judged("stack.recursion", &log, &[other_task], 0),
+            [Check::Recovered]
+        );
+        let elsewhere = all.replace("stack.recursion", "stack.underflow");
+        let checks = judged("stack.recursion", &elsewhere, &[KILLED], 0);
+        assert!(checks.contains(&Check::TaskState), "{checks:?}");
+
+        // One printed kill and two suppressed: three kills to tally.
+        let tally = |kills: u64| {
+            TALLY
+                .replace("\"kills\":1", &format!("\"kills\":{kills}"))
+                .replace("\"proven\":1", &format!("\"proven\":{kills}"))
+        };
+        let log = |kills| format!("{STATE}\n{PROOF}\n{}\n", tally(kills));
+        assert_eq!(judged("stack.recursion", &log(3), &[KILLED], 2), []);
+        assert_eq!(
+            judged("stack.recursion", &log(2), &[KILLED], 2),
+            [Check::Recovered]
+        );
+    }
 }

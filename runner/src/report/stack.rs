@@ -645,6 +645,11 @@ mod tests {
             v.describe(),
             "caught with good diagnostics (overflow, TASK stack, depth 52)"
         );
+        // What the summary and JUnit see, through the trait.
+        let f: &dyn FaultVerdict = &v;
+        assert!(f.as_expected() && f.failures().is_empty());
+        assert_eq!(f.category_str(), "caught-good");
+        assert_eq!(f.describe(), v.describe());
     }
 
     /// Each field changed as a guest that got it wrong would print it (the
@@ -791,6 +796,7 @@ mod tests {
                 v.describe()
             );
             assert!(v.describe().contains(want[0]), "{}", v.describe());
+            assert_eq!(v.category_str(), "caught-diagnostics-wrong", "{what}");
         }
     }
 
@@ -919,6 +925,14 @@ mod tests {
             w[at] = Some(elsewhere);
         }));
         assert_eq!(names(&v), ["unwind"], "{:#?}", v.failures);
+        // Each failure says how the unwind stopped, and where.
+        assert!(
+            v.failures[0].detail.starts_with(
+                "the unwind of the dumped stack stopped because the CFA 0x10 at 0xffffffff80016a50 is not above"
+            ),
+            "{:#?}",
+            v.failures
+        );
         // A word unreadable where the unwinder needs it.
         let v = recursion(real().dump("stack.recursion", |_, w| {
             let n = w.len();
@@ -927,6 +941,18 @@ mod tests {
             }
         }));
         assert_eq!(names(&v), ["unwind"], "{:#?}", v.failures);
+        let left = "where the next frame lies off the dumped stack (0xffffc90000022fe8)";
+        assert!(
+            v.failures.len() == 2
+                && v.failures[0]
+                    .detail
+                    .contains(&format!("stopped {left} after"))
+                && v.failures[1]
+                    .detail
+                    .ends_with(&format!("ended after 3 line(s) {left}")),
+            "{:#?}",
+            v.failures
+        );
         // A chunk missing, then the whole dump.
         let log = real();
         let first_dump = log
@@ -938,6 +964,23 @@ mod tests {
         cut.0.remove(first_dump + 1);
         let v = recursion(cut);
         assert_eq!(names(&v), ["unwind"], "{:#?}", v.failures);
+        // A chunk in its place, but of a dump with other bounds.
+        let mut mixed = log.clone();
+        mixed.0[first_dump + 1] = mixed.0[first_dump + 1].replacen(
+            "\"hi\":\"0xffffc90000023000\"",
+            "\"hi\":\"0xffffc90000024000\"",
+            1,
+        );
+        assert_ne!(mixed.0, log.0);
+        let v = recursion(mixed);
+        assert_eq!(names(&v), ["unwind"], "{:#?}", v.failures);
+        assert!(
+            v.failures[0]
+                .detail
+                .contains("a chunk at 0xffffc90000020000"),
+            "{:?}",
+            v.failures
+        );
         let v = recursion(real().without(|l| l.starts_with("STACK-DUMP ")));
         assert_eq!(names(&v), ["unwind"]);
         assert!(
@@ -1066,6 +1109,7 @@ mod tests {
         assert_eq!(v.observed, Verdict::GuardJumped);
         assert_eq!(names(&v), ["kind"], "{:#?}", v.failures);
         assert!(!v.as_expected());
+        assert_eq!(v.category_str(), "guard-jumped");
         assert!(
             v.describe().starts_with(
                 "GUARD JUMPED (fault at 0xffffc9000001cf48, 4280 bytes below the guard)"
@@ -1120,6 +1164,7 @@ mod tests {
             v.failures[0].detail,
             "no GUARD-HIT report, expected 1 (overflow)"
         );
+        assert_eq!(v.category_str(), "not-caught");
     }
 
     #[test]
@@ -1191,5 +1236,305 @@ mod tests {
             "{}",
             v.describe()
         );
+    }
+
+    #[test]
+    fn a_stack_the_guest_could_not_name_is_unknown_as_linux_says() {
+        assert_eq!(linux_kind(None), "UNKNOWN");
+        assert_eq!(linux_kind(Some(StackKind::Task)), "TASK");
+        assert_eq!(linux_kind(Some(StackKind::Irq)), "IRQ");
+    }
+
+    /// A scenario that stops the machine must say its task did not recover;
+    /// one whose boot goes on, that it did.
+    #[test]
+    fn recovered_must_fit_whether_the_boot_goes_on() {
+        let recursion = abi::scenario::find("stack.recursion").unwrap();
+        let fatal: &'static Scenario = Box::leak(Box::new(Scenario {
+            expect: Outcome::CaughtFatal,
+            ..*recursion
+        }));
+        let judged = |s: &Scenario, log: &Log| {
+            let text = log.text();
+            let events = crate::report::lines::parse(&text);
+            let elf = elf();
+            judge(s, &s.guard.unwrap(), 1, &events, &[], Some(&elf))
+        };
+        let kept = real();
+        let killed = real().hit("stack.recursion", set("recovered", json!(false)));
+        assert_eq!(names(&judged(recursion, &kept)), [] as [&str; 0]);
+        assert_eq!(names(&judged(recursion, &killed)), ["recovered"]);
+        assert_eq!(names(&judged(fatal, &kept)), ["recovered"]);
+        assert_eq!(names(&judged(fatal, &killed)), [] as [&str; 0]);
+    }
+
+    /// With several hits, each failure says which hit and CPU it is about;
+    /// with one, there is nothing to tell apart.
+    #[test]
+    fn one_hit_per_cpu_and_each_failure_names_its_hit() {
+        let all = Log::of(fixture::ALL_CPUS);
+        let v = judge_log(
+            "stack.all_cpus",
+            &all.clone().hit("stack.all_cpus", set("bytes", json!(3912))),
+            4,
+        );
+        assert!(!v.failures.is_empty());
+        for f in &v.failures {
+            assert!(f.detail.starts_with("hit 1 (cpu 0): "), "{}", f.detail);
+        }
+        let d = recursion(real().hit("stack.recursion", set("bytes", json!(3912))));
+        assert!(!d.failures.is_empty());
+        for f in &d.failures {
+            assert!(!f.detail.starts_with("hit "), "{}", f.detail);
+        }
+        // Four hits, but two on CPU 1 and none on CPU 0.
+        let v = judge_log(
+            "stack.all_cpus",
+            &all.hit("stack.all_cpus", set("cpu", json!(1))),
+            4,
+        );
+        assert!(
+            v.failures.iter().any(|f| f.check == Check::Hits
+                && f.detail == "hits on CPUs [1, 2, 3], expected one on each of 4"),
+            "{:#?}",
+            v.failures
+        );
+    }
+
+    /// A hit that names no stack (bounds 0..0) has nothing to dump, so a
+    /// missing STACK-DUMP is no unwind failure of its own.
+    #[test]
+    fn no_dump_is_owed_for_a_hit_with_no_stack() {
+        let no_dump = real().without(|l| l.starts_with("STACK-DUMP "));
+        assert!(names(&recursion(no_dump.clone())).contains(&"unwind"));
+        let v = recursion(no_dump.hit("stack.recursion", |v| {
+            v["stack_lo"] = json!("0x0");
+            v["stack_hi"] = json!("0x0");
+        }));
+        assert!(!names(&v).contains(&"unwind"), "{:#?}", v.failures);
+        assert!(names(&v).contains(&"bounds"), "{:#?}", v.failures);
+    }
+
+    /// A fault in no announced guard is measured from the faulting task's
+    /// own stack, not from another task's announced before it.
+    #[test]
+    fn a_jumped_guard_is_measured_from_the_tasks_own_stack() {
+        let alloc = crate::report::lines::tests::alloc();
+        let decoy = alloc
+            .replace("\"task_id\":3", "\"task_id\":99")
+            .replace("0xffffc9000001f000", "0xffffc9000011f000")
+            .replace("0xffffc90000023000", "0xffffc90000123000");
+        let mut log = real();
+        let at = log.0.iter().position(|l| l == alloc).unwrap();
+        log.0.insert(at, decoy);
+        let v = recursion(log.hit("stack.recursion", |v| {
+            v["fault_addr"] = json!("0xffffc9000001cf48");
+            v["cr2"] = json!("0xffffc9000001cf48");
+            v["rsp"] = json!("0xffffc9000001cf50");
+            v["guard_lo"] = json!("0xffffc9000001c000");
+        }));
+        assert_eq!(v.observed, Verdict::GuardJumped);
+        assert_eq!(names(&v), ["kind"], "{:#?}", v.failures);
+        assert!(
+            v.describe().starts_with(
+                "GUARD JUMPED (fault at 0xffffc9000001cf48, 4280 bytes below the guard)"
+            ),
+            "{}",
+            v.describe()
+        );
+    }
+
+    /// The guard above ends where its last page does: one byte past it is
+    /// a jumped guard, the byte before an underflow.
+    #[test]
+    fn the_guard_above_is_exactly_its_pages() {
+        let at = |addr: &str| {
+            let (addr, bytes) = (addr.to_string(), json!(57));
+            judge_log(
+                "stack.underflow",
+                &real().hit("stack.underflow", move |v| {
+                    v["fault_addr"] = json!(addr);
+                    v["cr2"] = json!(addr);
+                    v["bytes"] = bytes;
+                }),
+                1,
+            )
+        };
+        assert_eq!(at("0xffffc90000023fff").observed, Verdict::Underflow);
+        let past = at("0xffffc90000024000");
+        assert_eq!(past.observed, Verdict::GuardJumped);
+        assert_eq!(
+            past.jumped.as_deref(),
+            Some("fault at 0xffffc90000024000, 1 bytes above the guard")
+        );
+    }
+
+    /// With no guard below, a fault on the stack's lowest byte is inside
+    /// the stack, not "0 bytes below the guard".
+    #[test]
+    fn a_fault_on_a_guardless_stacks_lowest_byte_is_inside_it() {
+        let no_guard = Log::of(&fixture::STACK.replacen(
+            "\"guard_below\":1,\"guard_above\":1",
+            "\"guard_below\":0,\"guard_above\":0",
+            1,
+        ));
+        let v = recursion(no_guard.hit("stack.recursion", |v| {
+            v["fault_addr"] = json!("0xffffc9000001f000");
+            v["cr2"] = json!("0xffffc9000001f000");
+            v["kind"] = json!("not-guard");
+            v["guard_lo"] = json!("0x0");
+            v["guard_hi"] = json!("0x0");
+            v["bytes"] = json!(0);
+        }));
+        assert_eq!(v.observed, Verdict::GuardJumped);
+        assert_eq!(
+            v.jumped.as_deref(),
+            Some("fault at 0xffffc9000001f000, inside the stack itself")
+        );
+    }
+
+    /// Unannounced, a hit's own claim stands only if its fault is in the
+    /// guard it reports.
+    #[test]
+    fn unannounced_the_claim_must_at_least_fit_itself() {
+        let unannounced = real().without(|l| l.starts_with("STACK-ALLOC "));
+        let v = recursion(unannounced.clone());
+        assert_eq!(v.observed, Verdict::Overflow);
+        assert!(names(&v).contains(&"announced"), "{:#?}", v.failures);
+        assert!(!names(&v).contains(&"kind"), "{:#?}", v.failures);
+        let v = recursion(unannounced.hit("stack.recursion", |v| {
+            v["guard_lo"] = json!("0xffffc9000001c000");
+            v["guard_hi"] = json!("0xffffc9000001d000");
+        }));
+        assert_eq!(v.observed, Verdict::GuardJumped);
+        assert!(names(&v).contains(&"kind"), "{:#?}", v.failures);
+    }
+
+    /// Without the ELF there is no unwind to count frames against, so
+    /// depth x frame size must at least be about the stack's size.
+    #[test]
+    fn without_the_elf_the_depth_must_still_be_plausible() {
+        let s = abi::scenario::find("stack.recursion").unwrap();
+        let depth = |d: u64| {
+            let text = real().hit("stack.recursion", set("depth", json!(d))).text();
+            let events = crate::report::lines::parse(&text);
+            let v = judge(s, &s.guard.unwrap(), 1, &events, &[], None);
+            names(&v).contains(&"depth")
+        };
+        // 52 x 304 bytes of a 16 KiB stack is the captured 96%.
+        assert!(!depth(52));
+        assert!(!depth(28), "just over half");
+        assert!(depth(26), "under half the stack");
+        assert!(!depth(59), "just under 110%");
+        assert!(depth(60), "over 110%");
+        // Exactly half (32 frames of 256 bytes) is still plausible.
+        let half =
+            Log::of(&fixture::STACK.replacen("\"frame_bytes\":304", "\"frame_bytes\":256", 1))
+                .hit("stack.recursion", set("depth", json!(32)))
+                .text();
+        let events = crate::report::lines::parse(&half);
+        let v = judge(s, &s.guard.unwrap(), 1, &events, &[], None);
+        assert!(!names(&v).contains(&"depth"), "{:#?}", v.failures);
+    }
+
+    /// A line that ends the previous report is never the start of the
+    /// next oops, even when it begins like one (a `BUG:` line another
+    /// report's record was glued onto).
+    #[test]
+    fn the_oops_starts_after_the_previous_report() {
+        let mut log = real();
+        let hit = log
+            .0
+            .iter()
+            .position(|l| l.starts_with("GUARD-HIT {\"scenario\":\"stack.probe_skip\""))
+            .unwrap();
+        let bug = (0..hit)
+            .rev()
+            .find(|&i| log.0[i].starts_with("BUG:"))
+            .unwrap();
+        log.0
+            .insert(bug, "BUG: cut short GUARD-HIT {\"scen".to_string());
+        let v = judge_log("stack.probe_skip", &log, 1);
+        assert_eq!(v.failures, [], "{:#?}", v.failures);
+    }
+
+    /// The guest's trace against the unwind at its ends: lines missing are
+    /// counted, a `... (more frames)` needs more frames, and a depth needs
+    /// at least two frames of a recursing function.
+    #[test]
+    fn the_trace_is_held_to_the_unwind_at_its_ends() {
+        let v = recursion(real().hit("stack.recursion", |v| {
+            let f = v["backtrace"].as_array_mut().unwrap();
+            f.pop();
+            f.pop();
+        }));
+        assert_eq!(names(&v), ["unwind"], "{:#?}", v.failures);
+        assert!(
+            v.failures[0].detail.ends_with(" and 1 more line(s)"),
+            "{:#?}",
+            v.failures
+        );
+
+        let v = recursion(real().hit("stack.recursion", set("truncated", json!(true))));
+        assert_eq!(names(&v), ["unwind"], "{:#?}", v.failures);
+        assert!(
+            v.failures[0]
+                .detail
+                .contains("says `... (more frames)`, but the unwind has only"),
+            "{:#?}",
+            v.failures
+        );
+        // Cut at the guest's limit, short of the unwind: as it should be.
+        let v = recursion(real().hit("stack.recursion", |v| {
+            v["backtrace"].as_array_mut().unwrap().pop();
+            v["truncated"] = json!(true);
+        }));
+        assert_eq!(v.failures, [], "{:#?}", v.failures);
+
+        // One frame of the innermost function is no recursion, whatever depth says.
+        let v = judge_log(
+            "stack.exception",
+            &real().hit("stack.exception", set("depth", json!(0))),
+            1,
+        );
+        assert_eq!(names(&v), ["depth"], "{:#?}", v.failures);
+
+        // The unwind holds 54 frames of the recursion: a depth of 53 (the
+        // innermost recorded itself) is as right as the captured 52.
+        let v = recursion(real().hit("stack.recursion", set("depth", json!(53))));
+        assert_eq!(v.failures, [], "{:#?}", v.failures);
+
+        // A recursion two frames deep: the second return into the
+        // recursing function pointed at its caller instead.
+        let hit = captured();
+        let (recurse, caller) = (hit.backtrace[0].addr.0, hit.backtrace[1].addr.0);
+        let two_deep = real().dump("stack.recursion", |_, w| {
+            let second = w
+                .iter()
+                .enumerate()
+                .filter(|(_, x)| **x == Some(recurse))
+                .nth(1)
+                .expect("two returns into the recursion")
+                .0;
+            w[second] = Some(caller);
+        });
+        for (depth, ok) in [(0, true), (1, true), (2, false)] {
+            let v = recursion(
+                two_deep
+                    .clone()
+                    .hit("stack.recursion", set("depth", json!(depth))),
+            );
+            let depth_failures: Vec<&str> = v
+                .failures
+                .iter()
+                .filter(|f| f.check == Check::Depth && f.detail.starts_with("`Recursion depth"))
+                .map(|f| f.detail.as_str())
+                .collect();
+            assert_eq!(
+                depth_failures.is_empty(),
+                ok,
+                "depth {depth}: {depth_failures:#?}"
+            );
+        }
     }
 }

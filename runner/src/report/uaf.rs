@@ -384,4 +384,70 @@ mod tests {
         let v = judged(lines::UAF_ARMED, &format!("{cut}\n{}", lines::UAF_HIT));
         assert_eq!(failed(&v), ["readable"]);
     }
+
+    /// Two objects freed and read: each report is held to its own
+    /// announcement (by owner), and each failure names its report.
+    #[test]
+    fn each_report_is_held_to_its_own_announcement() {
+        let other = |line: &str| {
+            line.replace("\"owner\":6", "\"owner\":9")
+                .replace("0xffffc9000006d0", "0xffffc9000007e0")
+        };
+        let (armed_9, hit_9) = (other(lines::UAF_ARMED), other(lines::UAF_HIT));
+        assert_ne!(armed_9, lines::UAF_ARMED);
+        let log = |hit_9: &str| {
+            format!(
+                "{}\n{armed_9}\nBUG: KFENCE\n{}\nBUG: KFENCE\n{hit_9}\nok 1 life.uaf\n",
+                lines::UAF_ARMED,
+                lines::UAF_HIT
+            )
+        };
+        let v = judge_log(&log(&hit_9));
+        assert_eq!(v.failures, [], "{:#?}", v.failures);
+        assert_eq!(v.hits, 2);
+        let v = judge_log(&log(
+            &hit_9.replace("\"access\":\"read\"", "\"access\":\"write\"")
+        ));
+        assert_eq!(failed(&v), ["access"]);
+        assert!(
+            v.failures[0].detail.starts_with("report 2: "),
+            "{:#?}",
+            v.failures
+        );
+        // One report: nothing to tell apart.
+        let v = judged(
+            lines::UAF_ARMED,
+            &lines::UAF_HIT.replace("\"access\":\"read\"", "\"access\":\"write\""),
+        );
+        assert_eq!(failed(&v), ["access"]);
+        assert!(
+            v.failures[0].detail.starts_with("reported a write"),
+            "{:#?}",
+            v.failures
+        );
+    }
+
+    /// Every event told, but in an order no life takes; and two events in
+    /// the same nanosecond, which is still oldest first.
+    #[test]
+    fn the_history_must_be_a_possible_life() {
+        let swapped = lines::UAF_HIT
+            .replacen("\"event\":\"exited\"", "\"event\":\"EXITED\"", 1)
+            .replacen("\"event\":\"reaped\"", "\"event\":\"exited\"", 1)
+            .replacen("\"event\":\"EXITED\"", "\"event\":\"reaped\"", 1);
+        assert_ne!(swapped, lines::UAF_HIT);
+        let v = judged(lines::UAF_ARMED, &swapped);
+        assert_eq!(failed(&v), ["history"]);
+        assert!(
+            v.failures[0]
+                .detail
+                .contains("the history has switched-away before exited"),
+            "{:#?}",
+            v.failures
+        );
+        let same_ns = lines::UAF_HIT.replace("\"ago_ns\":14400552", "\"ago_ns\":14501037");
+        assert_ne!(same_ns, lines::UAF_HIT);
+        let v = judged(lines::UAF_ARMED, &same_ns);
+        assert_eq!(v.failures, [], "{:#?}", v.failures);
+    }
 }
