@@ -276,6 +276,12 @@ pub const DEFECTS: &[Defect] = &[
         "core.current",
         Caught::Guest,
     ),
+    mechanism(
+        "saturated-put-frees",
+        "put_task_struct frees on a refcount_t event: a saturated count reaches a free",
+        "life.refcount",
+        Caught::Guest,
+    ),
 ];
 
 pub fn find(name: &str) -> Option<&'static Defect> {

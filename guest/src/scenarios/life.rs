@@ -204,6 +204,43 @@ pub fn refcount(_: &BootInfo, c: &mut Checks) {
         task::refcount_events() == events,
         format_args!("no refcount_t event on the normal path"),
     );
+
+    // A real task whose count a leak of 2^31 gets has brought to the edge:
+    // the next get saturates it, and from then on no put may free it (the
+    // struct leaks, as in Linux, rather than being freed under a holder).
+    let h = match task::spawn("refcount-sat", || 0) {
+        Ok(h) => h,
+        Err(e) => {
+            c.check(false, format_args!("spawn: {e:?}"));
+            return;
+        }
+    };
+    let id = h.id();
+    let Some(held) = task::find_get(id) else {
+        c.check(false, format_args!("find_get found the live task {id}"));
+        return;
+    };
+    task::debug_usage_to_max(&held);
+    let events = task::refcount_events();
+    let freed = task::freed_count();
+    let again = task::find_get(id);
+    c.check(
+        held.usage() >= kcore::refcount::REFCOUNT_SATURATED
+            && task::refcount_events() == events + 1,
+        format_args!("the get past REFCOUNT_MAX saturates the count, and says so"),
+    );
+    drop(again);
+    h.join();
+    rcu::synchronize_rcu();
+    rcu::rcu_barrier();
+    drop(held);
+    c.check(
+        task::freed_count() == freed,
+        format_args!(
+            "no put frees a saturated task struct: {} freed after reap and the last put",
+            task::freed_count() - freed
+        ),
+    );
 }
 
 pub fn stress(_: &BootInfo, c: &mut Checks) {
