@@ -147,6 +147,14 @@ pub fn debug_usage_to_max(task: &TaskRef) {
     task.usage.set(kcore::refcount::REFCOUNT_MAX);
 }
 
+/// Test only: undo `debug_usage_to_max`'s leak once the scenario has
+/// checked it, so that the boot's later scenarios start with every task
+/// freed: the count goes back to this one reference, and its put frees.
+pub fn debug_unleak(task: TaskRef) {
+    task.usage.set(1);
+    drop(task);
+}
+
 /// `usage` reached zero: the struct is dead. Poison it (a reader that kept
 /// a stale pointer sees POISON_FREE, not a plausible task), give back a
 /// stack still held (`AfterGracePeriod`), and count it freed.

@@ -13,8 +13,8 @@ mod sched;
 mod wait;
 
 pub use lifetime::{
-    debug_placement, debug_usage_to_max, find_get, for_each_task, free_mode, freed_count,
-    refcount_events, set_debug_placement, set_free_mode, FreeMode,
+    debug_placement, debug_unleak, debug_usage_to_max, find_get, for_each_task, free_mode,
+    freed_count, refcount_events, set_debug_placement, set_free_mode, FreeMode,
 };
 
 pub use sched::{idle_loop, preempt_from_irq, timer_tick, yield_now, CpuLocal};
