@@ -596,4 +596,216 @@ mod tests {
         }
         assert!(h.depths().is_empty() && h.lost() == 0);
     }
+
+    fn verdict(kinds: &[HeldKind], cx: ExitContext) -> ExitVerdict {
+        let mut h = Held::new();
+        for (i, &k) in kinds.iter().enumerate() {
+            h.acquire(entry(k, i + 1, "x"));
+        }
+        exit_verdict(&h, &cx)
+    }
+
+    /// Each kind the policy refuses to kill with, named as that, and the
+    /// order it names them in: a lock first, then callbacks, then a section.
+    #[test]
+    fn every_blocking_kind_stops_as_itself() {
+        let preempt_of =
+            |kinds: &[HeldKind]| kinds.iter().filter(|k| k.disables_preemption()).count() as u32;
+        let stop = |kinds: &[HeldKind]| match verdict(
+            kinds,
+            ExitContext {
+                cpu_preempt_count: preempt_of(kinds),
+                ..cx()
+            },
+        ) {
+            ExitVerdict::Stop(r) => r.as_str(),
+            ExitVerdict::Kill(_) => "kill",
+        };
+        use HeldKind::*;
+        assert_eq!(stop(&[IrqLock]), "lock-held");
+        assert_eq!(stop(&[SpinLock]), "lock-held");
+        assert_eq!(stop(&[RcuCallbacks]), "rcu-callbacks");
+        assert_eq!(stop(&[IrqsOff]), "irqs-off-section");
+        assert_eq!(stop(&[Preempt, RcuRead]), "kill");
+        assert_eq!(stop(&[IrqsOff, RcuCallbacks, SpinLock]), "lock-held");
+        assert_eq!(stop(&[IrqsOff, RcuCallbacks]), "rcu-callbacks");
+        let mut h = Held::new();
+        h.acquire(entry(IrqsOff, 1, "section"));
+        h.acquire(entry(SpinLock, 2, "inner"));
+        h.acquire(entry(IrqLock, 3, "innermost"));
+        assert_eq!(h.blocking().map(|e| e.name), Some("inner"));
+        match exit_verdict(&h, &cx()) {
+            ExitVerdict::Stop(r) => {
+                assert_eq!(r.entry().map(|e| e.id), Some(2));
+                assert!(r.to_string().starts_with("inner held (acquired at "), "{r}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn what_could_not_be_recorded_stops_the_machine() {
+        assert_eq!(
+            verdict(
+                &[],
+                ExitContext {
+                    incomplete: true,
+                    ..cx()
+                }
+            ),
+            ExitVerdict::Stop(StopReason::Incomplete)
+        );
+        // Past the stack's depth: unnamed sections are fine, an unnamed lock is not.
+        let mut h = Held::new();
+        for i in 0..MAX_HELD {
+            h.acquire(entry(HeldKind::Preempt, i, "p"));
+        }
+        h.acquire(entry(HeldKind::SpinLock, 99, "lost_lock"));
+        assert_eq!((h.named(), h.lost()), (MAX_HELD, 1));
+        let cx_full = ExitContext {
+            cpu_preempt_count: MAX_HELD as u32,
+            ..cx()
+        };
+        assert_eq!(
+            exit_verdict(&h, &cx_full),
+            ExitVerdict::Stop(StopReason::Incomplete)
+        );
+        assert_eq!(h.release(HeldKind::SpinLock, 99), Ok(()));
+        assert_eq!(h.lost(), 0);
+        assert!(
+            matches!(exit_verdict(&h, &cx_full), ExitVerdict::Kill(f) if f.preempt == MAX_HELD as u32)
+        );
+    }
+
+    #[test]
+    fn the_reset_drops_sections_and_keeps_the_rest() {
+        let mut h = Held::new();
+        h.acquire(entry(HeldKind::Preempt, 0, "p"));
+        h.acquire(entry(HeldKind::SpinLock, 5, "kept"));
+        h.acquire(entry(HeldKind::RcuRead, 0, "r"));
+        h.acquire(entry(HeldKind::RcuRead, 0, "r"));
+        assert_eq!(h.reset_preemption(), (1, 2));
+        let left: Vec<_> = h.entries().map(|e| (e.kind, e.name)).collect();
+        assert_eq!(left, [(HeldKind::SpinLock, "kept")]);
+        assert_eq!(h.named(), 1);
+        assert_eq!(h.depths().preempt_count(), 0);
+        assert_eq!(h.depths().locks(), 1);
+        // Lost entries: forgotten only when everything else counted is named.
+        let mut h = Held::new();
+        h.acquire(entry(HeldKind::SpinLock, 5, "kept"));
+        for _ in 0..MAX_HELD {
+            h.acquire(entry(HeldKind::RcuRead, 0, "r"));
+        }
+        assert_eq!(h.lost(), 1);
+        h.reset_preemption();
+        assert_eq!((h.lost(), h.named()), (0, 1));
+        let mut h = Held::new();
+        for _ in 0..MAX_HELD {
+            h.acquire(entry(HeldKind::RcuRead, 0, "r"));
+        }
+        h.acquire(entry(HeldKind::IrqsOff, 0, "lost_section"));
+        h.reset_preemption();
+        assert_eq!((h.lost(), h.named(), h.depths().irqs_off), (1, 0, 1));
+    }
+
+    #[test]
+    fn depths_and_kinds_add_up() {
+        use HeldKind::*;
+        let mut h = Held::new();
+        for (i, k) in HeldKind::ALL.iter().enumerate() {
+            for _ in 0..=i {
+                h.acquire(entry(*k, i, "k"));
+            }
+        }
+        let d = h.depths();
+        assert_eq!(
+            (
+                d.irq_locks,
+                d.spin_locks,
+                d.irqs_off,
+                d.preempt,
+                d.rcu,
+                d.callbacks
+            ),
+            (1, 2, 3, 4, 5, 6)
+        );
+        for (i, k) in HeldKind::ALL.iter().enumerate() {
+            assert_eq!(d.of(*k), i as u32 + 1);
+        }
+        assert_eq!(d.locks(), 3);
+        assert_eq!(d.preempt_count(), 4 + 5 + 6);
+        assert_eq!(d.irq_nesting(), 1 + 3);
+        assert!(!d.is_empty() && Depths::default().is_empty());
+        let locks: Vec<_> = HeldKind::ALL.iter().filter(|k| k.is_lock()).collect();
+        assert_eq!(locks, [&IrqLock, &SpinLock]);
+        let preempt: Vec<_> = HeldKind::ALL
+            .iter()
+            .filter(|k| k.disables_preemption())
+            .collect();
+        assert_eq!(preempt, [&Preempt, &RcuRead, &RcuCallbacks]);
+        let irqs: Vec<_> = HeldKind::ALL.iter().filter(|k| k.disables_irqs()).collect();
+        assert_eq!(irqs, [&IrqLock, &IrqsOff]);
+        assert!(Fixups::default().is_empty());
+        assert!(!Fixups {
+            irqs_disabled: true,
+            ..Fixups::default()
+        }
+        .is_empty());
+    }
+
+    #[test]
+    fn every_stop_reason_has_its_name_and_its_sentence() {
+        let e = entry(HeldKind::RcuCallbacks, 0, "cb");
+        let cases = [
+            (
+                StopReason::InInterrupt,
+                "in-interrupt",
+                "interrupt context",
+                false,
+            ),
+            (StopReason::IdleTask, "idle-task", "idle task", false),
+            (
+                StopReason::Unreadable,
+                "held-state-unreadable",
+                "bookkeeping",
+                false,
+            ),
+            (
+                StopReason::Incomplete,
+                "held-state-incomplete",
+                "could not be recorded",
+                false,
+            ),
+            (
+                StopReason::LockHeld(e),
+                "lock-held",
+                "nobody else could ever release",
+                true,
+            ),
+            (
+                StopReason::RcuCallbacks(e),
+                "rcu-callbacks",
+                "RCU callbacks running",
+                true,
+            ),
+            (
+                StopReason::IrqsOffSection(e),
+                "irqs-off-section",
+                "interrupts-off section",
+                true,
+            ),
+            (
+                StopReason::PreemptUnexplained { cpu: 3, task: 1 },
+                "preempt-unexplained",
+                "preempt_count 3 on the CPU, but the task's own sections account for 1",
+                false,
+            ),
+        ];
+        for (r, name, says, has_entry) in cases {
+            assert_eq!(r.as_str(), name);
+            assert!(r.to_string().contains(says), "{r}");
+            assert_eq!(r.entry().is_some(), has_entry, "{name}");
+        }
+        assert_eq!(e.to_string(), "cb");
+    }
 }
