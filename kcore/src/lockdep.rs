@@ -808,4 +808,30 @@ mod tests {
         }
         assert_eq!(e.to_string(), "cb");
     }
+
+    /// A release matches by kind and lock, both; an unnamed (lost) entry
+    /// only absorbs a release of a kind that is counted.
+    #[test]
+    fn a_release_matches_kind_and_lock_and_only_counted_lost_entries() {
+        let mut h = Held::new();
+        h.acquire(entry(HeldKind::SpinLock, 1, "a"));
+        h.acquire(entry(HeldKind::IrqLock, 2, "b"));
+        assert!(h.release(HeldKind::SpinLock, 2).is_err());
+        assert!(h.release(HeldKind::IrqLock, 1).is_err());
+        assert_eq!(h.named(), 2);
+        assert_eq!(h.unbalanced(), 2);
+        // A spin lock counted but with another id: not lost, so unbalanced.
+        assert!(h.release(HeldKind::SpinLock, 3).is_err());
+        assert_eq!((h.unbalanced(), h.depths().spin_locks), (3, 1));
+        let mut h = Held::new();
+        for _ in 0..=MAX_HELD {
+            h.acquire(entry(HeldKind::Preempt, 0, "p"));
+        }
+        assert_eq!(h.lost(), 1);
+        // A kind with no count cannot be one of the lost entries.
+        assert!(h.release(HeldKind::SpinLock, 9).is_err());
+        assert_eq!((h.lost(), h.unbalanced()), (1, 1));
+        assert_eq!(h.release(HeldKind::Preempt, 0), Ok(()));
+        assert_eq!((h.lost(), h.named()), (1, MAX_HELD - 1));
+    }
 }
