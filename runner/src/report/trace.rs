@@ -20,6 +20,10 @@ use crate::symbols::Symbolize;
 use crate::unwind::{self, End, Kind, Memory, Registers, Unwind};
 use abi::kinds::{Context, StackKind};
 
+/// How far from the fault a recursion's first frame may be: the fault
+/// frame, its callee's, an interrupt's entry code.
+const RECURSION_START_WITHIN: usize = 4;
+
 /// The dump printed with `hit`: the `STACK-DUMP` chunks of its scenario
 /// right after it (the guest prints them under the same console lock),
 /// before any later `GUARD-HIT`. `None` if there are none; `Err` if they do
@@ -292,14 +296,23 @@ pub fn judge(
         let base = |f: &unwind::Frame| {
             elf_sym(symbols, f.pc, f.kind == Kind::Return).map(|(s, _)| (s.base, s.names))
         };
-        let recursing = u.frames.get(1).and_then(base);
-        let r = match &recursing {
-            Some((b, _)) => u
-                .frames
+        // The recursion starts at the first frame whose caller is the same
+        // function: the fault frame itself, or a frame or two up when the
+        // fault came in a callee (`memset` filling the frame) or in the
+        // entry code of an interrupt that arrived there.
+        let bases: Vec<_> = u.frames.iter().map(base).collect();
+        let start = (0..bases.len().saturating_sub(1).min(RECURSION_START_WITHIN))
+            .find(|&i| bases[i].is_some() && bases[i] == bases[i + 1]);
+        let recursing = match start {
+            Some(i) => bases[i].clone(),
+            None => u.frames.get(1).and_then(base),
+        };
+        let r = match (&recursing, start) {
+            (Some((b, _)), Some(i)) => bases[i..]
                 .iter()
-                .take_while(|f| base(f).is_some_and(|(x, _)| x == *b))
+                .take_while(|x| x.as_ref().is_some_and(|(x, _)| x == b))
                 .count() as u64,
-            None => 0,
+            _ => 0,
         };
         let name = recursing
             .as_ref()
