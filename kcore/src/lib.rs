@@ -11,6 +11,7 @@
 //!   interrupted RSP, and which of the two decided.
 //! - [`stack_cache`]: Linux's per-CPU cache of two free stacks.
 //! - [`memmap`]: the boot memory map's promises, checked rather than trusted.
+//! - [`clock`]: counter cycles to nanoseconds, wherever the counter starts.
 //!
 //! And the lifetimes of what lives in that memory:
 //!
@@ -32,6 +33,7 @@
 
 extern crate alloc;
 
+pub mod clock;
 pub mod frames;
 pub mod lockdep;
 pub mod memmap;

@@ -5,7 +5,7 @@
 //! bootloader cannot fake: our own symbols, the live page tables, the ACPI
 //! checksums, and the CPUs themselves.
 use super::Checks;
-use crate::arch::x86_64::{acpi, cpu};
+use crate::arch::x86_64::{acpi, cpu, time};
 use crate::boot::{self, BootInfo};
 use crate::mm::{frames, hhdm, layout, paging};
 use kcore::memmap;
@@ -33,6 +33,23 @@ pub fn smoke(boot: &BootInfo, c: &mut Checks) {
     executable(boot, c);
     rsdp_and_cpus(boot, c);
     boot_stack(boot, c);
+    clock(c);
+}
+
+/// Every deadline and timeout in the guest reads `time::now_ns`: a clock
+/// that stands still (as a 64-bit overflow once made it under KVM, whose
+/// TSC starts at the host's) turns each of them into a hang. So time one
+/// PIT window with it. Only a lower bound: the host may deschedule the vCPU
+/// between the PIT's last tick and the second read.
+fn clock(c: &mut Checks) {
+    const WINDOW_US: u64 = 1000;
+    let t0 = time::now_ns();
+    time::pit_wait_us(WINDOW_US);
+    let took_us = time::now_ns().saturating_sub(t0) / 1000;
+    c.check(
+        took_us >= WINDOW_US / 2,
+        format_args!("the TSC clock advances: a {WINDOW_US} µs PIT wait took {took_us} µs"),
+    );
 }
 
 fn memory_map(boot: &BootInfo, c: &mut Checks) {

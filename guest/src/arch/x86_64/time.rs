@@ -62,7 +62,8 @@ pub fn calibrate(us: u64) {
         pit_wait_us(us);
         cycles = tsc() - start;
     });
-    TSC_PER_US_X1000.store((cycles * 1000 / us).max(1), Ordering::Relaxed);
+    let rate = kcore::clock::Rate::measured(cycles, us);
+    TSC_PER_US_X1000.store(rate.per_us_x1000(), Ordering::Relaxed);
 }
 
 /// TSC cycles per microsecond, times 1000.
@@ -70,10 +71,12 @@ pub fn tsc_per_us_x1000() -> u64 {
     TSC_PER_US_X1000.load(Ordering::Relaxed)
 }
 
+/// `cycles` of the TSC in nanoseconds (0 before calibration). The TSC may
+/// be far from zero (under KVM it is the host's): see `kcore::clock`.
 pub fn cycles_to_ns(cycles: u64) -> u64 {
     match tsc_per_us_x1000() {
         0 => 0,
-        r => cycles.saturating_mul(1_000_000) / r,
+        r => kcore::clock::Rate::from_per_us_x1000(r).cycles_to_ns(cycles),
     }
 }
 
