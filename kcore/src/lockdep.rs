@@ -708,6 +708,31 @@ mod tests {
         assert_eq!((h.lost(), h.named(), h.depths().irqs_off), (1, 0, 1));
     }
 
+    /// A lock, an RCU callback batch and an interrupts-off section, all
+    /// named, with preemption entries lost past the stack's depth: every
+    /// kind that counts is accounted for, so the stop names the lock rather
+    /// than an incomplete record, and the reset forgets the lost entries.
+    #[test]
+    fn lost_sections_beside_one_of_each_named_kind() {
+        let mut h = Held::new();
+        h.acquire(entry(HeldKind::SpinLock, 1, "lock"));
+        h.acquire(entry(HeldKind::RcuCallbacks, 0, "callbacks"));
+        h.acquire(entry(HeldKind::IrqsOff, 0, "section"));
+        for _ in 3..=MAX_HELD {
+            h.acquire(entry(HeldKind::Preempt, 0, "p"));
+        }
+        assert_eq!((h.named(), h.lost()), (MAX_HELD, 1));
+        let cx_full = ExitContext {
+            cpu_preempt_count: h.depths().preempt_count(),
+            ..cx()
+        };
+        assert!(
+            matches!(exit_verdict(&h, &cx_full), ExitVerdict::Stop(StopReason::LockHeld(e)) if e.name == "lock")
+        );
+        assert_eq!(h.reset_preemption(), ((MAX_HELD - 2) as u32, 0));
+        assert_eq!((h.lost(), h.named()), (0, 3));
+    }
+
     #[test]
     fn depths_and_kinds_add_up() {
         use HeldKind::*;
