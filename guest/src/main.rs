@@ -41,8 +41,8 @@ fn kernel_main(stack_top: VirtAddr) -> ! {
     configure(boot.cmdline);
 
     bringup::init_cpu(0, arch::x86_64::cpu::apic_id());
-    // One PIT window calibrates both the TSC and the LAPIC timer.
-    time::calibrate(2000);
+    // The TSC against the PIT, then the LAPIC timer against the TSC.
+    time::calibrate(1000);
     task::adopt_boot_flow("init", false, stack_top);
     task::create_idle().expect("no memory for the boot CPU's idle task");
     bringup::start_tick();

@@ -131,16 +131,15 @@ pub fn send_ipi_all_but_self(d: Delivery) {
     }
 }
 
-/// Measure the LAPIC timer against `window` (a busy wait of known length,
-/// in microseconds) and remember its rate.
-pub fn calibrate(window_us: u64, wait: impl FnOnce()) {
+/// Measure the LAPIC timer's rate: `measure` gets a reader of the ticks
+/// counted so far and returns the ticks per millisecond it found.
+pub fn calibrate(measure: impl FnOnce(&mut dyn FnMut() -> u64) -> u64) {
     write(TIMER_DIVIDE, 0b0011); // divide by 16
     write(LVT_TIMER, 1 << 16); // masked, one-shot
     write(TIMER_INITIAL, u32::MAX);
-    wait();
-    let elapsed = u64::from(u32::MAX - read(TIMER_CURRENT));
+    let per_ms = measure(&mut || u64::from(u32::MAX - read(TIMER_CURRENT)));
     write(TIMER_INITIAL, 0);
-    TICKS_PER_MS.store((elapsed * 1000 / window_us).max(1), Ordering::Relaxed);
+    TICKS_PER_MS.store(per_ms.max(1), Ordering::Relaxed);
 }
 
 pub fn ticks_per_ms() -> u64 {

@@ -1,44 +1,57 @@
 //! Clocks: the PIT as the one reference of known frequency, the TSC for
 //! cheap, fine-grained measurements once calibrated against it.
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use kcore::clock::{self, Sample};
 use x86_64::instructions::port::Port;
 
 const PIT_HZ: u64 = 1_193_182;
 
 static TSC_PER_US_X1000: AtomicU64 = AtomicU64::new(0);
 
-/// Busy-wait `us` microseconds on PIT channel 0, polling its counter (no
-/// interrupt, no speaker gate: that works on `microvm` too, which has no
-/// port 0x61). Interrupts from the PIT are masked (the bootloader masks the
-/// legacy PIC and IOAPIC), so reprogramming channel 0 disturbs nothing.
-pub fn pit_wait_us(us: u64) {
-    let mut cmd = Port::<u8>::new(0x43);
-    let mut ch0 = Port::<u8>::new(0x40);
-    let target = PIT_HZ * us / 1_000_000;
-    // SAFETY: the PIT's command and channel-0 ports; mode 2 (rate generator)
-    // with reload 0 (= 65536) counts down forever, which we only read.
-    unsafe {
-        cmd.write(0b0011_0100);
-        ch0.write(0);
-        ch0.write(0);
-    }
-    let read = || -> u16 {
+/// PIT channel 0 as a running count of its ticks. It counts down from
+/// 65536 forever (mode 2, reload 0), which we only read: polled, with no
+/// interrupt and no speaker gate, so it works on `microvm` too, which has
+/// no port 0x61. Interrupts from the PIT are masked (the bootloader masks
+/// the legacy PIC and IOAPIC), so reprogramming channel 0 disturbs nothing.
+struct Pit(clock::Unwrap16);
+
+impl Pit {
+    fn start() -> Self {
         let mut cmd = Port::<u8>::new(0x43);
         let mut ch0 = Port::<u8>::new(0x40);
-        // SAFETY: latch command for channel 0, then the two data bytes.
+        // SAFETY: the PIT's command and channel-0 ports: mode 2 with
+        // reload 0, nothing else.
+        unsafe {
+            cmd.write(0b0011_0100);
+            ch0.write(0);
+            ch0.write(0);
+        }
+        Self(clock::Unwrap16::new(Self::latch()))
+    }
+
+    fn latch() -> u16 {
+        let mut cmd = Port::<u8>::new(0x43);
+        let mut ch0 = Port::<u8>::new(0x40);
+        // SAFETY: latch command for channel 0, then its two data bytes.
         unsafe {
             cmd.write(0);
             let lo = ch0.read();
             let hi = ch0.read();
             u16::from_le_bytes([lo, hi])
         }
-    };
-    let mut last = read();
-    let mut elapsed = 0u64;
-    while elapsed < target {
-        let now = read();
-        elapsed += u64::from(last.wrapping_sub(now));
-        last = now;
+    }
+
+    /// Ticks since `start`, if polled at least once a period (55 ms).
+    fn ticks(&mut self) -> u64 {
+        self.0.advance(Self::latch())
+    }
+}
+
+/// Busy-wait `us` microseconds on the PIT.
+pub fn pit_wait_us(us: u64) {
+    let mut pit = Pit::start();
+    let target = PIT_HZ * us / 1_000_000;
+    while pit.ticks() < target {
         core::hint::spin_loop();
     }
 }
@@ -53,17 +66,57 @@ pub fn tsc() -> u64 {
     }
 }
 
-/// Calibrate the TSC and the LAPIC timer against the PIT over one window
-/// of `us` microseconds.
+/// One read of another clock, bracketed by the TSC.
+fn bracketed(read: impl FnOnce() -> u64) -> Sample {
+    let before = tsc();
+    let ticks = read();
+    Sample {
+        before,
+        after: tsc(),
+        ticks,
+    }
+}
+
+/// How the TSC calibration went (see `kcore::clock` for why it takes
+/// several windows): windows taken, and whether enough agreed.
+static WINDOWS: AtomicU64 = AtomicU64::new(0);
+static AGREED: AtomicBool = AtomicBool::new(false);
+
+/// Calibrate the TSC against the PIT, in windows of `us` microseconds until
+/// enough agree, then the LAPIC timer against the TSC over one more.
 pub fn calibrate(us: u64) {
-    let mut cycles = 0;
-    super::lapic::calibrate(us, || {
-        let start = tsc();
-        pit_wait_us(us);
-        cycles = tsc() - start;
+    let c = clock::calibrate(|| {
+        let mut pit = Pit::start();
+        clock::window(
+            || bracketed(|| pit.ticks()),
+            PIT_HZ * us / 1_000_000,
+            PIT_HZ,
+        )
+    })
+    .expect("the PIT does not count: there is no clock to calibrate the TSC against");
+    TSC_PER_US_X1000.store(c.rate.per_us_x1000(), Ordering::Relaxed);
+    WINDOWS.store(c.windows as u64, Ordering::Relaxed);
+    AGREED.store(c.agreed, Ordering::Relaxed);
+    super::lapic::calibrate(|elapsed| {
+        let mut end_of =
+            || clock::narrowest((0..clock::READS_PER_END).map(|_| bracketed(&mut *elapsed)));
+        let start = end_of().expect("READS_PER_END > 0");
+        let until = start.after + c.rate.per_us_x1000() * us / 1000;
+        while tsc() < until {
+            core::hint::spin_loop();
+        }
+        let end = end_of().expect("READS_PER_END > 0");
+        clock::ticks_per_ms(c.rate, start, end)
     });
-    let rate = kcore::clock::Rate::measured(cycles, us);
-    TSC_PER_US_X1000.store(rate.per_us_x1000(), Ordering::Relaxed);
+}
+
+/// PIT windows the TSC calibration took, and whether enough of them
+/// agreed (else the rate is their median).
+pub fn calibration_windows() -> (u64, bool) {
+    (
+        WINDOWS.load(Ordering::Relaxed),
+        AGREED.load(Ordering::Relaxed),
+    )
 }
 
 /// TSC cycles per microsecond, times 1000.
@@ -76,7 +129,7 @@ pub fn tsc_per_us_x1000() -> u64 {
 pub fn cycles_to_ns(cycles: u64) -> u64 {
     match tsc_per_us_x1000() {
         0 => 0,
-        r => kcore::clock::Rate::from_per_us_x1000(r).cycles_to_ns(cycles),
+        r => clock::Rate::from_per_us_x1000(r).cycles_to_ns(cycles),
     }
 }
 
