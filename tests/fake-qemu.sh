@@ -10,7 +10,7 @@
 #   FAKE_SERIAL  a file printed on stdout, the serial line; an @ in the name
 #                stands for the first scenario on the command line
 #   FAKE_FLOOD   that many bytes of 'x' after it, with no newline
-#   FAKE_STDERR  a line for stderr
+#   FAKE_STDERR  lines for stderr (\n between them)
 #   FAKE_CHILD   a file: leave a grandchild (sleep 300) behind, its pid there
 #   FAKE_SLEEP   seconds to wait before exiting
 #   FAKE_STATUS  the exit status (default 0, a reset under -no-reboot)
@@ -46,7 +46,7 @@ export FAKE_BOOT=$boot
 if [ -n "${FAKE_FLOOD:-}" ]; then
   head -c "$FAKE_FLOOD" /dev/zero | tr '\0' x
 fi
-[ -n "${FAKE_STDERR:-}" ] && echo "$FAKE_STDERR" >&2
+[ -n "${FAKE_STDERR:-}" ] && printf '%b\n' "$FAKE_STDERR" >&2
 if [ -n "${FAKE_CHILD:-}" ]; then
   sleep 300 &
   echo $! >"$FAKE_CHILD"

@@ -632,6 +632,39 @@ fn a_wrapper_that_cannot_find_qemu_says_so() {
 }
 
 #[test]
+fn a_kvm_internal_error_ends_the_boot_at_once_with_its_dump() {
+    // QEMU prints the error and pauses the VM for good, without exiting:
+    // as it did here for OVMF under nested KVM, for 1830 s a boot.
+    let mut fake = Fake::new("kvmerror");
+    fake.env(
+        "FAKE_STDERR",
+        "KVM internal error. Suberror: 1\nemulation failure\nEIP=fffced45 EFL=00000046",
+    )
+    .env("FAKE_SLEEP", "300");
+    let start = std::time::Instant::now();
+    let run = fake.run(&["run", "boot.smoke", "--timeout", "200"]);
+    let took = start.elapsed();
+    assert!(
+        took < std::time::Duration::from_secs(30),
+        "{took:?}: {}",
+        run.show()
+    );
+    assert_eq!(run.status, Some(9), "{}", run.show());
+    let boot = &run.json()["boots"][0];
+    assert_eq!(boot["outcome"], "qemu-failed", "{boot:#}");
+    let reason = boot["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("KVM internal error. Suberror: 1"),
+        "{reason}"
+    );
+    assert!(
+        run.stdout.contains("EIP=fffced45"),
+        "the dump is shown: {}",
+        run.show()
+    );
+}
+
+#[test]
 fn a_wrong_limine_dir_is_an_error_under_test_and_an_unset_one_a_skip() {
     let mut fake = Fake::new("limine_dir");
     let log = fake.path("qemu.log");

@@ -10,7 +10,7 @@
 use crate::boot::capture::{Cutter, Limits, Results};
 use crate::status;
 use std::fs::File;
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStderr, ChildStdout, Command, ExitStatus, Stdio};
@@ -185,6 +185,9 @@ impl Drop for Group {
 /// How long the output pipes may stay open after QEMU has ended.
 const PIPE_GRACE: Duration = Duration::from_secs(1);
 
+/// How long QEMU may go on printing after it said it stopped the guest.
+const DUMP_GRACE: Duration = Duration::from_millis(250);
+
 /// QEMU's stderr kept (its head): enough for any error QEMU prints.
 const STDERR_LIMIT: usize = 64 * 1024;
 
@@ -195,6 +198,9 @@ pub enum Ended {
     /// Killed by a signal the runner did not send.
     Signalled(i32),
     TimedOut(Duration),
+    /// QEMU said on stderr that the guest can never run on (its first such
+    /// line here); killed, without waiting for the deadline.
+    Stopped(String),
     /// The serial output passed its budget of this many bytes; killed.
     Flooded(u64),
     SpawnFailed(String),
@@ -210,12 +216,27 @@ pub struct Capture {
     pub cut_lines: u64,
 }
 
-/// What the stdout reader tells the waiting thread.
+/// What the stdout and stderr readers tell the waiting thread.
 enum Serial {
     Eof,
     Flooded,
     /// A KTAP result line: the deadline starts again.
     Progress,
+    /// QEMU's stderr says the guest is stopped for good.
+    Stopped(String),
+}
+
+/// A line of QEMU's stderr after which the guest never runs again. On a
+/// KVM exit it cannot handle, QEMU prints the error and a register dump and
+/// pauses the VM (`RUN_STATE_INTERNAL_ERROR`) without exiting: this host's
+/// nested KVM does that on the first x87 instruction of OVMF's start-up
+/// code, and the boot used to sit out its whole 1800 s deadline.
+fn stopped_for_good(line: &str) -> Option<String> {
+    let line = line.trim_end();
+    ["KVM internal error", "KVM: entry failed"]
+        .iter()
+        .any(|start| line.starts_with(start))
+        .then(|| line.to_string())
 }
 
 /// Run `command` with stdout as the serial line, saved to `serial_log` and,
@@ -255,6 +276,7 @@ pub fn run_captured(
 
     let serial = Arc::new(Mutex::new((Vec::new(), 0u64)));
     let (serial_tx, serial_rx) = mpsc::channel();
+    let serial_tx_for_stderr = serial_tx.clone();
     if let Some(stdout) = stdout {
         let serial = Arc::clone(&serial);
         let prefix = live.map(str::to_string);
@@ -262,9 +284,17 @@ pub fn run_captured(
     }
     let (stderr_tx, stderr_rx) = mpsc::channel();
     if let Some(stderr) = stderr {
+        let news = serial_tx_for_stderr;
         thread::spawn(move || {
             let mut head = Vec::new();
-            let _ = stderr.take(STDERR_LIMIT as u64).read_to_end(&mut head);
+            let mut lines = BufReader::new(stderr.take(STDERR_LIMIT as u64));
+            let mut line = Vec::new();
+            while matches!(lines.read_until(b'\n', &mut line), Ok(n) if n > 0) {
+                if let Some(why) = stopped_for_good(&String::from_utf8_lossy(&line)) {
+                    let _ = news.send(Serial::Stopped(why));
+                }
+                head.append(&mut line);
+            }
             let _ = stderr_tx.send(String::from_utf8_lossy(&head).into_owned());
         });
     }
@@ -295,6 +325,11 @@ pub fn run_captured(
         match serial_rx.recv_timeout(wait) {
             Ok(Serial::Progress) => deadline = Instant::now().checked_add(timeout),
             Ok(Serial::Flooded) => break Some(Ended::Flooded(limits.boot)),
+            Ok(Serial::Stopped(why)) => {
+                // The register dump follows the error line: let it come.
+                thread::sleep(DUMP_GRACE);
+                break Some(Ended::Stopped(why));
+            }
             Ok(Serial::Eof) | Err(mpsc::RecvTimeoutError::Disconnected) => eof = true,
             Err(mpsc::RecvTimeoutError::Timeout) => {}
         }
@@ -426,5 +461,28 @@ fn exit_of(status: ExitStatus) -> Ended {
         (Some(code), _) => Ended::Exited(code),
         (None, Some(signal)) => Ended::Signalled(signal),
         (None, None) => Ended::SpawnFailed(format!("QEMU ended oddly: {status}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::stopped_for_good;
+
+    #[test]
+    fn kvm_errors_that_pause_the_vm_stop_the_boot_and_nothing_else_does() {
+        // What QEMU 7.2 printed here when OVMF started under nested KVM.
+        let line = "KVM internal error. Suberror: 1\n";
+        assert_eq!(
+            stopped_for_good(line).as_deref(),
+            Some("KVM internal error. Suberror: 1")
+        );
+        assert!(stopped_for_good("KVM: entry failed, hardware error 0x80000021").is_some());
+        for harmless in [
+            "qemu-system-x86_64: warning: host doesn't support requested feature",
+            "emulation failure",
+            "  KVM internal error quoted later in a line",
+        ] {
+            assert_eq!(stopped_for_good(harmless), None, "{harmless}");
+        }
     }
 }

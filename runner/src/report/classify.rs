@@ -68,6 +68,15 @@ pub fn classify(evidence: &Evidence) -> Verdict {
             );
             verdict.detail = tail;
         }
+        Ended::Stopped(why) => {
+            verdict.outcome = Outcome::QemuFailed;
+            verdict.reason = format!(
+                "QEMU stopped the guest for good ({why}); QEMU killed. KVM could not go on \
+                 at the instruction in the register dump below: if --accel tcg runs it, this \
+                 host's KVM is the cause"
+            );
+            verdict.detail = lines(evidence.stderr);
+        }
         Ended::Signalled(signal) => {
             verdict.outcome = Outcome::QemuFailed;
             verdict.reason = format!("QEMU was killed by signal {signal}");
