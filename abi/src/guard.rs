@@ -226,6 +226,10 @@ pub struct GuardHit<'a> {
     pub truncated: bool,
     /// The recursion depth a crash point reached (`None`: no recursion).
     pub depth: Option<u64>,
+    /// The stack pointer of the frame that recorded `depth`: the runner
+    /// finds that frame in its own unwind and counts the recursion's frames
+    /// from it outward, which must be exactly `depth + 1`.
+    pub depth_sp: Option<Hex>,
     pub context: Context,
     /// The task was killed and the machine goes on.
     pub recovered: bool,
@@ -390,6 +394,7 @@ mod tests {
             backtrace,
             truncated: frames == MAX_FRAMES,
             depth: Some(52),
+            depth_sp: Some(Hex(0xffffc9000001f060)),
             context: Context::Task,
             recovered: true,
             evidence: Some(Evidence::Both),
@@ -406,6 +411,7 @@ mod tests {
         odd.stack_kind = None;
         odd.rip_sym = None;
         odd.depth = None;
+        odd.depth_sp = None;
         odd.kind = HitKind::NotGuard;
         for owner in [
             AreaOwner::Stack {

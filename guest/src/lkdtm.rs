@@ -15,15 +15,30 @@ pub static DF_RECURSE: AtomicBool = AtomicBool::new(false);
 /// (`stack.nmi_in_df`).
 pub static NMI_IN_DF: AtomicBool = AtomicBool::new(false);
 
-/// How deep the current recursion on each CPU has gone, for the report.
+/// How deep the current recursion on each CPU has gone, for the report,
+/// and the stack pointer of the frame that said so: with it the runner
+/// finds that frame in its own unwind and checks the depth exactly, not
+/// within the frame or two that the innermost, half-built one blurs.
 static DEPTH: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
+static DEPTH_SP: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
 
-pub fn set_depth(cpu: usize, depth: u64) {
+/// The recursion on `cpu` is `depth` calls deep in the frame at `sp`.
+pub fn set_depth(cpu: usize, depth: u64, sp: u64) {
     DEPTH[cpu].store(depth, Ordering::Relaxed);
+    DEPTH_SP[cpu].store(sp, Ordering::Relaxed);
 }
 
-pub fn depth(cpu: usize) -> u64 {
-    DEPTH[cpu].load(Ordering::Relaxed)
+/// No recursion on `cpu`.
+pub fn reset_depth(cpu: usize) {
+    set_depth(cpu, 0, 0);
+}
+
+/// The depth recorded on `cpu`, and the stack pointer of its frame.
+pub fn depth(cpu: usize) -> (u64, u64) {
+    (
+        DEPTH[cpu].load(Ordering::Relaxed),
+        DEPTH_SP[cpu].load(Ordering::Relaxed),
+    )
 }
 
 /// Disarm and report whether `point` was armed.
@@ -38,7 +53,7 @@ pub fn fire(point: &AtomicBool) -> bool {
 fn handler_recurse(cpu: usize, depth: u64) -> u64 {
     let mut frame = [0u8; 512];
     black_box(&mut frame);
-    set_depth(cpu, depth);
+    set_depth(cpu, depth, crate::arch::x86_64::cpu::stack_pointer());
     handler_recurse(cpu, depth + 1) + u64::from(frame[depth as usize % 512])
 }
 

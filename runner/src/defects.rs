@@ -97,6 +97,11 @@ pub const DEFECTS: &[Defect] = &[
         "the overflow's byte count is measured into the guard page from its bottom, not below the stack",
         Check::Bytes,
     ),
+    oops(
+        "depth-off-by-one",
+        "the recursion records the depth of the call it is about to make, before that call has a frame: one more than the frames below it",
+        Check::Depth,
+    ),
     mechanism(
         "gp-early",
         "the tick reports a quiescent state from inside a read-side section: grace periods end under readers",

@@ -147,7 +147,7 @@ pub fn stack_fault(frame: &TrapFrame, cr2: u64, via: Via) -> Option<Action> {
         let action = held::decide(frame, action);
         #[cfg(not(defect = "recovered-before-policy"))]
         let told = action;
-        let depth = lkdtm::depth(cpu.id);
+        let (depth, depth_sp) = lkdtm::depth(cpu.id);
         let (lo, hi) = fault.stack.map_or((0, 0), |(a, _)| (a.base, a.top()));
         // The trace lives on the faulting stack (or, if rsp left it,
         // wherever rbp still points inside it).
@@ -174,12 +174,13 @@ pub fn stack_fault(frame: &TrapFrame, cr2: u64, via: Via) -> Option<Action> {
             comm,
             context,
             depth,
+            depth_sp,
             trace: &trace,
             recovered: told != Action::Fatal,
             dump: &|| DUMPED.swap(me, Ordering::AcqRel) != me,
         });
     });
-    lkdtm::set_depth(cpu.id, 0);
+    lkdtm::reset_depth(cpu.id);
     out
 }
 
@@ -191,7 +192,7 @@ pub fn announce_stack(kind: StackKind, lo: u64, hi: u64, guards: usize, frame_by
     }
     let cpu = percpu::this();
     let lapic_id = lapic::hardware_id();
-    lkdtm::set_depth(cpu.id, 0);
+    lkdtm::reset_depth(cpu.id);
     current_task(cpu, |task_id, task_name| {
         crate::console::record(&StackAlloc {
             scenario: scenario(),

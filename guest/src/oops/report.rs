@@ -28,6 +28,8 @@ pub struct Report<'a> {
     pub comm: &'a str,
     pub context: Context,
     pub depth: u64,
+    /// The stack pointer of the frame that recorded `depth`.
+    pub depth_sp: u64,
     pub trace: &'a Backtrace,
     pub recovered: bool,
     /// Whether to print the faulting stack's words too (`STACK-DUMP`):
@@ -149,6 +151,7 @@ pub fn print(r: &Report) {
         backtrace: frames(r.trace),
         truncated: r.trace.truncated,
         depth: (r.depth > 0).then_some(r.depth),
+        depth_sp: (r.depth > 0).then_some(Hex(r.depth_sp)),
         context: r.context,
         recovered: r.recovered,
         evidence: f.evidence,

@@ -32,10 +32,17 @@ pub(super) fn stack_recurse(depth: u64, limit: u64) -> u64 {
     let mut frame = [0xa5u8; 256];
     black_box(&mut frame);
     let cpu = percpu::this().id;
+    let sp = cpu::stack_pointer();
     if depth < 2 {
-        RSP_AT[cpu][depth as usize].store(cpu::stack_pointer(), Ordering::Relaxed);
+        RSP_AT[cpu][depth as usize].store(sp, Ordering::Relaxed);
     }
-    lkdtm::set_depth(cpu, depth);
+    // A deliberate defect (`runner --defect depth-off-by-one`): the depth
+    // of the call about to be made, recorded before that call has a frame.
+    #[cfg(defect = "depth-off-by-one")]
+    let told = depth + 1;
+    #[cfg(not(defect = "depth-off-by-one"))]
+    let told = depth;
+    lkdtm::set_depth(cpu, told, sp);
     if depth >= limit {
         return 0;
     }

@@ -13,7 +13,10 @@
 //! GUEST_ELF=target/x86_64-unknown-none/release/guest.ksyms \
 //!   cargo test --release -p runner capture_fixture -- --ignored
 //! ```
-//! after copying fresh logs into `testdata/` (see `capture_fixture`).
+//! after copying fresh logs into `testdata/` (see `capture_fixture`). The
+//! logs predate `depth_sp`: in the four hits that carry a dump it was added
+//! by hand, as the guest records it (the stack pointer of the frame that
+//! recorded the depth, which is its callee's CFA in the unwind).
 
 use crate::report::lines;
 use crate::report::stack::{self, StackVerdict};

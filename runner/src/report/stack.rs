@@ -1499,13 +1499,45 @@ mod tests {
         );
         assert_eq!(names(&v), ["depth"], "{:#?}", v.failures);
 
-        // The unwind holds 54 frames of the recursion: a depth of 53 (the
-        // innermost recorded itself) is as right as the captured 52.
-        let v = recursion(real().hit("stack.recursion", set("depth", json!(53))));
+        // The unwind holds 54 frames of the recursion, and the one that
+        // recorded the captured 52 is the second: 53 frames from it
+        // outward. Off by one either way, that frame says otherwise; 53 is
+        // right only from the innermost frame (had it recorded itself).
+        for depth in [51, 53] {
+            let v = recursion(real().hit("stack.recursion", set("depth", json!(depth))));
+            assert_eq!(names(&v), ["depth"], "{depth}: {:#?}", v.failures);
+            assert!(
+                v.failures[0]
+                    .detail
+                    .contains("(sp 0xffffc9000001f080, frame #1) has 53 frame(s)"),
+                "{:#?}",
+                v.failures
+            );
+        }
+        let v = recursion(real().hit("stack.recursion", |v| {
+            v["depth"] = json!(53);
+            v["depth_sp"] = v["rsp"].clone();
+        }));
         assert_eq!(v.failures, [], "{:#?}", v.failures);
+        // The frame above the recorder (304 bytes up), below the fault's rsp, no
+        // stack pointer at all: each is named.
+        for (sp, says) in [
+            (json!("0xffffc9000001f1b0"), "frame #2) has 52 frame(s)"),
+            (json!("0xffffc9000001ef00"), "in none of the unwound frames"),
+            (Value::Null, "without the stack pointer"),
+        ] {
+            let v = recursion(real().hit("stack.recursion", set("depth_sp", sp.clone())));
+            assert_eq!(names(&v), ["depth"], "{sp}: {:#?}", v.failures);
+            assert!(
+                v.failures[0].detail.contains(says),
+                "{sp}: {:#?}",
+                v.failures
+            );
+        }
 
         // A recursion two frames deep: the second return into the
-        // recursing function pointed at its caller instead.
+        // recursing function pointed at its caller instead. From the frame
+        // that recorded it, the second, that is depth 0, and nothing else.
         let hit = captured();
         let (recurse, caller) = (hit.backtrace[0].addr.0, hit.backtrace[1].addr.0);
         let two_deep = real().dump("stack.recursion", |_, w| {
@@ -1518,7 +1550,7 @@ mod tests {
                 .0;
             w[second] = Some(caller);
         });
-        for (depth, ok) in [(0, true), (1, true), (2, false)] {
+        for (depth, ok) in [(0, true), (1, false), (2, false)] {
             let v = recursion(
                 two_deep
                     .clone()

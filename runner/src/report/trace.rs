@@ -318,18 +318,49 @@ pub fn judge(
             .as_ref()
             .and_then(|(_, n)| n.first().cloned())
             .unwrap_or_else(|| "?".into());
-        // Each call records its depth once its frame is built: the frames
-        // on the stack are the recorded ones, plus the innermost if the
-        // guard stopped it before it could record itself.
-        if r < 2 || !(d + 1 == r || d + 2 == r) {
-            fail(
-                Check::Depth,
-                format!(
-                    "`Recursion depth: {d}`, but the unwound stack holds {r} frame(s) of `{name}` (the depth of a recursion {r} frames deep is {} or {})",
-                    r.saturating_sub(1),
-                    r.saturating_sub(2)
-                ),
-            );
+        let said = format!("`Recursion depth: {d}`");
+        // The frame that recorded the depth, found by its stack pointer: a
+        // frame spans from its callee's CFA (the trap's rsp, innermost) up
+        // to its own. Its run of the recursing function, from it outward,
+        // is depths d, d-1, ..., 0: exactly d + 1 frames. (Counting from
+        // the innermost frame instead cannot be exact: it may or may not
+        // have recorded itself before the guard stopped it.)
+        let holder = hit.depth_sp.map(|sp| {
+            let sp = sp.get();
+            let mut below = hit.rsp.get();
+            let at = u.frames.iter().position(|f| {
+                let within = sp >= below && f.cfa.is_some_and(|cfa| sp < cfa);
+                below = f.cfa.unwrap_or(u64::MAX);
+                within
+            });
+            (sp, at)
+        });
+        let problem = match (holder, &recursing) {
+            _ if r < 2 => Some(format!(
+                "{said}, but the unwound stack holds {r} frame(s) of `{name}`: no recursion"
+            )),
+            (None, _) => Some(format!(
+                "{said} comes without the stack pointer of the frame that recorded it"
+            )),
+            (Some((sp, None)), _) => Some(format!(
+                "{said} was recorded at sp {sp:#x}, in none of the unwound frames"
+            )),
+            (Some((sp, Some(i))), Some((b, _))) => {
+                let outward = bases[i..]
+                    .iter()
+                    .take_while(|x| x.as_ref().is_some_and(|(x, _)| x == b))
+                    .count() as u64;
+                (outward != d + 1).then(|| {
+                    format!(
+                        "{said}, but the frame that recorded it (sp {sp:#x}, frame #{i}) has {outward} frame(s) of `{name}` from it outward: depth {}",
+                        outward.saturating_sub(1)
+                    )
+                })
+            }
+            (Some(_), None) => None,
+        };
+        if let Some(problem) = problem {
+            fail(Check::Depth, problem);
         }
     }
 
