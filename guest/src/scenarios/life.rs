@@ -208,7 +208,16 @@ pub fn refcount(_: &BootInfo, c: &mut Checks) {
     // A real task whose count a leak of 2^31 gets has brought to the edge:
     // the next get saturates it, and from then on no put may free it (the
     // struct leaks, as in Linux, rather than being freed under a holder).
-    let h = match task::spawn("refcount-sat", || 0) {
+    // The task waits to be let go: its exit and reap put references, and
+    // none may land between the count being set and the get below.
+    static GO: AtomicBool = AtomicBool::new(false);
+    GO.store(false, Ordering::Release);
+    let h = match task::spawn("refcount-sat", || {
+        while !GO.load(Ordering::Acquire) {
+            task::yield_now();
+        }
+        0
+    }) {
         Ok(h) => h,
         Err(e) => {
             c.check(false, format_args!("spawn: {e:?}"));
@@ -220,10 +229,16 @@ pub fn refcount(_: &BootInfo, c: &mut Checks) {
         c.check(false, format_args!("find_get found the live task {id}"));
         return;
     };
-    task::debug_usage_to_max(&held);
-    let events = task::refcount_events();
-    let freed = task::freed_count();
-    let again = task::find_get(id);
+    // And preemption off, so nothing else runs here either: beside two CPU
+    // hogs, a tick once switched to the task right here, and its exit's
+    // puts landed between the set and the get (1 run in 20).
+    let (events, freed, again) = {
+        let _still = crate::sync::preempt::disable();
+        task::debug_usage_to_max(&held);
+        let events = task::refcount_events();
+        let freed = task::freed_count();
+        (events, freed, task::find_get(id))
+    };
     c.check(
         held.usage() >= kcore::refcount::REFCOUNT_SATURATED
             && task::refcount_events() == events + 1,
@@ -231,6 +246,7 @@ pub fn refcount(_: &BootInfo, c: &mut Checks) {
     );
     drop(again);
     drop(other);
+    GO.store(true, Ordering::Release);
     h.join();
     rcu::synchronize_rcu();
     rcu::rcu_barrier();
