@@ -380,6 +380,12 @@ pub const SCENARIOS: &[Scenario] = &[
         caught(Verdict::Overflow, StackKind::Task, None),
     ),
     stack(
+        "stack.irq_exit",
+        "an interrupt's whole frame fits, its handler runs on the IRQ stack, and the entry code's call of irq_exit_entry, back on the task's stack, has no room for its return address: the task is killed with its interrupts on",
+        &[1],
+        caught(Verdict::Overflow, StackKind::Task, None),
+    ),
+    stack(
         "stack.nmi_in_df",
         "an NMI arrives while the #DF handler runs: handled on the NMI IST stack, report intact",
         &[1],

@@ -97,6 +97,15 @@ pub const DEFECTS: &[Defect] = &[
         "the overflow's byte count is measured into the guard page from its bottom, not below the stack",
         Check::Bytes,
     ),
+    Defect {
+        name: "exit-call-unframed",
+        what: "a fault in irq_common past its register saves (the call of irq_exit_entry) is read as the gate's state, interrupts off, not the task's",
+        run: &[],
+        scenario: "stack.irq_exit",
+        caught: Caught::Check(Check::TaskState),
+        kvm_only: false,
+        smp: None,
+    },
     oops(
         "depth-off-by-one",
         "the recursion records the depth of the call it is about to make, before that call has a frame: one more than the frames below it",

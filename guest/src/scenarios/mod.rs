@@ -48,6 +48,7 @@ const IMPLEMENTED: &[(&str, ScenarioFn)] = &[
     ("stack.nmi_in_df", stack::nmi_in_df),
     ("stack.irq_frame", stack::irq_frame),
     ("stack.irq_entry", stack::irq_entry),
+    ("stack.irq_exit", stack::irq_exit),
     ("stack.irq", stack::irq),
     ("stack.df_overflow", stack::df_overflow),
     ("life.rcu_reader", life::rcu_reader),

@@ -226,6 +226,7 @@ core::arch::global_asm!(
     "    cld",
     "    mov rdi, rsp",
     "    mov rbx, rsp",
+    "3:",
     "    FRAME_CFI 0x73",
     "    add qword ptr gs:[{irq_depth}], 1",
     "    cmp qword ptr gs:[{irq_depth}], 1",
@@ -237,11 +238,19 @@ core::arch::global_asm!(
     "    sub qword ptr gs:[{irq_depth}], 1",
     "    mov rdi, rsp",
     "    call {irq_exit}",
+    "4:",
     "    .cfi_endproc",
     "    RESTORE_REGS",
     "    add rsp, 16",
     "    iretq",
     "irq_common_end:",
+    // Where the frame is complete and rbx its base (`half_built`): kept as
+    // data, so that no symbol splits `irq_common` in a trace.
+    "    .pushsection .rodata.irq_common_framed, \"a\"",
+    "    .balign 8",
+    "irq_common_framed:",
+    "    .quad 3b, 4b",
+    "    .popsection",
     ".purgem ENTRY_CFI",
     exception = sym exception_entry,
     irq = sym irq_entry,
@@ -267,6 +276,7 @@ extern "C" {
     static trap_stub_table: [u64; 256];
     static trap_return: u8;
     static irq_common: u8;
+    static irq_common_framed: [u64; 2];
     static irq_common_end: u8;
 }
 
@@ -286,10 +296,24 @@ pub struct HalfBuilt {
 /// the pushes the entry code completed before `frame.rip` lie below them.
 /// They are counted by decoding those pushes (the same count `ENTRY_CFI`
 /// gives the runner's unwinder), so the interrupted rip and RFLAGS are
-/// read from where the CPU put them, not guessed.
+/// read from where the CPU put them, not guessed. The same holds once the
+/// frame is complete and `irq_common` calls out with rbx at its base: the
+/// call of `irq_exit_entry`, back on the task's stack, pushes a return
+/// address a task with no room left cannot take (seen under KVM, where
+/// interrupts land inside the recursion).
 pub fn half_built(frame: &TrapFrame) -> Option<HalfBuilt> {
     const STUB_SLOT: u64 = 16; // the stubs' `.p2align 4`
+                               // The stub's two pushes, and SAVE_REGS's fifteen.
+    const FRAME_WORDS: u64 = 2 + 15;
     let common = (&raw const irq_common) as u64;
+    // SAFETY: two addresses the linker filled in, never written.
+    let [from, to] = unsafe { irq_common_framed };
+    let framed = from..to;
+    // A deliberate defect (`runner --defect exit-call-unframed`): only the
+    // register saves are decoded, as before `stack.irq_exit` existed.
+    if framed.contains(&frame.rip) && !cfg!(defect = "exit-call-unframed") {
+        return interrupted(frame.rbx, FRAME_WORDS, None);
+    }
     let stub =
         (32..=255u8).find(|&v| (stub_address(v)..stub_address(v) + STUB_SLOT).contains(&frame.rip));
     let (mut at, mut words) = match stub {
@@ -309,10 +333,16 @@ pub fn half_built(frame: &TrapFrame) -> Option<HalfBuilt> {
         at += len;
         words += 1;
     }
-    let word = |i: u64| super::probe::read_u64(frame.rsp + 8 * i);
+    interrupted(frame.rsp, words, stub)
+}
+
+/// The interrupted context, from `words` saved words at `base` below the
+/// CPU's frame.
+fn interrupted(base: u64, words: u64, stub: Option<u8>) -> Option<HalfBuilt> {
+    let word = |i: u64| super::probe::read_u64(base + 8 * i);
     Some(HalfBuilt {
         // The stub's second push, once it is made.
-        vector: stub.or_else(|| word(words - 2).and_then(|v| u8::try_from(v).ok())),
+        vector: stub.or_else(|| word(words.checked_sub(2)?).and_then(|v| u8::try_from(v).ok())),
         rip: word(words)?,
         rflags: word(words + 2)?,
         rsp: word(words + 3)?,
