@@ -182,8 +182,11 @@ pub fn run_requested(boot: &BootInfo) -> GuestExit {
             failed: 0,
             skipped: None,
         };
+        let start = crate::arch::x86_64::time::now_ns();
         run(boot, &mut checks);
         recovery_proven(&mut checks);
+        let took = crate::arch::x86_64::time::now_ns().saturating_sub(start);
+        ktap::diag(format_args!("{}", abi::timing::ScenarioTime::from_ns(took)));
         let ok = checks.failed == 0;
         match checks.skipped {
             Some(reason) if ok => ktap::skip(number, name, reason),

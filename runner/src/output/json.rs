@@ -74,6 +74,10 @@ struct ScenarioResult<'a> {
     todo: Option<&'a str>,
     expected: &'static str,
     as_expected: bool,
+    /// The scenario's own running time as the guest measured it (TSC, its
+    /// `# time:` line); null for one that stopped the machine. The boot's
+    /// `duration_s` includes QEMU's start and every other scenario.
+    time_s: Option<f64>,
     /// Why the result is not believed as the guest gave it (`report/evidence.rs`).
     objections: &'a [String],
     diagnostics: &'a [String],
@@ -184,6 +188,7 @@ fn boot(record: &BootRecord) -> Boot<'_> {
                 todo: r.todo.as_deref(),
                 expected: r.scenario.expect.as_str(),
                 as_expected: r.as_expected(),
+                time_s: r.own_time().map(|t| t.as_secs_f64()),
                 objections: &r.objections,
                 diagnostics: &r.diagnostics,
                 guard: r.guard.as_ref().map(|g| Guard {

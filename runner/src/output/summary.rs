@@ -144,14 +144,19 @@ fn render_result(
         (true, Mark::Failed) => ("\x1b[1;31m", "\x1b[0m"),
         (true, Mark::Skipped | Mark::Todo) => ("\x1b[33m", "\x1b[0m"),
     };
+    // The scenario's own time where the guest measured it (to the
+    // millisecond), else its boot's.
+    let took = match result.own_time() {
+        Some(own) => format!("{:.3}s", own.as_secs_f64()),
+        None => format!("{:.2}s", record.duration.as_secs_f64()),
+    };
     let mut line = format!(
-        "{}{label}{} {} smp={}{} {:.2}s",
+        "{}{label}{} {} smp={}{} {took}",
         paint.0,
         paint.1,
         result.scenario.name,
         record.boot.smp,
         via(record.boot.path),
-        record.duration.as_secs_f64()
     );
     let expected = result.scenario.expect;
     if mark == Mark::Passed && expected != Outcome::Pass {
@@ -283,7 +288,7 @@ fn reason(record: &BootRecord, result: &ScenarioResult) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::boot::process::Ended;
     use crate::boot::qemu::Invocation;
@@ -293,7 +298,8 @@ mod tests {
     use abi::{GuestExit, Scenario};
     use std::time::Duration;
 
-    fn record(names: &[&str], ended: Ended, serial: &str) -> BootRecord {
+    /// A boot of `names` that ended so and printed `serial`, 210 ms long.
+    pub(crate) fn record(names: &[&str], ended: Ended, serial: &str) -> BootRecord {
         let scenarios: Vec<&'static Scenario> = names
             .iter()
             .map(|n| abi::scenario::find(n).unwrap())

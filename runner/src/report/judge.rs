@@ -30,6 +30,17 @@ pub struct ScenarioResult {
 }
 
 impl ScenarioResult {
+    /// The scenario's own running time, as the guest measured it (its
+    /// `# time:` line, `abi::timing`); `None` for one that stopped the
+    /// machine, or a guest that did not say.
+    pub fn own_time(&self) -> Option<std::time::Duration> {
+        self.diagnostics
+            .iter()
+            .rev()
+            .find_map(|d| abi::timing::ScenarioTime::parse(d))
+            .map(|t| std::time::Duration::from_micros(t.us))
+    }
+
     /// The outcome is the expected one and, for a scenario that provokes a
     /// fault, so is the fault's verdict: an `ok` from the guest is not
     /// enough on its own.
