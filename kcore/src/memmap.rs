@@ -185,6 +185,41 @@ mod tests {
     }
 
     #[test]
+    fn every_kind_has_its_own_name_as_the_boot_log_prints_it() {
+        let names: Vec<&str> = (0..=8).map(kind::name).collect();
+        assert_eq!(
+            names,
+            [
+                "usable",
+                "reserved",
+                "acpi-reclaimable",
+                "acpi-nvs",
+                "bad",
+                "bootloader-reclaimable",
+                "executable-and-modules",
+                "framebuffer",
+                "unknown",
+            ]
+        );
+    }
+
+    #[test]
+    fn any_one_broken_promise_makes_the_map_unclean() {
+        let clean = check(qemu_map());
+        let broken: [fn(&mut MemmapReport); 4] = [
+            |r| r.sorted = false,
+            |r| r.misaligned_strict.push(1),
+            |r| r.overlaps_with_strict.push((1, 2)),
+            |r| r.usable_below_4k.push(0),
+        ];
+        for (i, break_one) in broken.iter().enumerate() {
+            let mut r = clean.clone();
+            break_one(&mut r);
+            assert!(!r.is_clean(), "promise {i} broken alone: {r:?}");
+        }
+    }
+
+    #[test]
     fn overlap_found_even_when_unsorted_and_far_apart() {
         let r = check([
             (0x10_0000, 0x10_0000, USABLE),

@@ -221,7 +221,9 @@ mod tests {
     fn starts_at_two_and_the_second_put_hands_off() {
         let u = RcuUsers::new();
         assert_eq!(u.state(), Counting(2));
+        assert!(!u.is_handed_off());
         assert!(matches!(u.put(), Ok(None)), "release_task: reaped");
+        assert!(!u.is_handed_off(), "one reference is left");
         let h = u.put().unwrap().expect("finish_task_switch: last");
         assert_eq!(h.head(), 0);
         assert!(u.is_handed_off());
