@@ -318,6 +318,7 @@ mod tests {
     #[test]
     fn a_callback_waits_for_every_cpu() {
         let mut r = Rcu::new(3);
+        assert_eq!(r.n_cpus(), 3);
         r.call_rcu(1, 10);
         assert!(r.gp_in_progress());
         assert_eq!(r.gp_seq(), 1);

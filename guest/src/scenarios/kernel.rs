@@ -9,10 +9,10 @@ use crate::boot::BootInfo;
 use crate::mm::paging;
 use crate::mm::stack::{self, StackKind, Strategy};
 use crate::mm::vmalloc::{self, Owner};
-use crate::sync::{lockdep, SpinLock};
+use crate::sync::{lockdep, preempt, SpinLock};
 use crate::task::{self, ExitStatus, JoinHandle};
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use kcore::vmalloc::Guards;
 use x86_64::VirtAddr;
 
@@ -180,59 +180,62 @@ pub fn shootdown(_: &BootInfo, c: &mut Checks) {
         probe::write_u8(addr, 0x5a),
         format_args!("page {addr:#x} writable here"),
     );
-    // Every other CPU reads it, so its TLB caches the translation.
+    // Every other CPU reads it, so that its TLB caches the translation, and
+    // then stays with preemption off until the purge is done: a switch in
+    // between (under TCG any CR3 write flushes the whole TLB) would drop
+    // the entry, and a CPU that no longer caches it faults whether the
+    // shootdown reached it or not. With the readers gone before the purge,
+    // `shootdown-local-only` once passed under host load.
     let others: Vec<usize> = (0..percpu::online())
         .filter(|&i| i != percpu::this().id)
         .collect();
-    let readers: Vec<_> = others
-        .iter()
-        .filter_map(|&cpu| {
-            task::spawn_on(cpu, "tlb-warm", move || {
-                u64::from(probe::read_u8(addr) == Some(0x5a))
-            })
-            .ok()
-        })
-        .collect();
-    let warmed = readers
-        .into_iter()
-        .map(JoinHandle::join)
-        .filter(|s| *s == ExitStatus::Exited(1))
-        .count();
-    c.check(
-        warmed == others.len(),
-        format_args!("{warmed} of {} other CPUs read the page", others.len()),
-    );
-    let _ = vmalloc::vfree(VirtAddr::new(addr));
-    c.check(
-        probe::read_u8(addr).is_none(),
-        format_args!("after vfree, this CPU faults on it"),
-    );
-    // The checkers exist before the purge: spawning them after it could
-    // hand the freed range straight back out (a vmapped stack, a
-    // debug-placed task struct), and a read would then succeed.
+    static READY: AtomicUsize = AtomicUsize::new(0);
     static GO: AtomicBool = AtomicBool::new(false);
+    READY.store(0, Ordering::Release);
     GO.store(false, Ordering::Release);
     let checkers: Vec<_> = others
         .iter()
         .filter_map(|&cpu| {
             task::spawn_on(cpu, "tlb-check", move || {
+                let _still = preempt::disable();
+                let warm = probe::read_u8(addr) == Some(0x5a);
+                READY.fetch_add(1, Ordering::AcqRel);
                 while !GO.load(Ordering::Acquire) {
-                    task::yield_now();
+                    core::hint::spin_loop();
                 }
-                u64::from(probe::read_u8(addr).is_none())
+                u64::from(warm) | u64::from(probe::read_u8(addr).is_none()) << 1
             })
             .ok()
         })
         .collect();
+    let start = time::now_ns();
+    while READY.load(Ordering::Acquire) < checkers.len() && time::now_ns() - start < 10_000_000_000
+    {
+        task::yield_now();
+    }
+    let _ = vmalloc::vfree(VirtAddr::new(addr));
+    c.check(
+        probe::read_u8(addr).is_none(),
+        format_args!("after vfree, this CPU faults on it"),
+    );
     // vfree defers the cross-CPU flush (lazy vunmap); the purge is the
     // shootdown this scenario is about.
     vmalloc::purge();
     GO.store(true, Ordering::Release);
-    let faulted = checkers
+    let results: Vec<u64> = checkers
         .into_iter()
         .map(JoinHandle::join)
-        .filter(|s| *s == ExitStatus::Exited(1))
-        .count();
+        .map(|s| match s {
+            ExitStatus::Exited(v) => v,
+            _ => 0,
+        })
+        .collect();
+    let warmed = results.iter().filter(|&&v| v & 1 != 0).count();
+    let faulted = results.iter().filter(|&&v| v & 2 != 0).count();
+    c.check(
+        warmed == others.len(),
+        format_args!("{warmed} of {} other CPUs read the page", others.len()),
+    );
     c.check(
         faulted == others.len(),
         format_args!(
