@@ -270,6 +270,11 @@ mod tests {
         let r = rate_over(s(100, 110, 7), s(1_999_794, 1_999_804, 1200), 1_193_182).unwrap();
         assert_eq!(r.per_us_x1000(), 1_999_999); // floor of 1999.9994
         assert_eq!(rate_over(s(0, 10, 5), s(20, 30, 5), 1_193_182), None);
+        assert_eq!(rate_over(s(0, 10, 5), s(0, 10, 9), 1_193_182), None);
+        // Each end at its bracket's middle: 50 to 1_000_000 is 999_950
+        // cycles over 1193 ticks (999.847 µs) at 1.193182 MHz.
+        let r = rate_over(s(0, 100, 0), s(1_000_000, 1_000_000, 1193), 1_193_182).unwrap();
+        assert_eq!(r.per_us_x1000(), 1_000_102);
         assert_eq!(rate_over(s(20, 30, 5), s(0, 10, 9), 1_193_182), None);
     }
 
@@ -283,6 +288,9 @@ mod tests {
         // 3 % of the slowest, and not one more.
         assert!(consensus(&mut rates(&[1000, 1015, 1030]), 3, 30).is_some());
         assert!(consensus(&mut rates(&[1000, 1015, 1031]), 3, 30).is_none());
+        // The median of the group, whatever its size.
+        let got = consensus(&mut rates(&[1003, 1000, 1002, 1001]), 4, 30);
+        assert_eq!(got.map(Rate::per_us_x1000), Some(1002));
         // The tightest group wins over an earlier, looser one.
         let got = consensus(&mut rates(&[1000, 1029, 1030, 1031, 1032]), 3, 30);
         assert_eq!(got.map(Rate::per_us_x1000), Some(1030));
@@ -294,12 +302,33 @@ mod tests {
             median(&mut rates(&[5, 1, 9, 7])).map(Rate::per_us_x1000),
             Some(5)
         );
+        let of5 = median(&mut rates(&[5, 1, 9, 7, 3]));
+        assert_eq!(of5.map(Rate::per_us_x1000), Some(5));
         assert_eq!(median(&mut []), None);
         let ghz = Rate::from_per_us_x1000(1_000_000);
         // 62 500 ticks in a millisecond of a 1 GHz counter (mid to mid).
         let per_ms = ticks_per_ms(ghz, s(0, 10, 100), s(1_000_000, 1_000_010, 62_600));
         assert_eq!(per_ms, 62_500);
         assert_eq!(ticks_per_ms(ghz, s(5, 5, 5), s(5, 5, 5)), 1);
+    }
+
+    #[test]
+    fn a_window_ends_at_the_first_read_that_reaches_its_length() {
+        // A reference that advances one tick a read, brackets all alike:
+        // 4 start reads (ticks 0-3, the first counts), reads up to tick 10,
+        // and 4 end reads.
+        let mut reads = 0u64;
+        let r = window(
+            || {
+                reads += 1;
+                s(reads * 100, reads * 100 + 10, reads - 1)
+            },
+            10,
+            1_000_000,
+        );
+        assert_eq!(reads, 4 + 7 + 4);
+        // 11 ticks (0 to 11) in 1100 cycles at 1 MHz: 100 cycles/µs.
+        assert_eq!(r.map(Rate::per_us_x1000), Some(100_000));
     }
 
     #[test]

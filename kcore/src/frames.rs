@@ -319,6 +319,27 @@ mod tests {
 
     const F: u64 = FRAME_SIZE;
 
+    #[test]
+    fn each_error_says_what_went_wrong() {
+        use alloc::string::ToString;
+        let said = [
+            FrameError::Misaligned,
+            FrameError::OutOfRange,
+            FrameError::NotUsable,
+            FrameError::AlreadyFree,
+        ]
+        .map(|e| e.to_string());
+        assert_eq!(
+            said,
+            [
+                "address is not frame aligned",
+                "address outside the frame bitmap",
+                "frame was never usable memory",
+                "frame is already free",
+            ]
+        );
+    }
+
     fn with_bitmap<R>(base: u64, n: usize, f: impl FnOnce(&mut FrameBitmap) -> R) -> R {
         let mut storage = vec![0; bitmap_words_for(n)];
         f(&mut FrameBitmap::new(&mut storage, base, n))
