@@ -404,6 +404,17 @@ mod tests {
     }
 
     #[test]
+    fn the_accessors_read_the_bitmap_as_it_stands() {
+        with_bitmap(0x10_0000, 5, |b| {
+            assert_eq!((b.base(), b.limit()), (0x10_0000, 0x10_0000 + 5 * F));
+            b.add_free_range(0x10_0000, 0x10_0000 + 5 * F);
+            b.alloc().unwrap();
+            b.alloc().unwrap();
+            assert_eq!((b.used_frames(), b.free_frames(), b.total_frames()), (2, 3, 5));
+        });
+    }
+
+    #[test]
     fn exhaustion_then_reuse() {
         with_bitmap(0, 3, |b| {
             b.add_free_range(0, 3 * F);
