@@ -410,7 +410,10 @@ mod tests {
             b.add_free_range(0x10_0000, 0x10_0000 + 5 * F);
             b.alloc().unwrap();
             b.alloc().unwrap();
-            assert_eq!((b.used_frames(), b.free_frames(), b.total_frames()), (2, 3, 5));
+            assert_eq!(
+                (b.used_frames(), b.free_frames(), b.total_frames()),
+                (2, 3, 5)
+            );
         });
     }
 
