@@ -307,11 +307,15 @@ pub fn judge(
             Some(i) => bases[i].clone(),
             None => u.frames.get(1).and_then(base),
         };
-        let r = match (&recursing, start) {
-            (Some((b, _)), Some(i)) => bases[i..]
+        // Frames of the recursing function `b` from frame `i` outward.
+        let run_from = |i: usize, b: &u64| {
+            bases[i..]
                 .iter()
                 .take_while(|x| x.as_ref().is_some_and(|(x, _)| x == b))
-                .count() as u64,
+                .count() as u64
+        };
+        let r = match (&recursing, start) {
+            (Some((b, _)), Some(i)) => run_from(i, b),
             _ => 0,
         };
         let name = recursing
@@ -346,10 +350,7 @@ pub fn judge(
                 "{said} was recorded at sp {sp:#x}, in none of the unwound frames"
             )),
             (Some((sp, Some(i))), Some((b, _))) => {
-                let outward = bases[i..]
-                    .iter()
-                    .take_while(|x| x.as_ref().is_some_and(|(x, _)| x == b))
-                    .count() as u64;
+                let outward = run_from(i, b);
                 (outward != d + 1).then(|| {
                     format!(
                         "{said}, but the frame that recorded it (sp {sp:#x}, frame #{i}) has {outward} frame(s) of `{name}` from it outward: depth {}",
