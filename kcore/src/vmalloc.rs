@@ -389,6 +389,36 @@ mod tests {
     }
 
     #[test]
+    fn only_the_guards_are_guards() {
+        let mut a = area(16);
+        assert_eq!((a.start(), a.end()), (START, START + 16 * P));
+        let x = a.alloc(2, Guards::default(), 1).unwrap();
+        assert!(a.lookup(x.base - 1).is_guard(), "the page below the base");
+        assert!(a.lookup(x.top()).is_guard(), "the page above the top");
+        assert!(!a.lookup(x.base).is_guard(), "the lowest mapped byte");
+        assert!(!a.lookup(x.top() - 1).is_guard(), "the highest mapped byte");
+        assert!(!a.lookup(x.span().end).is_guard(), "unallocated");
+        assert!(!a.lookup(START - 1).is_guard(), "outside the area");
+    }
+
+    #[test]
+    fn errors_say_what_went_wrong() {
+        assert_eq!(VmError::ZeroPages.to_string(), "zero-page allocation");
+        assert_eq!(VmError::NoSpace.to_string(), "vmalloc area exhausted");
+        assert_eq!(
+            VmError::NotAllocated.to_string(),
+            "not the base of a live allocation"
+        );
+    }
+
+    #[test]
+    fn an_area_that_starts_elsewhere_says_so() {
+        let a: VmArea<u32> = VmArea::new(START + 4 * P, START + 8 * P);
+        assert_eq!(a.start(), START + 4 * P);
+        assert_eq!(a.lookup(START + 4 * P - 1), Lookup::OutsideArea);
+    }
+
+    #[test]
     fn default_guards_are_one_page_each_side() {
         let mut a = area(16);
         let x = a.alloc(4, Guards::default(), 7).unwrap();
