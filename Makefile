@@ -62,6 +62,9 @@ bench: deps
 
 lint:
 	$(CARGO) fmt --all --check
+	# The guest's layers (tests/layers.rs): no import goes up a layer, and
+	# nothing above arch and mm may use unsafe.
+	$(CARGO) test --quiet -p runner --test layers
 	$(CARGO) clippy --all-targets -- -D warnings
 	$(CARGO) clippy -p guest -p loader --release --target x86_64-unknown-none -- -D warnings
 

@@ -65,6 +65,14 @@ pub fn pf_handler_recurse(cpu: usize) -> u64 {
     black_box(handler_recurse(cpu, 0)) + 1
 }
 
+/// The test vector's handler (`TEST_VECTOR`, registered with arch): the
+/// IRQ crash point, if armed.
+pub fn test_vector() {
+    if fire(&IRQ_RECURSE) {
+        irq_recurse(crate::arch::x86_64::percpu::this().id);
+    }
+}
+
 #[inline(never)]
 pub fn irq_recurse(cpu: usize) -> u64 {
     // Not a tail call (this frame must stay in the backtrace), and a body

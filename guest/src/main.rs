@@ -5,7 +5,15 @@
 //! (frames, page tables, heap, the vmalloc area and kernel stacks), `task`
 //! runs kernel threads, `scenarios` runs what the command line asked for and
 //! reports it as KTAP on COM1, and the verdict leaves through isa-debug-exit.
-//! `unsafe` lives in `arch` and `mm` only; everything above them is safe Rust.
+//!
+//! Layers, lowest first; a module names only its own layer and those below
+//! (`tests/layers.rs` enforces it, and lists the few crossings with their
+//! reasons): `arch`; `sync`; `console`; `mm`; `task` and `rcu`; `lkdtm`;
+//! `oops` and `panic`; `boot` and `ktap`; `scenarios`. Where arch must call
+//! up (a tick for the scheduler, a fault for the oops code, a test vector
+//! for lkdtm), the layer above registers its handler here, in
+//! `kernel_main`, before the first interrupt. `unsafe` lives in `arch` and
+//! `mm` only; every module above them forbids it.
 #![no_std]
 #![no_main]
 #![deny(unsafe_op_in_unsafe_fn)]
@@ -14,36 +22,49 @@ extern crate alloc;
 
 // First, so its macros are visible in every module below.
 #[macro_use]
+#[forbid(unsafe_code)]
 mod console;
 mod arch;
+#[deny(unsafe_code)] // forbid, but for the Limine requests' `#[link_section]`
 mod boot;
+#[forbid(unsafe_code)]
 mod ktap;
+#[forbid(unsafe_code)]
 mod lkdtm;
 mod mm;
+#[forbid(unsafe_code)]
 mod oops;
+#[forbid(unsafe_code)]
 mod panic;
+#[forbid(unsafe_code)]
 mod rcu;
+#[forbid(unsafe_code)]
 mod scenarios;
+#[forbid(unsafe_code)]
 mod sync;
+#[forbid(unsafe_code)]
 mod task;
 
-use abi::GuestExit;
-use arch::x86_64::{bringup, interrupts, time};
+use arch::x86_64::{interrupts, time};
+use boot::cpu as bringup;
 use x86_64::VirtAddr;
 
-/// Called by `arch::x86_64::entry` on the boot CPU, on the stack the boot
-/// loader gave us (ending at `stack_top`), with interrupts off.
-fn kernel_main(stack_top: VirtAddr) -> ! {
+/// Called by `arch::x86_64::entry` (by symbol) on the boot CPU, on the stack
+/// the boot loader gave us (ending at `stack_top`), with interrupts off.
+#[no_mangle]
+extern "C" fn kernel_main(stack_top: u64) -> ! {
+    let stack_top = VirtAddr::new(stack_top);
     arch::x86_64::percpu::early_init();
+    register_upcalls();
     console::init();
     let boot = boot::BootInfo::collect();
-    mm::init(&boot);
+    mm::init(boot.hhdm_offset, boot.memory_map);
     configure(boot.cmdline);
 
     bringup::init_cpu(0, arch::x86_64::cpu::apic_id());
     // The TSC against the PIT, then the LAPIC timer against the TSC.
     time::calibrate(1000);
-    task::adopt_boot_flow("init", false, stack_top);
+    task::adopt_boot_flow("init", false, stack_top - boot::BOOT_STACK_SIZE, stack_top);
     task::create_idle().expect("no memory for the boot CPU's idle task");
     bringup::start_tick();
     if let Some(mp) = boot.mp {
@@ -55,6 +76,18 @@ fn kernel_main(stack_top: VirtAddr) -> ! {
 
     let exit = scenarios::run_requested(&boot);
     arch::x86_64::cpu::exit(exit)
+}
+
+/// What arch calls up to: installed before anything can fault or interrupt
+/// (an unhandled fault before this panics with its rip).
+fn register_upcalls() {
+    interrupts::register(interrupts::Handlers {
+        tick: task::timer_tick,
+        shootdown: mm::tlb::handle_shootdown,
+        test: lkdtm::test_vector,
+        preempt: task::preempt_from_irq,
+    });
+    oops::register();
 }
 
 /// Apply the stack settings the runner passed on the command line, then
@@ -139,13 +172,4 @@ fn configure(cmdline: &str) {
         },
         workload: scenarios::workload::get(),
     });
-}
-
-/// The verdict for a KTAP report: `Pass` only if every result was `ok`.
-const fn verdict(all_ok: bool) -> GuestExit {
-    if all_ok {
-        GuestExit::Pass
-    } else {
-        GuestExit::Fail
-    }
 }

@@ -121,7 +121,7 @@ fn policy() -> Policy {
 
 fn progress(p: &percpu::PerCpu) -> Progress {
     Progress {
-        ticks: p.local.ticks.load(Ordering::Acquire),
+        ticks: p.ticks(),
         nmis: exceptions::nmis_answered(p.id).0,
     }
 }

@@ -1,26 +1,24 @@
 //! Bringing one CPU into the kernel: its interrupt stacks, per-CPU block,
 //! GDT/TSS, IDT and LAPIC. Runs on the CPU itself, interrupts off.
-use super::interrupts::TIMER_VECTOR;
-use super::lapic;
-use super::percpu::{self, CpuStacks, PerCpu};
+use crate::arch::x86_64::interrupts::TIMER_VECTOR;
+use crate::arch::x86_64::lapic;
+use crate::arch::x86_64::percpu::{self, CpuStacks, PerCpu};
 use crate::mm::stack::{Stack, StackKind, EXCEPTION_STACK, IRQ_STACK};
-use x86_64::VirtAddr;
+use alloc::boxed::Box;
 
 /// The scheduler tick: 250 Hz, Linux's common default.
 pub const TICK_US: u64 = 4000;
 
-fn permanent_stack(kind: StackKind, bytes: usize, cpu: usize) -> VirtAddr {
+fn permanent_stack(kind: StackKind, bytes: usize, cpu: usize) -> &'static Stack {
     let stack = Stack::vmap(kind, bytes, cpu as u64).unwrap_or_else(|e| {
         panic!(
             "CPU {cpu}: no memory for its {} stack: {e:?}",
             kind.linux_name()
         )
     });
-    let top = stack.top();
     // Per-CPU stacks live as long as the machine: never freed, still in the
     // vmalloc registry (so faults on their guard pages are explained).
-    core::mem::forget(stack);
-    top
+    Box::leak(Box::new(stack))
 }
 
 pub fn init_cpu(id: usize, lapic_id: u32) -> &'static PerCpu {

@@ -4,68 +4,18 @@
 //! base revision 2 requires; the bootloader fills in each `response` pointer
 //! before jumping to us. Revision 2 is the newest both Limine 7.x and 8.x
 //! accept, and the one our direct-boot loader implements.
+pub mod cpu;
 pub mod mp;
+mod requests;
+
+use requests::*;
 
 use limine::memory_map::Entry;
-use limine::request::{
-    BootloaderInfoRequest, ExecutableAddressRequest, ExecutableCmdlineRequest,
-    ExecutableFileRequest, HhdmRequest, MemoryMapRequest, MpRequest, RequestsEndMarker,
-    RequestsStartMarker, RsdpRequest, StackSizeRequest,
-};
 use limine::response::MpResponse;
-use limine::BaseRevision;
 
 /// The stack size we ask for, for the BSP and every AP (Limine's default is
 /// 64 KiB; asking proves the request is honoured).
 pub const BOOT_STACK_SIZE: u64 = 128 * 1024;
-
-#[used]
-#[link_section = ".requests_start_marker"]
-static START_MARKER: RequestsStartMarker = RequestsStartMarker::new();
-
-#[used]
-#[link_section = ".requests"]
-static BASE_REVISION: BaseRevision = BaseRevision::with_revision(2);
-
-#[used]
-#[link_section = ".requests"]
-static BOOTLOADER_INFO: BootloaderInfoRequest = BootloaderInfoRequest::new();
-
-#[used]
-#[link_section = ".requests"]
-static HHDM: HhdmRequest = HhdmRequest::new();
-
-#[used]
-#[link_section = ".requests"]
-static MEMORY_MAP: MemoryMapRequest = MemoryMapRequest::new();
-
-#[used]
-#[link_section = ".requests"]
-static EXECUTABLE_ADDRESS: ExecutableAddressRequest = ExecutableAddressRequest::new();
-
-#[used]
-#[link_section = ".requests"]
-static EXECUTABLE_FILE: ExecutableFileRequest = ExecutableFileRequest::new();
-
-#[used]
-#[link_section = ".requests"]
-static EXECUTABLE_CMDLINE: ExecutableCmdlineRequest = ExecutableCmdlineRequest::new();
-
-#[used]
-#[link_section = ".requests"]
-static RSDP: RsdpRequest = RsdpRequest::new();
-
-#[used]
-#[link_section = ".requests"]
-static STACK_SIZE: StackSizeRequest = StackSizeRequest::new().with_size(BOOT_STACK_SIZE);
-
-#[used]
-#[link_section = ".requests"]
-static MP: MpRequest = MpRequest::new();
-
-#[used]
-#[link_section = ".requests_end_marker"]
-static END_MARKER: RequestsEndMarker = RequestsEndMarker::new();
 
 /// Everything the rest of the kernel needs from the boot protocol, read once.
 /// A `None` means the bootloader gave no response to that request.

@@ -6,7 +6,8 @@
 //! index in the free `extra` word. The AP first proves it arrived by
 //! recording its own APIC id (read with CPUID, not copied from the info
 //! block), then sets up its per-CPU state and becomes that CPU's idle task.
-use crate::arch::x86_64::{bringup, cpu, percpu};
+use super::cpu as bringup;
+use crate::arch::x86_64::{cpu, percpu};
 use crate::task;
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use limine::mp::Cpu;
@@ -19,14 +20,14 @@ const ARRIVED: u64 = 1 << 63;
 static REPORTED: [AtomicU64; percpu::MAX_CPUS] = [const { AtomicU64::new(0) }; percpu::MAX_CPUS];
 static ONLINE_APS: AtomicUsize = AtomicUsize::new(0);
 
-unsafe extern "C" fn ap_entry(info: &Cpu) -> ! {
+extern "C" fn ap_entry(info: &Cpu) -> ! {
     percpu::early_init();
     let id = info.extra.load(Ordering::Acquire) as usize;
     REPORTED[id].store(ARRIVED | u64::from(cpu::apic_id()), Ordering::Release);
     // The bootloader's AP stack: we are a few bytes below its top.
     let top = VirtAddr::new(cpu::stack_pointer()).align_up(4096u64);
     bringup::init_cpu(id, info.lapic_id);
-    task::adopt_boot_flow("swapper", true, top);
+    task::adopt_boot_flow("swapper", true, top - super::BOOT_STACK_SIZE, top);
     bringup::start_tick();
     ONLINE_APS.fetch_add(1, Ordering::AcqRel);
     task::idle_loop()

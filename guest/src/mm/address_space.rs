@@ -290,7 +290,7 @@ fn might_sleep(what: &str) -> bool {
     if !ok {
         INVALID_CONTEXT.fetch_add(1, Ordering::AcqRel);
         kprintln!("BUG: sleeping function called from invalid context at {what}");
-        cpu.with_current(|t| {
+        crate::task::with_current(|t| {
             kprintln!(
                 "in_atomic(): {}, irqs_disabled(): {}, pid: {}, name: {}",
                 u8::from(preempt != 0 || cpu.in_irq()),

@@ -9,7 +9,8 @@
 //! global allocator asks `take_armed` on each allocation (one load when
 //! nothing is armed) and `owns` on each free.
 use super::vmalloc::{self, Owner, VMALLOC_END, VMALLOC_START};
-use crate::arch::x86_64::{interrupts, percpu};
+use crate::arch::x86_64::percpu;
+use crate::sync::irq;
 use crate::sync::SpinLock;
 use abi::kinds::ObjectKind;
 use core::alloc::Layout;
@@ -43,7 +44,7 @@ static FALLBACKS: AtomicU64 = AtomicU64::new(0);
 /// handler's allocation cannot take the placement. A placement that could
 /// not be made falls back to the heap and is counted (`counters`).
 pub fn place<T>(what: ObjectKind, id: u64, make: impl FnOnce() -> T) -> T {
-    interrupts::without(|| {
+    irq::without(|| {
         let cpu = percpu::this().id;
         *ARMED[cpu].lock() = Some(Tag { what, id });
         ARMED_CPUS.fetch_add(1, Ordering::AcqRel);

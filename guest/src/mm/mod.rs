@@ -5,6 +5,10 @@
 //! through it), then frames (they need nothing), then the heap (it needs
 //! frames and page tables), then the vmalloc area (its registry lives on the
 //! heap).
+//!
+//! One crossing goes up a layer, to `task`: an address space's deferred
+//! teardown runs in a worker task (`address_space`, which also names the
+//! task that broke `might_sleep`). Tasks in turn take their stacks from here.
 pub mod address_space;
 pub mod frames;
 pub mod guarded;
@@ -16,12 +20,14 @@ pub mod stack;
 pub mod tlb;
 pub mod vmalloc;
 
-pub fn init(boot: &crate::boot::BootInfo) {
-    let offset = boot
-        .hhdm_offset
-        .expect("the bootloader gave no HHDM response");
+use limine::memory_map::Entry;
+
+/// Bring memory up from what the boot loader handed over: the direct map's
+/// offset and the memory map (`boot::BootInfo`, read by `kernel_main`).
+pub fn init(hhdm_offset: Option<u64>, memory_map: Option<&'static [&'static Entry]>) {
+    let offset = hhdm_offset.expect("the bootloader gave no HHDM response");
     hhdm::set_offset(offset);
-    let map = boot.memory_map.expect("the bootloader gave no memory map");
+    let map = memory_map.expect("the bootloader gave no memory map");
     frames::init(map);
     heap::init();
     vmalloc::init();

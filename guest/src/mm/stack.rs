@@ -11,6 +11,7 @@
 use super::vmalloc::{self, Owner};
 use super::{frames, hhdm};
 use crate::arch::x86_64::percpu::{self, MAX_CPUS};
+use crate::arch::x86_64::stack::KernelStack;
 use crate::sync::IrqLock;
 use core::fmt;
 use core::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
@@ -84,6 +85,20 @@ pub struct Stack {
     bottom: VirtAddr,
     top: VirtAddr,
     backing: Backing,
+}
+
+// SAFETY: both constructors map [bottom, top) writable before handing out
+// the `Stack` (vmalloc pages or direct-mapped frames), page-aligned (so the
+// top is 16-byte aligned) and at least a page long; it stays mapped and
+// owned by this value until its `Drop` unmaps it. The legacy strategy's
+// `thread_info` at the bottom is the stack owner's own data, as in Linux.
+unsafe impl KernelStack for Stack {
+    fn bottom(&self) -> VirtAddr {
+        self.bottom
+    }
+    fn top(&self) -> VirtAddr {
+        self.top
+    }
 }
 
 impl fmt::Debug for Stack {

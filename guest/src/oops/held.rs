@@ -72,8 +72,7 @@ static DECIDED: [Mutex<Option<Decided>>; MAX_CPUS] = [const { Mutex::new(None) }
 /// machine stops (`Fatal`, with the reason kept for the kill path).
 pub fn decide(frame: &TrapFrame, proposed: Action) -> Action {
     let cpu = percpu::this();
-    let (task_id, comm, idle) = cpu
-        .with_current(|t| (t.id, t.name_bytes(), t.is_idle()))
+    let (task_id, comm, idle) = crate::task::with_current(|t| (t.id, t.name_bytes(), t.is_idle()))
         .unwrap_or((0, ([0; 16], 0), false));
     let (held, missed) = lockdep::current().unwrap_or((None, 0));
     let cx = ExitContext {

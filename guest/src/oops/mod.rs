@@ -1,6 +1,7 @@
 //! Explaining stack faults the way a good kernel explains an oops.
 //!
-//! Called from the #PF and #DF handlers with the trapped register frame.
+//! Called from the #PF and #DF handlers (`trap`, which arch calls up to)
+//! with the trapped register frame.
 //! In four steps, each its own piece: `classify` decides what was hit (the
 //! guard page below a stack, overflow; the one above, underflow; or no
 //! guard of the faulting stack at all) from the vmalloc ownership registry
@@ -17,9 +18,11 @@ mod classify;
 pub mod held;
 mod report;
 mod symbols;
+mod trap;
 mod uaf;
 
 pub use abi::kinds::HitKind;
+pub use trap::{register, IRQS_CUT_SHORT};
 pub use uaf::{announce_uaf, uaf_reports, use_after_free};
 
 use crate::arch::x86_64::lapic;
@@ -91,10 +94,9 @@ pub fn set_quiet(quiet: bool) -> u64 {
 }
 
 /// The running task's id and name (0 and "?" without one).
-fn current_task(cpu: &PerCpu, f: impl FnOnce(u64, &str)) {
-    let (id, comm) = cpu
-        .with_current(|t| (t.id, t.name_bytes()))
-        .unwrap_or((0, ([0; 16], 0)));
+fn current_task(f: impl FnOnce(u64, &str)) {
+    let (id, comm) =
+        crate::task::with_current(|t| (t.id, t.name_bytes())).unwrap_or((0, ([0; 16], 0)));
     f(id, core::str::from_utf8(&comm.0[..comm.1]).unwrap_or("?"))
 }
 
@@ -135,7 +137,7 @@ pub fn stack_fault(frame: &TrapFrame, cr2: u64, via: Via) -> Option<Action> {
     let lapic_id = lapic::hardware_id();
     let fault = classify::classify(frame, cr2, via, cpu)?;
     let mut out = None;
-    current_task(cpu, |task_id, comm| {
+    current_task(|task_id, comm| {
         let (context, action) = decide(&fault, cpu, task_id);
         // What the task holds may forbid the kill: the exit policy decides
         // before the report, so `recovered` says what will really happen.
@@ -193,7 +195,7 @@ pub fn announce_stack(kind: StackKind, lo: u64, hi: u64, guards: usize, frame_by
     let cpu = percpu::this();
     let lapic_id = lapic::hardware_id();
     lkdtm::reset_depth(cpu.id);
-    current_task(cpu, |task_id, task_name| {
+    current_task(|task_id, task_name| {
         crate::console::record(&StackAlloc {
             scenario: scenario(),
             stack_kind: kind,

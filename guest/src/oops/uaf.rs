@@ -65,9 +65,8 @@ pub fn announce_uaf(addr: u64, reader: &str) -> bool {
 pub fn use_after_free(frame: &TrapFrame, cr2: u64) -> Option<Action> {
     let obj = guarded::freed_object_at(cr2)?;
     let cpu = percpu::this();
-    let (task_id, comm) = cpu
-        .with_current(|t| (t.id, t.name_bytes()))
-        .unwrap_or((0, ([0; 16], 0)));
+    let (task_id, comm) =
+        crate::task::with_current(|t| (t.id, t.name_bytes())).unwrap_or((0, ([0; 16], 0)));
     let comm = core::str::from_utf8(&comm.0[..comm.1]).unwrap_or("?");
     let access = if frame.error_code & 2 != 0 {
         Access::Write

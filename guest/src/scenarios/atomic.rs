@@ -13,10 +13,11 @@
 //! holds their `TASK-STATE` against `abi::held::EXPECT`.
 use super::stack::{check_tick, expect_killed, recurse_to_death, stack_recurse};
 use super::Checks;
-use crate::arch::x86_64::{interrupts, percpu, time};
+use crate::arch::x86_64::{percpu, time};
 use crate::boot::BootInfo;
 use crate::oops::HitKind;
 use crate::rcu;
+use crate::sync::irq;
 use crate::sync::{preempt, IrqLock, SpinLock};
 use crate::task::{self, ExitStatus};
 use abi::held::VICTIM_LOCK;
@@ -148,8 +149,7 @@ pub fn irqlock_held(_: &BootInfo, c: &mut Checks) {
 }
 
 pub fn irqs_section(_: &BootInfo, c: &mut Checks) {
-    let status =
-        task::spawn("irqs-section", || interrupts::without(recurse_to_death)).map(|h| h.join());
+    let status = task::spawn("irqs-section", || irq::without(recurse_to_death)).map(|h| h.join());
     c.check(
         false,
         format_args!("a task inside an interrupts-off section was killed: {status:?}"),

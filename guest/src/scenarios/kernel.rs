@@ -51,7 +51,12 @@ pub fn spawn_join(_: &BootInfo, c: &mut Checks) {
     let n = super::workload::soak(10_000);
     super::workload::note(c, 10_000, n);
     let before: Vec<u64> = percpu::all()
-        .map(|p| p.local.switches.load(Ordering::Relaxed))
+        .map(|p| {
+            crate::task::SCHED
+                .get(p.id)
+                .switches
+                .load(Ordering::Relaxed)
+        })
         .collect();
     let results = match spawn_many(n, "spawn-join", square_plus_cpu_check) {
         Ok(r) => r,
@@ -70,7 +75,11 @@ pub fn spawn_join(_: &BootInfo, c: &mut Checks) {
         format_args!("{n} tasks joined, {wrong} wrong results"),
     );
     for (cpu, b) in percpu::all().zip(before) {
-        let ran = cpu.local.switches.load(Ordering::Relaxed) - b;
+        let ran = crate::task::SCHED
+            .get(cpu.id)
+            .switches
+            .load(Ordering::Relaxed)
+            - b;
         c.check(ran > 0, format_args!("CPU {} switched {ran} times", cpu.id));
     }
 }
@@ -120,9 +129,7 @@ pub fn preempt(_: &BootInfo, c: &mut Checks) {
             percpu::online()
         ),
     );
-    let ticks: u64 = percpu::all()
-        .map(|p| p.local.ticks.load(Ordering::Relaxed))
-        .sum();
+    let ticks: u64 = percpu::all().map(|p| p.ticks()).sum();
     c.info(format_args!("timer ticks so far: {ticks}"));
 }
 

@@ -416,7 +416,7 @@ pub fn rcu_stall(_: &BootInfo, c: &mut Checks) {
         INSIDE.store(false, Ordering::Release);
         STALLS_BEFORE.store(rcu::stalls(), Ordering::Release);
         let body: fn() -> u64 = if irqs_off {
-            || crate::arch::x86_64::interrupts::without(stall_until_reported)
+            || crate::sync::irq::without(stall_until_reported)
         } else {
             || {
                 let _p = crate::sync::preempt::disable();

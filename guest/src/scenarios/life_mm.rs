@@ -5,10 +5,11 @@
 //! sleep; dropping a struct-only reference frees right there. The checks
 //! prove both, with the worker's own counts and `might_sleep` watching.
 use super::Checks;
-use crate::arch::x86_64::{interrupts, percpu};
+use crate::arch::x86_64::percpu;
 use crate::boot::BootInfo;
 use crate::mm::address_space::{self, Mm};
 use crate::rcu;
+use crate::sync::irq;
 use alloc::format;
 use alloc::string::String;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -116,7 +117,7 @@ pub fn mm_refs(_: &BootInfo, c: &mut Checks) {
             });
         }
         if let Ok(mm) = Mm::new(PAGES) {
-            interrupts::without(|| mm.mmput(Atomic));
+            irq::without(|| mm.mmput(Atomic));
         }
         quiesce_mm();
     }
@@ -234,7 +235,7 @@ pub fn mm_refs(_: &BootInfo, c: &mut Checks) {
     // (d) The last mm_users dropped with interrupts off: mmput_async.
     let (s0, w0) = (address_space::stats(), address_space::worker_counts());
     if let Some(mm) = new_mm(c, PAGES) {
-        interrupts::without(|| mm.mmput(Atomic));
+        irq::without(|| mm.mmput(Atomic));
         let s = address_space::stats();
         c.check(
             s.teardowns_deferred == s0.teardowns_deferred + 1 && s.teardowns == s0.teardowns,
@@ -282,7 +283,7 @@ pub fn mm_refs(_: &BootInfo, c: &mut Checks) {
         c.info(format_args!(
             "deliberately: the last mmput claims process context with interrupts off"
         ));
-        interrupts::without(|| mm.mmput(Process));
+        irq::without(|| mm.mmput(Process));
         let bugs = address_space::invalid_context_bugs() - bugs0;
         c.check(
             bugs == 2,

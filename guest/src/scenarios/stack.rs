@@ -293,7 +293,7 @@ pub fn repeat(_: &BootInfo, c: &mut Checks) {
     super::workload::settle();
     let before = super::counters_now();
     let hits = oops::hits();
-    let cut_short = exceptions::IRQS_CUT_SHORT.load(Ordering::Acquire);
+    let cut_short = crate::oops::IRQS_CUT_SHORT.load(Ordering::Acquire);
     let mut killed = 0;
     for i in 0..n {
         // One full report is enough to read; the rest are counted.
@@ -310,7 +310,7 @@ pub fn repeat(_: &BootInfo, c: &mut Checks) {
     // (`stack.irq_frame` provokes it on purpose); here it is luck.
     c.info(format_args!(
         "interrupts that arrived with no room for their frame: {}",
-        exceptions::IRQS_CUT_SHORT.load(Ordering::Acquire) - cut_short
+        crate::oops::IRQS_CUT_SHORT.load(Ordering::Acquire) - cut_short
     ));
     c.check(
         killed == n,
@@ -338,14 +338,14 @@ pub fn repeat(_: &BootInfo, c: &mut Checks) {
 /// ends it, the tick never comes again on this CPU.
 pub fn irq_frame(_: &BootInfo, c: &mut Checks) {
     let cpu = percpu::this().id;
-    let cut_short = exceptions::IRQS_CUT_SHORT.load(Ordering::Acquire);
+    let cut_short = crate::oops::IRQS_CUT_SHORT.load(Ordering::Acquire);
     expect_killed(c, cpu, "irq-frame", HitKind::Overflow, || {
         // An interrupt frame is 5 words; it is the CPU's push, not ours.
         announce_own_stack(40);
         let (lo, _) = task::current().stack_bounds();
         sabotage::wait_for_irq_at(lo.as_u64())
     });
-    let ended = exceptions::IRQS_CUT_SHORT.load(Ordering::Acquire) - cut_short;
+    let ended = crate::oops::IRQS_CUT_SHORT.load(Ordering::Acquire) - cut_short;
     c.check(
         ended >= 1,
         format_args!("{ended} interrupt(s) cut short by the fault, ended at the kill"),
@@ -362,7 +362,7 @@ pub fn irq_frame(_: &BootInfo, c: &mut Checks) {
 /// frame into the task.
 pub fn irq_entry(_: &BootInfo, c: &mut Checks) {
     let cpu = percpu::this().id;
-    let cut_short = exceptions::IRQS_CUT_SHORT.load(Ordering::Acquire);
+    let cut_short = crate::oops::IRQS_CUT_SHORT.load(Ordering::Acquire);
     expect_killed(c, cpu, "irq-entry", HitKind::Overflow, || {
         // The CPU's 5 words, the stub's error code and vector, `push rax`:
         // `push rbx` is the one that faults.
@@ -375,7 +375,7 @@ pub fn irq_entry(_: &BootInfo, c: &mut Checks) {
     // path runs; nested KVM here (PVM) delivers it so that it is not, and
     // the count is 0. Either way the witness is the tick: an interrupt
     // left in service would block it on this CPU for good.
-    let ended = exceptions::IRQS_CUT_SHORT.load(Ordering::Acquire) - cut_short;
+    let ended = crate::oops::IRQS_CUT_SHORT.load(Ordering::Acquire) - cut_short;
     c.info(format_args!(
         "{ended} interrupt(s) in service at the kill, ended there"
     ));
@@ -411,9 +411,9 @@ pub fn irq_exit(_: &BootInfo, c: &mut Checks) {
 pub(super) fn two_ticks_ms() -> u64 {
     let pinned = preempt::disable();
     let cpu = pinned.cpu();
-    let before = cpu.local.ticks.load(Ordering::Relaxed);
+    let before = cpu.ticks();
     let start = time::now_ns();
-    while cpu.local.ticks.load(Ordering::Relaxed) - before < 2 {
+    while cpu.ticks() - before < 2 {
         if time::now_ns() - start > 10_000_000_000 {
             return TICKS_NEVER;
         }

@@ -36,7 +36,7 @@ pub fn irq_pair_ns() -> u64 {
     for _ in 0..SAMPLES {
         let t0 = time::tsc();
         for _ in 0..PAIRS {
-            crate::arch::x86_64::interrupts::without(core::hint::spin_loop);
+            crate::sync::irq::without(core::hint::spin_loop);
         }
         ns = ns.min(time::cycles_to_ns(time::tsc() - t0) / PAIRS);
     }

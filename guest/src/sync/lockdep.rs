@@ -1,8 +1,9 @@
 //! The running task's held-lock stack: where every lock type and atomic
 //! section records itself (`kcore::lockdep` is the bookkeeping).
 //!
-//! Each task owns a `TaskHeld`; the CPU running it points at it
-//! (`percpu::with_held`, switched with `current`). Interrupt and exception
+//! Each task owns a `TaskHeld`; the CPU running it points at it (`HELD`,
+//! which the context switch in `arch::x86_64::current` keeps pointing at the
+//! running task's, so lockdep needs no task type). Interrupt and exception
 //! handlers record on the task they interrupted, as Linux's lockdep does:
 //! their entries come and go before the task runs again. Records are made
 //! with interrupts off and with a try-lock: the only other party that can
@@ -10,11 +11,14 @@
 //! middle of recording, and then the record is counted as missed rather
 //! than waited for (which would never end). A missed record makes the
 //! stack untrustworthy, and the exit policy stops rather than kill on it.
-use crate::arch::x86_64::percpu;
+use crate::arch::x86_64::current::HeldSlots;
 use core::panic::Location;
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use kcore::lockdep::{Held, HeldEntry, HeldKind};
 use spin::Mutex;
+
+/// Every CPU's running task's held-lock stack, set by the context switch.
+pub static HELD: HeldSlots<TaskHeld> = HeldSlots::new();
 
 /// One task's held-lock stack.
 pub struct TaskHeld {
@@ -87,16 +91,13 @@ pub fn acquired(
     name: &'static str,
     site: &'static Location<'static>,
 ) -> Token {
-    let Some(cpu) = percpu::try_this() else {
-        return Token::NONE;
-    };
     // A deliberate defect (`runner --defect lockdep-acquire-unrecorded`):
     // spin locks taken without a record, as if only the irq-saving kinds
     // needed one.
     if cfg!(defect = "lockdep-acquire-unrecorded") && kind == HeldKind::SpinLock {
         return Token::NONE;
     }
-    cpu.with_held(|h| {
+    HELD.with(|h| {
         let entry = HeldEntry {
             kind,
             id,
@@ -119,10 +120,7 @@ pub fn released(token: Token, kind: HeldKind, id: usize) {
     if token == Token::NONE {
         return;
     }
-    let Some(cpu) = percpu::try_this() else {
-        return;
-    };
-    cpu.with_held(|h| {
+    HELD.with(|h| {
         if h.addr() != token.0 {
             CROSSED.fetch_add(1, Ordering::Relaxed);
             return;
@@ -162,13 +160,12 @@ pub fn exit(token: Token, kind: HeldKind) {
 /// The running task's stack, copied, and its missed-record count: `None`
 /// with no task, or while the stack is being changed underneath us.
 pub fn current() -> Option<(Option<Held>, u32)> {
-    percpu::try_this()?.with_held(|h| (h.snapshot(), h.missed()))
+    HELD.with(|h| (h.snapshot(), h.missed()))
 }
 
 /// The kill path's reset of the running task's preemption and RCU
 /// sections; returns how deep each was.
 pub fn reset_current_preemption() -> Option<(u32, u32)> {
-    percpu::try_this()?
-        .with_held(|h| h.with(|held| held.reset_preemption()))
+    HELD.with(|h| h.with(|held| held.reset_preemption()))
         .flatten()
 }

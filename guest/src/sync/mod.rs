@@ -10,13 +10,14 @@
 //! - `SpinLock` is a plain spin lock (interrupts untouched), for data no
 //!   interrupt handler takes.
 //! - `preempt` has the preemption-off guard; interrupts-off sections are
-//!   `arch::x86_64::interrupts::without`, RCU read-side sections
+//!   `irq::without`, RCU read-side sections
 //!   `rcu::read_lock`: all recorded the same way.
 //!
 //! Every acquisition records its call site (`#[track_caller]`), and every
 //! lock its name (`named`), or else the file that defines it
 //! (`Location::caller()` of the `const fn new`, the way lockdep names a
 //! lock class by where it was initialised).
+pub mod irq;
 pub mod lockdep;
 pub mod preempt;
 

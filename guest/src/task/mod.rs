@@ -17,17 +17,20 @@ pub use lifetime::{
     freed_count, refcount_events, set_debug_placement, set_free_mode, FreeMode,
 };
 
-pub use sched::{idle_loop, preempt_from_irq, timer_tick, yield_now, CpuLocal};
+pub use sched::{idle_loop, preempt_from_irq, timer_tick, yield_now, SCHED};
 pub use wait::WaitQueue;
 
 use crate::arch::x86_64::context::Context;
+use crate::arch::x86_64::current::Switchable;
 use crate::arch::x86_64::{interrupts, percpu};
 use crate::mm::stack::{self, Stack, StackError};
+use crate::sync::irq;
 use crate::sync::IrqLock;
 use alloc::boxed::Box;
 use alloc::sync::Arc;
 use core::fmt;
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use sched::CURRENT;
 use x86_64::VirtAddr;
 
 /// Linux's TASK_COMM_LEN.
@@ -113,6 +116,19 @@ pub struct Task {
     pub switches: AtomicU64,
     /// What it holds: every lock and atomic section it is inside.
     held: crate::sync::TaskHeld,
+}
+
+impl Switchable for Task {
+    type Held = crate::sync::TaskHeld;
+    fn context(&self) -> &Context {
+        &self.context
+    }
+    fn held(&self) -> &Self::Held {
+        &self.held
+    }
+    fn key(&self) -> u64 {
+        self.id
+    }
 }
 
 impl fmt::Debug for Task {
@@ -216,9 +232,6 @@ impl Task {
     pub fn cpu(&self) -> usize {
         self.cpu.load(Ordering::Relaxed)
     }
-    pub fn context(&self) -> &Context {
-        &self.context
-    }
     /// [bottom, top) of the task's stack (kept after the stack is freed, for
     /// reports about it).
     pub fn stack_bounds(&self) -> (VirtAddr, VirtAddr) {
@@ -276,21 +289,32 @@ pub fn settle(timeout_ms: u64) -> bool {
 
 /// The running task. Found through GS (`percpu`), never through the stack.
 pub fn current() -> Arc<Task> {
-    percpu::this()
+    CURRENT
         .current()
         .expect("current() before the scheduler started")
 }
 
+/// Borrow the task running on this CPU (or the one an interrupt handler
+/// interrupted), without touching its reference count; `None` before this
+/// CPU has a task.
+pub fn with_current<R>(f: impl FnOnce(&Task) -> R) -> Option<R> {
+    CURRENT.with_current(f)
+}
+
 /// The running task's id, without touching its reference count.
 pub fn current_id() -> u64 {
-    #[cfg(not(defect = "current-boot-cpu"))]
-    let cpu = percpu::this();
+    let Some(cpu) = percpu::try_this() else {
+        return 0;
+    };
     // A deliberate defect (`runner --defect current-boot-cpu`): the boot
     // CPU's slot read instead of this CPU's, `per_cpu(current_task, 0)`
     // for `this_cpu_read(current_task)`.
-    #[cfg(defect = "current-boot-cpu")]
-    let cpu = percpu::get(0).expect("the boot CPU");
-    cpu.with_current(|t| t.id).unwrap_or(0)
+    let cpu = if cfg!(defect = "current-boot-cpu") {
+        0
+    } else {
+        cpu.id
+    };
+    CURRENT.key_on(cpu)
 }
 
 /// A handle to wait for a spawned task. Dropping it unjoined detaches the
@@ -305,7 +329,7 @@ impl Drop for JoinHandle {
         if self.joined {
             return;
         }
-        let exited = interrupts::without(|| {
+        let exited = irq::without(|| {
             let mut j = self.task.join.lock();
             j.detached = true;
             j.status.is_some()
@@ -339,7 +363,7 @@ impl JoinHandle {
     pub fn join(mut self) -> ExitStatus {
         self.joined = true;
         loop {
-            let status = interrupts::without(|| {
+            let status = irq::without(|| {
                 let mut j = self.task.join.lock();
                 if let Some(s) = j.status {
                     return Some(s);
@@ -388,7 +412,7 @@ pub fn spawn_on<F: FnOnce() -> u64 + Send + 'static>(
 ) -> Result<JoinHandle, SpawnError> {
     let id = next_id();
     let stack = stack::alloc_task_stack(id)?;
-    let context = Context::new_task(&stack);
+    let context = Context::new_task(&stack, task_entry);
     let task = lifetime::allocate(Task::new(
         id,
         name,
@@ -416,13 +440,16 @@ pub fn spawn_daemon(name: &str, f: fn() -> !) -> Result<u64, SpawnError> {
     Ok(handle.id())
 }
 
-/// First code of every new task, on its own stack (from `context.rs`).
-pub fn start_current() -> ! {
+/// First code of every new task, on its own stack (called by arch's
+/// `task_entry_trampoline`, the entry `Context::new_task` was given).
+extern "C" fn task_entry() -> ! {
+    start_current()
+}
+
+fn start_current() -> ! {
     sched::finish_switch();
     interrupts::enable();
-    let entry = percpu::this()
-        .with_current(|t| t.entry.lock().take())
-        .flatten();
+    let entry = CURRENT.with_current(|t| t.entry.lock().take()).flatten();
     let code = entry.map_or(0, |f| f());
     exit(ExitStatus::Exited(code))
 }
@@ -454,9 +481,8 @@ pub fn exit(status: ExitStatus) -> ! {
 
 /// Make the code running on this CPU's boot stack a task (the BSP's init
 /// flow, or an AP's idle loop), so that it can be switched away from.
-/// `stack_top` is where the boot loader's stack ends, as best known.
-pub fn adopt_boot_flow(name: &str, idle: bool, stack_top: VirtAddr) {
-    let bottom = stack_top - crate::boot::BOOT_STACK_SIZE;
+/// `[bottom, stack_top)` is the boot loader's stack, as best known.
+pub fn adopt_boot_flow(name: &str, idle: bool, bottom: VirtAddr, stack_top: VirtAddr) {
     let flags = flags::BOOT_STACK | if idle { flags::IDLE } else { 0 };
     let mut task = Task::new(next_id(), name, flags, Context::running(), None, None);
     (task.stack_bottom, task.stack_top) = (bottom, stack_top);
@@ -468,9 +494,9 @@ pub fn adopt_boot_flow(name: &str, idle: bool, stack_top: VirtAddr) {
     task.on_cpu.store(true, Ordering::Relaxed);
     cpu.set_stack_top(stack_top);
     if idle {
-        cpu.local.set_idle(task.clone());
+        SCHED.get(cpu.id).set_idle(task.clone());
     }
-    cpu.replace_current(task);
+    CURRENT.install(task);
 }
 
 /// Give this CPU an idle task on a fresh stack (the BSP, whose boot flow is
@@ -479,7 +505,7 @@ pub fn create_idle() -> Result<(), SpawnError> {
     let cpu = percpu::this();
     let id = next_id();
     let stack = Stack::vmap(stack::StackKind::Task, stack::DEFAULT_TASK_STACK, id)?;
-    let context = Context::new_task(&stack);
+    let context = Context::new_task(&stack, task_entry);
     let entry: Entry = Box::new(|| sched::idle_loop());
     let task = Arc::new(Task::new(
         id,
@@ -491,7 +517,7 @@ pub fn create_idle() -> Result<(), SpawnError> {
     ));
     task.cpu.store(cpu.id, Ordering::Relaxed);
     PERMANENT.fetch_add(1, Ordering::Relaxed);
-    cpu.local.set_idle(task);
+    SCHED.get(cpu.id).set_idle(task);
     Ok(())
 }
 
@@ -500,7 +526,7 @@ pub fn migrate_to(target: usize) {
     if target == percpu::this().id {
         return;
     }
-    interrupts::without(|| {
+    irq::without(|| {
         let me = current();
         me.cpu.store(target, Ordering::Relaxed);
         // Runnable, not Running: the local scheduler will not requeue it here.

@@ -131,7 +131,7 @@ pub fn make_task_dead(fixups: Fixups, scenario: &'static str, quiet: bool) {
         task_id: super::current_id(),
         number,
         cpu: cpu.id,
-        ticks: cpu.local.ticks.load(Ordering::Acquire),
+        ticks: cpu.ticks(),
         gp_seq: rcu::gp_seq(),
         at_ns: time::now_ns(),
         scenario,
@@ -207,7 +207,7 @@ fn sleep_one_tick() {
 }
 
 fn ticks_of(cpu: usize) -> u64 {
-    percpu::get(cpu).map_or(0, |p| p.local.ticks.load(Ordering::Acquire))
+    percpu::get(cpu).map_or(0, |p| p.ticks())
 }
 
 fn ticked(p: &Pending) -> bool {

@@ -8,29 +8,35 @@
 //! and if it is dead its stack goes back right away (to the per-CPU cache or
 //! the vmalloc area), before anyone could still be using it.
 use super::{flags, State, Task};
+use crate::arch::x86_64::current::CurrentTasks;
+use crate::arch::x86_64::percpu::{CpuLocal, MAX_CPUS};
 use crate::arch::x86_64::{interrupts, lapic, percpu};
+use crate::sync::irq;
 use crate::sync::IrqLock;
 use alloc::collections::VecDeque;
 use alloc::sync::Arc;
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use spin::Once;
 
-/// Scheduler state of one CPU (lives in its `percpu` block).
-pub struct CpuLocal {
+/// Scheduler state of one CPU.
+pub struct SchedCpu {
     runqueue: IrqLock<VecDeque<Arc<Task>>>,
     idle: Once<Arc<Task>>,
-    /// Timer ticks taken.
-    pub ticks: AtomicU64,
     /// Context switches performed.
     pub switches: AtomicU64,
 }
 
-impl CpuLocal {
-    pub const fn new() -> CpuLocal {
-        CpuLocal {
+/// Every CPU's run queue and idle task.
+pub static SCHED: CpuLocal<SchedCpu> = CpuLocal::new([const { SchedCpu::new() }; MAX_CPUS]);
+
+/// Every CPU's running task (the mechanism is arch's; the policy is here).
+pub(super) static CURRENT: CurrentTasks<Task> = CurrentTasks::new(&crate::sync::lockdep::HELD);
+
+impl SchedCpu {
+    pub const fn new() -> SchedCpu {
+        SchedCpu {
             runqueue: IrqLock::new(VecDeque::new()).named("rq->lock"),
             idle: Once::new(),
-            ticks: AtomicU64::new(0),
             switches: AtomicU64::new(0),
         }
     }
@@ -57,7 +63,7 @@ pub(super) fn enqueue(task: Arc<Task>) {
     let target = task.cpu();
     task.set_state(State::Runnable);
     let cpu = percpu::get(target).expect("enqueue on an offline CPU");
-    cpu.local.runqueue.lock().push_back(task);
+    SCHED.get(target).runqueue.lock().push_back(task);
     if target != percpu::this().id {
         lapic::send_ipi(
             cpu.lapic_id,
@@ -81,27 +87,22 @@ pub(super) fn wake(task: Arc<Task>) {
 pub(super) fn schedule() {
     debug_assert!(!x86_64::instructions::interrupts::are_enabled());
     let cpu = percpu::this();
+    let local = SCHED.get(cpu.id);
     let next = {
-        let mut rq = cpu.local.runqueue.lock();
-        let requeue = cpu
+        let mut rq = local.runqueue.lock();
+        let requeue = CURRENT
             .with_current(|t| {
                 !t.has_flag(flags::IDLE) && t.cas_state(State::Running, State::Runnable)
             })
             .unwrap_or(false);
         if requeue {
-            rq.push_back(cpu.current().expect("a requeued task is current"));
+            rq.push_back(CURRENT.current().expect("a requeued task is current"));
         }
-        pick_next(&mut rq, cpu)
+        pick_next(&mut rq)
     };
-    let next = next.unwrap_or_else(|| {
-        cpu.local
-            .idle
-            .get()
-            .expect("no idle task on this CPU")
-            .clone()
-    });
+    let next = next.unwrap_or_else(|| local.idle.get().expect("no idle task on this CPU").clone());
     cpu.set_need_resched(false);
-    if cpu
+    if CURRENT
         .with_current(|t| core::ptr::eq(t, &*next))
         .unwrap_or(false)
     {
@@ -112,13 +113,13 @@ pub(super) fn schedule() {
     next.on_cpu.store(true, Ordering::Relaxed);
     next.cpu.store(cpu.id, Ordering::Relaxed);
     next.switches.fetch_add(1, Ordering::Relaxed);
-    cpu.local.switches.fetch_add(1, Ordering::Relaxed);
+    local.switches.fetch_add(1, Ordering::Relaxed);
     // One per-CPU fact says where the running task's stack ends: TSS.rsp0.
     // A deliberate defect (`runner --defect rsp0-stale`): the switch
     // forgets it, and rsp0 goes on naming a stack the CPU has left.
     #[cfg(not(defect = "rsp0-stale"))]
     cpu.set_stack_top(next.stack_top);
-    cpu.switch_to(next);
+    CURRENT.switch_to(next);
     finish_switch();
 }
 
@@ -128,10 +129,12 @@ pub(super) fn schedule() {
 /// `finish_switch`, and that CPU may at this moment be waiting for one of
 /// ours. Skipping keeps both sides moving; the task is picked up on the next
 /// pass (the idle loop comes straight back while anything is queued).
-fn pick_next(rq: &mut VecDeque<Arc<Task>>, cpu: &percpu::PerCpu) -> Option<Arc<Task>> {
+fn pick_next(rq: &mut VecDeque<Arc<Task>>) -> Option<Arc<Task>> {
     for _ in 0..rq.len() {
         let t = rq.pop_front()?;
-        let is_current = cpu.with_current(|c| core::ptr::eq(c, &*t)).unwrap_or(false);
+        let is_current = CURRENT
+            .with_current(|c| core::ptr::eq(c, &*t))
+            .unwrap_or(false);
         if is_current || !t.on_cpu.load(Ordering::Acquire) {
             return Some(t);
         }
@@ -143,7 +146,7 @@ fn pick_next(rq: &mut VecDeque<Arc<Task>>, cpu: &percpu::PerCpu) -> Option<Arc<T
 /// The second half of a switch, on the incoming task, on whatever CPU it
 /// now runs on.
 pub(super) fn finish_switch() {
-    if let Some(prev) = percpu::this().take_prev() {
+    if let Some(prev) = CURRENT.take_prev() {
         prev.on_cpu.store(false, Ordering::Release);
         if prev.state() == State::Dead {
             // A killed task: what must already be true now that the CPU
@@ -160,25 +163,25 @@ pub(super) fn finish_switch() {
 
 /// Block the running task (its state already says Blocked) until woken.
 pub(super) fn block() {
-    interrupts::without(schedule);
+    irq::without(schedule);
 }
 
 /// Give up the CPU to the next runnable task, if any. A voluntary
 /// reschedule is a quiescent state even when nothing else was runnable.
 pub fn yield_now() {
-    interrupts::without(|| {
+    irq::without(|| {
         schedule();
         crate::rcu::quiescent_state_and_run();
     });
 }
 
-/// The LAPIC timer fired on this CPU: time slice over if anyone is waiting.
+/// The LAPIC timer fired on this CPU (arch counted it in `PerCpu::ticks`):
+/// time slice over if anyone is waiting.
 pub fn timer_tick() {
     let cpu = percpu::this();
-    cpu.local.ticks.fetch_add(1, Ordering::Relaxed);
     crate::rcu::tick();
     super::recovery::tick();
-    if !cpu.local.runqueue.lock().is_empty() {
+    if !SCHED.get(cpu.id).runqueue.lock().is_empty() {
         cpu.set_need_resched(true);
     }
 }
@@ -192,7 +195,7 @@ pub fn preempt_from_irq() {
 pub fn idle_loop() -> ! {
     loop {
         x86_64::instructions::interrupts::disable();
-        if percpu::this().local.queued() > 0 {
+        if SCHED.this().queued() > 0 {
             schedule();
             // Still here: what is queued is leaving another CPU. Open a
             // window for interrupts (that CPU may be waiting on a TLB

@@ -7,7 +7,7 @@
 //! interrupts off or from an RCU callback (a deferred-work producer such as
 //! `mmdrop_async`).
 use super::{current, sched, State, Task};
-use crate::arch::x86_64::interrupts;
+use crate::sync::irq;
 use crate::sync::IrqLock;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
@@ -39,7 +39,7 @@ impl WaitQueue {
     /// while calling `wake_all`.
     pub fn wait_until(&self, mut cond: impl FnMut() -> bool) {
         loop {
-            let done = interrupts::without(|| {
+            let done = irq::without(|| {
                 let mut w = self.waiters.lock();
                 if cond() {
                     return true;

@@ -3,8 +3,11 @@
 //! Everything else of a task's CPU state is either caller-saved (the
 //! compiler already spilled it before calling `switch`) or lives on its
 //! stack (an interrupt frame, for a preempted task). A new task's stack is
-//! prepared so that its first `switch` "returns" into `task_entry`.
+//! prepared so that its first `switch` "returns" into the trampoline, which
+//! calls the entry function the scheduler gave (kept in r12 until then).
+use super::stack::KernelStack;
 use core::cell::UnsafeCell;
+use core::sync::atomic::{AtomicBool, Ordering};
 
 core::arch::global_asm!(
     ".section .text.context_switch, \"ax\"",
@@ -26,18 +29,18 @@ core::arch::global_asm!(
     "    pop rbx",
     "    pop rbp",
     "    ret",
-    // A new task lands here with rsp 16-byte aligned; rbp = 0 ends the
-    // frame-pointer chain for backtraces, and an undefined return address
-    // tells a DWARF unwinder the same: this is a task's outermost frame.
+    // A new task lands here with rsp 16-byte aligned and its entry function
+    // in r12; rbp = 0 ends the frame-pointer chain for backtraces, and an
+    // undefined return address tells a DWARF unwinder the same: this is a
+    // task's outermost frame.
     ".global task_entry_trampoline",
     "task_entry_trampoline:",
     "    .cfi_startproc",
     "    .cfi_undefined rip",
     "    xor ebp, ebp",
-    "    call {entry}",
+    "    call r12",
     "    ud2",
     "    .cfi_endproc",
-    entry = sym task_entry,
 );
 
 extern "C" {
@@ -45,13 +48,15 @@ extern "C" {
     fn task_entry_trampoline();
 }
 
-extern "C" fn task_entry() -> ! {
-    crate::task::start_current()
-}
+/// What a new task's first code is: it never returns (a task ends by
+/// switching away for good).
+pub type TaskEntry = extern "C" fn() -> !;
 
-/// A task's saved stack pointer while it is not running.
+/// A task's saved stack pointer while it is not running, and whether a CPU
+/// runs it (claimed) so that two never do.
 pub struct Context {
     rsp: UnsafeCell<u64>,
+    claimed: AtomicBool,
 }
 
 // SAFETY: a context is touched only by the CPU switching into or out of its
@@ -64,24 +69,52 @@ impl Context {
     pub const fn running() -> Context {
         Context {
             rsp: UnsafeCell::new(0),
+            claimed: AtomicBool::new(true),
         }
     }
 
-    /// Prepare a fresh stack whose top is `top` (16-byte aligned, mapped,
-    /// owned by the new task) so that switching to it enters `task_entry`.
-    pub fn new_task(stack: &crate::mm::stack::Stack) -> Context {
+    /// Prepare `stack` so that switching to it calls `entry` there. The
+    /// task must keep the stack until a CPU has switched away from it for
+    /// the last time (the scheduler frees a dead task's stack only after
+    /// `take_prev`, `task::lifetime::switched_away_dead`).
+    pub fn new_task(stack: &impl KernelStack, entry: TaskEntry) -> Context {
         let top = stack.top().as_u64();
-        debug_assert_eq!(top % 16, 0);
-        // Six callee-saved registers (zero), then the "return address".
-        let frame: [u64; 7] = [0, 0, 0, 0, 0, 0, task_entry_trampoline as *const () as u64];
+        assert_eq!(top % 16, 0, "a task stack's top must be 16-byte aligned");
+        // The callee-saved registers `context_switch` pops (r15, r14, r13,
+        // r12 = the entry, rbx, rbp), then the "return address".
+        let frame: [u64; 7] = [
+            0,
+            0,
+            0,
+            entry as usize as u64,
+            0,
+            0,
+            task_entry_trampoline as *const () as u64,
+        ];
         let rsp = top - 8 * frame.len() as u64;
-        // SAFETY: the Stack handle guarantees [bottom, top) is mapped,
-        // writable and owned by this new task, which has not run yet; 56 bytes
-        // below the top are well inside any stack we allocate.
+        // SAFETY: `KernelStack` promises the 64 bytes below the top are
+        // mapped, writable and the new task's, which has not run yet.
         unsafe { core::ptr::copy_nonoverlapping(frame.as_ptr(), rsp as *mut u64, frame.len()) };
         Context {
             rsp: UnsafeCell::new(rsp),
+            claimed: AtomicBool::new(false),
         }
+    }
+
+    pub(super) fn is_claimed(&self) -> bool {
+        self.claimed.load(Ordering::Acquire)
+    }
+
+    /// Mark the context as run by this CPU; false if a CPU already runs it.
+    pub(super) fn claim(&self) -> bool {
+        self.claimed
+            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
+
+    /// The switch out of it has saved its registers: it may be resumed.
+    pub(super) fn release(&self) {
+        self.claimed.store(false, Ordering::Release);
     }
 }
 
@@ -91,7 +124,7 @@ impl Context {
 /// # Safety
 /// Interrupts are off; `next` is not running anywhere and was prepared by
 /// `Context::new_task` or saved by an earlier `switch`; `prev` is the
-/// context of the code calling this.
+/// context of the code calling this (see `current::CurrentTasks`).
 pub(super) unsafe fn switch(prev: &Context, next: &Context) {
     // SAFETY: `next` holds a stack pointer to a frame laid out by `new_task`
     // or by `context_switch` itself (the caller's contract), so the pops and

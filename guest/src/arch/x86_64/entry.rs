@@ -6,6 +6,10 @@
 //! here, so the backtracer knows where to stop: `rbp` is zeroed before Rust
 //! runs. The stack's top (rsp + 8, above the pushed zero) is passed along:
 //! the boot flow becomes the init task and needs to know its stack.
+//!
+//! What runs next is the kernel's, not arch's: `kernel_main`, found by its
+//! symbol (as head_64.S calls `x86_64_start_kernel`), so arch names nothing
+//! above it.
 
 core::arch::global_asm!(
     ".section .text.kernel_entry, \"ax\"",
@@ -15,11 +19,6 @@ core::arch::global_asm!(
     "    lea rdi, [rsp + 8]",
     // Entered like a called function (rsp = 8 mod 16); realign for our call.
     "    and rsp, -16",
-    "    call {main}",
+    "    call kernel_main",
     "    ud2",
-    main = sym rust_entry,
 );
-
-extern "C" fn rust_entry(stack_top: u64) -> ! {
-    crate::kernel_main(x86_64::VirtAddr::new(stack_top))
-}

@@ -1,34 +1,108 @@
-//! CPU exceptions: expected fixups, stack faults, and an oops for the rest.
+//! CPU exceptions: what arch does before anyone explains the fault.
 //!
 //! A guard-page hit usually arrives as a double fault: the page fault on
 //! the overflowing stack cannot push its own frame there, so the CPU
 //! escalates to #DF, which runs on its IST stack (the SDM's "contributory
-//! fault during delivery" rule). Both handlers hand the frame to `oops`,
-//! which tells a guard hit from anything else and says whether the task can
-//! be killed or the machine must stop.
+//! fault during delivery" rule). Arch does the parts that are about the CPU
+//! (a probe's fixup, the #DF slot that must not take a second #DF, the
+//! page-fault nesting count, NMI bookkeeping) and hands every other fault to
+//! the handlers the fault-report layer installed (`register`): it tells a
+//! guard hit from anything else and decides whether the task can be killed
+//! or the machine must stop. Arch names none of the layers above it.
 use super::percpu::{self, IST_DOUBLE_FAULT};
+use super::probe;
 use super::trap::TrapFrame;
-use super::{cpu, lapic, probe};
-use crate::lkdtm;
-use crate::mm::stack::EXCEPTION_STACK;
-use crate::oops::{self, Action};
-use crate::task::{self, ExitStatus};
-use abi::kinds::Via;
-use abi::GuestExit;
 use core::sync::atomic::{AtomicU64, AtomicU8, Ordering};
-use x86_64::registers::control::{Cr2, Cr3};
+use spin::Once;
+use x86_64::registers::control::Cr2;
 
 /// NMIs taken, on all CPUs.
 pub static NMI_COUNT: AtomicU64 = AtomicU64::new(0);
-/// Interrupts whose delivery a stack fault cut short, ended when the
-/// faulting task was killed (see `act`).
-pub static IRQS_CUT_SHORT: AtomicU64 = AtomicU64::new(0);
 /// Where each CPU's last NMI frame was (proves which stack it ran on).
 static LAST_NMI_FRAME: [AtomicU64; percpu::MAX_CPUS] =
     [const { AtomicU64::new(0) }; percpu::MAX_CPUS];
 /// Nesting of page-fault handlers per CPU (a fault inside one is reported
 /// as exception context).
 static IN_PAGE_FAULT: [AtomicU8; percpu::MAX_CPUS] = [const { AtomicU8::new(0) }; percpu::MAX_CPUS];
+
+/// What the kernel does with a fault arch does not handle itself; each
+/// never returns (the task is killed or the machine stops).
+pub struct FaultHandlers {
+    /// A double fault, with CR2 and this CPU's #DF slot blocked.
+    pub double_fault: fn(&mut TrapFrame, u64, NestedDfBlocked) -> !,
+    /// A page fault no probe claimed, with CR2, counted as nested.
+    pub page_fault: fn(&mut TrapFrame, u64, InPageFault) -> !,
+    /// Any other exception, by name.
+    pub other: fn(&TrapFrame, &'static str) -> !,
+}
+
+static HANDLERS: Once<FaultHandlers> = Once::new();
+
+/// Install the kernel's fault handlers (once, at boot, before the first
+/// fault that is not a probe's).
+pub fn register(handlers: FaultHandlers) {
+    HANDLERS.call_once(|| handlers);
+}
+
+fn handlers(what: &str, frame: &TrapFrame) -> &'static FaultHandlers {
+    HANDLERS.get().unwrap_or_else(|| {
+        panic!(
+            "{what} at rip {:#x} before the fault handlers were registered",
+            frame.rip
+        )
+    })
+}
+
+/// Proof that this CPU's #DF IST slot points at the guard page below its
+/// stack, so that a #DF inside the #DF handler cannot be delivered (a
+/// shutdown, i.e. a triple fault) instead of silently restarting on top of
+/// the handler's own frames. `lift` points it back at the stack, once the
+/// report no longer needs the protection; a handler that never lifts it
+/// leaves the CPU unable to take its next #DF.
+pub struct NestedDfBlocked {
+    cpu: &'static percpu::PerCpu,
+    top: x86_64::VirtAddr,
+}
+
+impl NestedDfBlocked {
+    fn new(cpu: &'static percpu::PerCpu) -> NestedDfBlocked {
+        let top = cpu.ist_top(IST_DOUBLE_FAULT);
+        cpu.set_ist_top(IST_DOUBLE_FAULT, cpu.ist_bottom(IST_DOUBLE_FAULT));
+        NestedDfBlocked { cpu, top }
+    }
+    pub fn lift(self) {
+        self.cpu.set_ist_top(IST_DOUBLE_FAULT, self.top);
+    }
+}
+
+/// This CPU is inside a page-fault handler until this is dropped (a fault
+/// taken meanwhile is reported as exception context: `in_page_fault`).
+pub struct InPageFault {
+    cpu: usize,
+}
+
+impl InPageFault {
+    fn new(cpu: usize) -> InPageFault {
+        IN_PAGE_FAULT[cpu].fetch_add(1, Ordering::Relaxed);
+        InPageFault { cpu }
+    }
+    /// The CPU this handler runs on (0 before per-CPU data).
+    pub fn cpu(&self) -> usize {
+        self.cpu
+    }
+}
+
+impl Drop for InPageFault {
+    fn drop(&mut self) {
+        IN_PAGE_FAULT[self.cpu].fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The kill path: whatever handler frames were on the dead task's stack are
+/// abandoned with it, and so are their nesting counts.
+pub fn abandon_page_faults(cpu: usize) {
+    IN_PAGE_FAULT[cpu].store(0, Ordering::Relaxed);
+}
 
 const NAMES: [&str; 32] = [
     "divide error",
@@ -70,7 +144,10 @@ pub fn dispatch(frame: &mut TrapFrame) {
         2 => nmi(frame),
         8 => double_fault(frame),
         14 => page_fault(frame),
-        v => oops(frame, NAMES[v as usize & 31]),
+        v => {
+            let what = NAMES[v as usize & 31];
+            (handlers(what, frame).other)(frame, what)
+        }
     }
 }
 
@@ -114,7 +191,7 @@ fn nmi(frame: &mut TrapFrame) {
         let irqs_on = frame.rflags & (1 << 9) != 0;
         NMI_RIP[id].store(frame.rip, Ordering::Release);
         NMI_IF[id].store(u8::from(irqs_on), Ordering::Release);
-        let ticks = cpu.local.ticks.load(Ordering::Acquire);
+        let ticks = cpu.ticks();
         if NMI_TICKS[id].swap(ticks, Ordering::AcqRel) == ticks && !irqs_on {
             NMI_STUCK[id].fetch_add(1, Ordering::AcqRel);
         }
@@ -123,33 +200,8 @@ fn nmi(frame: &mut TrapFrame) {
 }
 
 fn double_fault(frame: &mut TrapFrame) {
-    let cpu = percpu::this();
-    let top = cpu.ist_top(IST_DOUBLE_FAULT);
-    // No second #DF can be handled while this one runs: point the IST slot
-    // at the guard page below this stack, so a nested #DF cannot be
-    // delivered (a shutdown, i.e. triple fault) instead of silently
-    // restarting on top of this handler's own frames.
-    cpu.set_ist_top(IST_DOUBLE_FAULT, top - EXCEPTION_STACK as u64);
-    if lkdtm::fire(&lkdtm::DF_RECURSE) {
-        lkdtm::df_recurse(cpu.id);
-    }
-    if lkdtm::fire(&lkdtm::NMI_IN_DF) {
-        let before = NMI_COUNT.load(Ordering::Acquire);
-        lapic::send_ipi(cpu.lapic_id, lapic::Delivery::Nmi);
-        for _ in 0..10_000_000u32 {
-            if NMI_COUNT.load(Ordering::Acquire) != before {
-                break;
-            }
-            core::hint::spin_loop();
-        }
-    }
-    let action =
-        oops::stack_fault(frame, Cr2::read_raw(), Via::DoubleFault).unwrap_or(Action::Fatal);
-    // A deliberate defect (`runner --defect df-ist-not-restored`): the slot
-    // left pointing at the guard, so the CPU's next #DF cannot be delivered.
-    #[cfg(not(defect = "df-ist-not-restored"))]
-    cpu.set_ist_top(IST_DOUBLE_FAULT, top);
-    act(frame, action)
+    let blocked = NestedDfBlocked::new(percpu::this());
+    (handlers("double fault", frame).double_fault)(frame, Cr2::read_raw(), blocked)
 }
 
 fn page_fault(frame: &mut TrapFrame) {
@@ -158,122 +210,7 @@ fn page_fault(frame: &mut TrapFrame) {
         return;
     }
     let cr2 = Cr2::read_raw();
-    let id = if percpu::ready() {
-        percpu::this().id
-    } else {
-        0
-    };
-    IN_PAGE_FAULT[id].fetch_add(1, Ordering::Relaxed);
-    if lkdtm::fire(&lkdtm::PF_RECURSE) {
-        lkdtm::pf_handler_recurse(id);
-    }
-    // A freed debug-placed object first: its pages lie in the vmalloc
-    // area, where the stack-fault report would take it for a stray stack
-    // access.
-    let action = if percpu::ready() {
-        oops::use_after_free(frame, cr2).or_else(|| oops::stack_fault(frame, cr2, Via::PageFault))
-    } else {
-        None
-    };
-    IN_PAGE_FAULT[id].fetch_sub(1, Ordering::Relaxed);
-    match action {
-        Some(a) => act(frame, a),
-        None => {
-            kprintln!("BUG: unable to handle page fault for address: {cr2:016x}");
-            kprintln!(
-                "#PF: {} {} access in {} mode",
-                if frame.error_code & 1 != 0 {
-                    "protection violation on"
-                } else {
-                    "not-present page,"
-                },
-                if frame.error_code & 16 != 0 {
-                    "instruction fetch"
-                } else if frame.error_code & 2 != 0 {
-                    "write"
-                } else {
-                    "read"
-                },
-                if frame.error_code & 4 != 0 {
-                    "user"
-                } else {
-                    "kernel"
-                },
-            );
-            oops(frame, "page fault")
-        }
-    }
-}
-
-/// Carry out what the fault report decided, under the exit policy
-/// (`oops::held`): a kill only if the task holds nothing the rest of the
-/// kernel needs, after the resets Linux's `make_task_dead()` makes;
-/// otherwise the machine stops ("caught, cannot recover").
-fn act(frame: &TrapFrame, action: Action) -> ! {
-    // The report normally decided already (so its `recovered` is true);
-    // a path that did not is decided here.
-    let decided = oops::held::take().or_else(|| {
-        oops::held::decide(frame, action);
-        oops::held::take()
-    });
-    if let Some(d) = &decided {
-        oops::held::report(d);
-    }
-    let fixups = decided.as_ref().and_then(|d| d.fixups());
-    match (action, fixups) {
-        (Action::Kill(reason), Some(fixups)) => {
-            // Whatever handler frames were on the dead task's stack are
-            // abandoned with it.
-            IN_PAGE_FAULT[percpu::this().id].store(0, Ordering::Relaxed);
-            // An interrupt that arrived with no room left on the stack could
-            // not push its frame: the fault (then #DF) took its place, but
-            // the LAPIC had already put it in service, and no handler will
-            // send its EOI. Its vector and every lower one would stay
-            // blocked on this CPU for good, the tick first (and with it
-            // preemption and RCU). A task is killed only outside interrupt
-            // handlers, so nothing else can be in service here.
-            #[cfg(not(defect = "kill-no-eoi"))]
-            let ended = lapic::end_all_in_service();
-            // A deliberate defect (`runner --defect kill-no-eoi`): the kill
-            // path trusts that no interrupt is in service.
-            #[cfg(defect = "kill-no-eoi")]
-            let ended = 0;
-            IRQS_CUT_SHORT.fetch_add(ended, Ordering::AcqRel);
-            task::recovery::make_task_dead(
-                fixups,
-                oops::held::scenario(),
-                decided.as_ref().is_some_and(|d| d.quiet()),
-            );
-            task::exit(ExitStatus::Killed(reason))
-        }
-        _ => match decided.as_ref().and_then(|d| d.policy_stop()) {
-            Some(why) => {
-                kprintln!("Kernel panic - not syncing: caught, cannot recover: {why}");
-                cpu::exit(GuestExit::CaughtUnrecoverable)
-            }
-            None => {
-                kprintln!("Kernel panic - not syncing: stack fault outside task context; stopping");
-                cpu::exit(GuestExit::CaughtFatal)
-            }
-        },
-    }
-}
-
-/// Print the oops and stop the machine through the panic path.
-fn oops(frame: &TrapFrame, what: &str) -> ! {
-    let cpu = if percpu::ready() {
-        percpu::this().id as i64
-    } else {
-        -1
-    };
-    kprintln!("Oops: {what}: {:04x} [#1] SMP", frame.error_code);
-    kprintln!("CPU: {cpu}");
-    kprintln!("RIP: {:04x}:{:016x}", frame.cs, frame.rip);
-    kprintln!("{frame}");
-    kprintln!(
-        "CR2: {:016x} CR3: {:016x}",
-        Cr2::read_raw(),
-        Cr3::read().0.start_address().as_u64()
-    );
-    panic!("unhandled {what} at rip {:#x}", frame.rip);
+    let id = percpu::try_this().map_or(0, |c| c.id);
+    let nesting = InPageFault::new(id);
+    (handlers("page fault", frame).page_fault)(frame, cr2, nesting)
 }

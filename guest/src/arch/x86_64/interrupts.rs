@@ -1,9 +1,15 @@
 //! Device interrupts and IPIs: who handles which vector, and the
 //! preemption point on the way out.
+//!
+//! What a vector means to the kernel (a tick for the scheduler, a flush for
+//! mm, a test hook) belongs to the layers above, which install their
+//! handlers once at init (`register`, from `kernel_main`): arch calls up
+//! through them and names none of those layers.
 use super::lapic;
 use super::percpu;
 use super::trap::TrapFrame;
 use core::sync::atomic::{AtomicU64, Ordering};
+use spin::Once;
 
 /// The LAPIC timer: the scheduler tick.
 pub const TIMER_VECTOR: u8 = 0x30;
@@ -18,14 +24,45 @@ pub const TEST_VECTOR: u8 = 0xf2;
 /// Interrupts on vectors nobody claimed (counted, never silent).
 pub static UNEXPECTED: AtomicU64 = AtomicU64::new(0);
 
+/// The kernel's handlers for the vectors above, each called with interrupts
+/// off on the interrupted CPU (on its IRQ stack), before the EOI.
+pub struct Handlers {
+    /// The scheduler tick (`TIMER_VECTOR`), after `PerCpu::ticks` counted it.
+    pub tick: fn(),
+    /// A TLB shootdown IPI.
+    pub shootdown: fn(),
+    /// `TEST_VECTOR`.
+    pub test: fn(),
+    /// On the way out of an interrupt that asked for a reschedule, back on
+    /// the interrupted task's stack, when it may be preempted.
+    pub preempt: fn(),
+}
+
+static HANDLERS: Once<Handlers> = Once::new();
+
+/// Install the kernel's handlers (once, before interrupts are enabled).
+pub fn register(handlers: Handlers) {
+    HANDLERS.call_once(|| handlers);
+}
+
+fn call(pick: impl FnOnce(&Handlers) -> fn()) {
+    match HANDLERS.get() {
+        Some(h) => pick(h)(),
+        None => {
+            UNEXPECTED.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
 pub fn dispatch(frame: &mut TrapFrame) {
     match frame.vector as u8 {
         TIMER_VECTOR => {
-            crate::task::timer_tick();
+            percpu::this().count_tick();
+            call(|h| h.tick);
             lapic::eoi();
         }
         TLB_SHOOTDOWN_VECTOR => {
-            crate::mm::tlb::handle_shootdown();
+            call(|h| h.shootdown);
             lapic::eoi();
         }
         RESCHEDULE_VECTOR => {
@@ -33,9 +70,7 @@ pub fn dispatch(frame: &mut TrapFrame) {
             lapic::eoi();
         }
         TEST_VECTOR => {
-            if crate::lkdtm::fire(&crate::lkdtm::IRQ_RECURSE) {
-                crate::lkdtm::irq_recurse(percpu::this().id);
-            }
+            call(|h| h.test);
             lapic::eoi();
         }
         // Spurious interrupts must not be acknowledged.
@@ -54,7 +89,9 @@ pub fn exit(frame: &mut TrapFrame) {
     const IF: u64 = 1 << 9;
     let cpu = percpu::this();
     if cpu.need_resched() && cpu.preempt_count() == 0 && !cpu.in_irq() && frame.rflags & IF != 0 {
-        crate::task::preempt_from_irq();
+        if let Some(h) = HANDLERS.get() {
+            (h.preempt)();
+        }
     }
 }
 
@@ -71,22 +108,6 @@ pub fn disable() {
 /// Enable interrupts on this CPU.
 pub fn enable() {
     x86_64::instructions::interrupts::enable();
-}
-
-/// Run `f` with interrupts off on this CPU, restoring the previous state
-/// (Linux's `local_irq_save`). The section is recorded on the running
-/// task's held-lock stack: a task caught inside one cannot be killed, since
-/// whatever the section guards may be half changed.
-#[track_caller]
-pub fn without<R>(f: impl FnOnce() -> R) -> R {
-    let site = core::panic::Location::caller();
-    x86_64::instructions::interrupts::without_interrupts(|| {
-        let kind = kcore::lockdep::HeldKind::IrqsOff;
-        let token = crate::sync::lockdep::acquired(kind, 0, "irqs_off", site);
-        let r = f();
-        crate::sync::lockdep::released(token, kind, 0);
-        r
-    })
 }
 
 /// Halt until the next interrupt, enabling interrupts atomically with the

@@ -1,9 +1,9 @@
 //! x86_64: entry, CPU tables (GDT/TSS/IDT), trap entry, the local APIC and
 //! clocks, context switching, serial port, ACPI table access.
 pub mod acpi;
-pub mod bringup;
 pub mod context;
 pub mod cpu;
+pub mod current;
 pub mod entry;
 pub mod exceptions;
 pub mod idt;
@@ -13,5 +13,6 @@ pub mod percpu;
 pub mod probe;
 pub mod sabotage;
 pub mod serial;
+pub mod stack;
 pub mod time;
 pub mod trap;

@@ -3,13 +3,19 @@
 //! Each CPU gets one `PerCpu` block, and GS points at it: `gs:[0]` holds the
 //! block's own address, so `this()` is a single load and needs no CPU id.
 //! This is what frees the kernel from finding its task by masking the stack
-//! pointer (the pre-4.8 `current_thread_info()` trick): `current` lives here,
-//! not at the bottom of the stack. The TSS lives here too, and its `rsp0` is
-//! the one place that says where the running task's stack ends (luto's
-//! seed): the context switch updates it, the fault handlers read it.
-use crate::sync::TaskHeld;
-use crate::task::Task;
-use alloc::sync::Arc;
+//! pointer (the pre-4.8 `current_thread_info()` trick): `current` lives in
+//! per-CPU storage (`current::CurrentTasks`, a `CpuLocal`), not at the bottom
+//! of the stack. The TSS lives here too, and its `rsp0` is the one place that
+//! says where the running task's stack ends (luto's seed): the context
+//! switch updates it, the fault handlers read it.
+//!
+//! Layers above keep their own per-CPU state in a `CpuLocal<T>` (Linux's
+//! `DEFINE_PER_CPU`), indexed by this CPU's dense id, so this block names
+//! nothing above arch. `this()` in preemptible code is sound because the
+//! block is never freed; that it is still *this* CPU's block after the call
+//! holds because a preempted task resumes on its own CPU (see
+//! `current.rs`).
+use super::stack::KernelStack;
 use core::cell::UnsafeCell;
 use core::mem::offset_of;
 use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, Ordering};
@@ -41,26 +47,20 @@ pub struct PerCpu {
     pub lapic_id: u32,
     preempt_count: AtomicU32,
     need_resched: AtomicBool,
-    /// The task running on this CPU (an `Arc<Task>` leaked by the scheduler,
-    /// which owns the reference): see `crate::task::current`.
-    current: AtomicPtr<Task>,
-    /// The task this CPU just switched away from, until the incoming task's
-    /// `finish_switch` takes it (it owns that reference meanwhile).
-    prev: AtomicPtr<Task>,
-    /// The running task's held-lock stack (inside `current`'s task struct),
-    /// switched with `current`: where every lock taken on this CPU records.
-    held: AtomicPtr<TaskHeld>,
+    /// Timer interrupts taken (the scheduler tick).
+    ticks: AtomicU64,
+    /// The bottoms of the IST stacks, by slot.
+    ist_bottom: [VirtAddr; 3],
     tss: UnsafeCell<TaskStateSegment>,
     gdt: GlobalDescriptorTable,
     idt: InterruptDescriptorTable,
     selectors: Selectors,
-    /// Kernel state that is per CPU but not arch-specific.
-    pub local: crate::task::CpuLocal,
 }
 
 // SAFETY: the raw pointer and the TSS cell are only written by the owning CPU
 // (the TSS through `set_stack_top`, which runs with interrupts off at context
-// switch); other CPUs only read atomics and `local`, which is Sync.
+// switch); other CPUs only read atomics and plain fields written before the
+// block was published.
 unsafe impl Sync for PerCpu {}
 
 pub const IRQ_DEPTH_OFFSET: usize = offset_of!(PerCpu, irq_depth);
@@ -73,15 +73,35 @@ struct Selectors {
     tss: SegmentSelector,
 }
 
-/// The stacks a CPU needs before it can take any interrupt, as top addresses
-/// (the stack grows down from there). They come from the vmalloc area, with
-/// guard pages, like every other kernel stack.
-#[derive(Clone, Copy, Debug)]
+/// The stacks a CPU needs before it can take any interrupt. They come from
+/// the vmalloc area, with guard pages, like every other kernel stack, and
+/// live as long as the machine.
+#[derive(Clone, Copy)]
 pub struct CpuStacks {
-    pub irq: VirtAddr,
-    pub double_fault: VirtAddr,
-    pub nmi: VirtAddr,
-    pub machine_check: VirtAddr,
+    pub irq: &'static dyn KernelStack,
+    pub double_fault: &'static dyn KernelStack,
+    pub nmi: &'static dyn KernelStack,
+    pub machine_check: &'static dyn KernelStack,
+}
+
+/// A value per CPU, by dense CPU index (Linux's `DEFINE_PER_CPU`): how the
+/// layers above arch keep per-CPU state without a field in `PerCpu`.
+pub struct CpuLocal<T> {
+    slots: [T; MAX_CPUS],
+}
+
+impl<T> CpuLocal<T> {
+    pub const fn new(slots: [T; MAX_CPUS]) -> CpuLocal<T> {
+        CpuLocal { slots }
+    }
+    /// This CPU's value (see the module doc on preemptible callers).
+    pub fn this(&self) -> &T {
+        &self.slots[this().id]
+    }
+    /// CPU `id`'s value.
+    pub fn get(&self, id: usize) -> &T {
+        &self.slots[id]
+    }
 }
 
 static CPUS: [AtomicPtr<PerCpu>; MAX_CPUS] =
@@ -117,92 +137,12 @@ impl PerCpu {
         self.irq_depth.load(Ordering::Relaxed) > 0
     }
 
-    /// A new reference to the task running on this CPU.
-    pub fn current(&self) -> Option<Arc<Task>> {
-        let p = self.current.load(Ordering::Acquire);
-        if p.is_null() {
-            return None;
-        }
-        // SAFETY: a non-null `current` was made by `Arc::into_raw` in
-        // `replace_current` and still owns that strong reference, so the task
-        // is alive; taking another reference keeps it alive for the caller.
-        unsafe {
-            Arc::increment_strong_count(p);
-            Some(Arc::from_raw(p))
-        }
+    /// Timer interrupts this CPU has taken.
+    pub fn ticks(&self) -> u64 {
+        self.ticks.load(Ordering::Acquire)
     }
-
-    /// Borrow the running task without touching its reference count (the
-    /// hot path). The task cannot go away while it runs the closure: it is
-    /// running, so the scheduler holds its reference.
-    pub fn with_current<R>(&self, f: impl FnOnce(&Task) -> R) -> Option<R> {
-        let p = self.current.load(Ordering::Acquire);
-        // SAFETY: see `current`; the reference `current` owns outlives `f`,
-        // because only this CPU's scheduler replaces it, and the task running
-        // `f` is the task it points at.
-        (!p.is_null()).then(|| f(unsafe { &*p }))
-    }
-
-    /// Run `f` on the running task's held-lock stack. Call with interrupts
-    /// off (as every lock and section does when it records), so that the
-    /// task cannot be switched away from meanwhile.
-    pub fn with_held<R>(&self, f: impl FnOnce(&TaskHeld) -> R) -> Option<R> {
-        let p = self.held.load(Ordering::Acquire);
-        // SAFETY: a non-null `held` points into the task struct `current`
-        // holds a reference to (both are switched together, in
-        // `replace_current` and `switch_to`), and with interrupts off the
-        // task stays current on this CPU until `f` returns.
-        (!p.is_null()).then(|| f(unsafe { &*p }))
-    }
-
-    /// Install `next` as this CPU's current task and hand back the previous
-    /// one's reference. Only the scheduler of this CPU calls this.
-    pub fn replace_current(&self, next: Arc<Task>) -> Option<Arc<Task>> {
-        self.held.store(
-            core::ptr::from_ref(next.held()).cast_mut(),
-            Ordering::Release,
-        );
-        let old = self
-            .current
-            .swap(Arc::into_raw(next).cast_mut(), Ordering::AcqRel);
-        // SAFETY: `old` came from `Arc::into_raw` above (in an earlier call)
-        // and its reference moves to the caller exactly once.
-        (!old.is_null()).then(|| unsafe { Arc::from_raw(old) })
-    }
-
-    /// Make `next` this CPU's current task and switch to it. The outgoing
-    /// task's reference moves to the `prev` slot, for `take_prev` on the
-    /// other side. Returns when the outgoing task is resumed, possibly on
-    /// another CPU: callers must not use `self` afterwards.
-    pub fn switch_to(&self, next: Arc<Task>) {
-        // A deliberate defect (`runner --defect held-not-switched`): the
-        // CPU's held-lock stack left pointing at the outgoing task, so the
-        // incoming one records its locks there.
-        #[cfg(not(defect = "held-not-switched"))]
-        self.held.store(
-            core::ptr::from_ref(next.held()).cast_mut(),
-            Ordering::Release,
-        );
-        let next = Arc::into_raw(next);
-        let prev = self.current.swap(next.cast_mut(), Ordering::AcqRel);
-        assert!(!prev.is_null(), "switch_to without a current task");
-        let stale = self.prev.swap(prev, Ordering::AcqRel);
-        assert!(stale.is_null(), "previous switch was never finished");
-        // SAFETY: `prev` stays alive through the `prev` slot's reference
-        // until the incoming side's `take_prev`, which runs only after
-        // `context_switch` has stored prev's rsp; `next` is alive through the
-        // `current` slot. The scheduler guarantees `next` is not running
-        // anywhere (its `on_cpu` was clear) and interrupts are off.
-        unsafe { super::context::switch((*prev).context(), (*next).context()) }
-    }
-
-    /// The reference to the task switched away from, if a switch is
-    /// unfinished on this CPU.
-    pub fn take_prev(&self) -> Option<Arc<Task>> {
-        let p = self.prev.swap(core::ptr::null_mut(), Ordering::AcqRel);
-        // SAFETY: a non-null `prev` holds the reference `switch_to` moved
-        // there from `current` (an `Arc::into_raw`), taken back exactly once.
-        (!p.is_null()).then(|| unsafe { Arc::from_raw(p) })
+    pub(super) fn count_tick(&self) {
+        self.ticks.fetch_add(1, Ordering::AcqRel);
     }
 
     /// The top of the running task's stack: `TSS.rsp0`.
@@ -229,6 +169,11 @@ impl PerCpu {
         unsafe { (*self.tss.get()).interrupt_stack_table[slot as usize] = top }
     }
 
+    /// The bottom of IST slot `slot`'s stack.
+    pub fn ist_bottom(&self, slot: u16) -> VirtAddr {
+        self.ist_bottom[slot as usize]
+    }
+
     /// The IST stack tops, for the fault handlers' reports.
     pub fn ist_top(&self, slot: u16) -> VirtAddr {
         // SAFETY: written once before the TSS was loaded, read-only since.
@@ -245,21 +190,24 @@ impl PerCpu {
 pub fn init_this_cpu(id: usize, lapic_id: u32, stacks: CpuStacks) -> &'static PerCpu {
     assert!(id < MAX_CPUS, "CPU index {id} beyond MAX_CPUS");
     let mut tss = TaskStateSegment::new();
-    tss.interrupt_stack_table[IST_DOUBLE_FAULT as usize] = stacks.double_fault;
-    tss.interrupt_stack_table[IST_NMI as usize] = stacks.nmi;
-    tss.interrupt_stack_table[IST_MACHINE_CHECK as usize] = stacks.machine_check;
+    tss.interrupt_stack_table[IST_DOUBLE_FAULT as usize] = stacks.double_fault.top();
+    tss.interrupt_stack_table[IST_NMI as usize] = stacks.nmi.top();
+    tss.interrupt_stack_table[IST_MACHINE_CHECK as usize] = stacks.machine_check.top();
 
     let block = alloc::boxed::Box::leak(alloc::boxed::Box::new(PerCpu {
         self_ptr: core::ptr::null(),
         irq_depth: AtomicU64::new(0),
-        irq_stack_top: AtomicU64::new(stacks.irq.as_u64()),
+        irq_stack_top: AtomicU64::new(stacks.irq.top().as_u64()),
         id,
         lapic_id,
         preempt_count: AtomicU32::new(0),
         need_resched: AtomicBool::new(false),
-        current: AtomicPtr::new(core::ptr::null_mut()),
-        prev: AtomicPtr::new(core::ptr::null_mut()),
-        held: AtomicPtr::new(core::ptr::null_mut()),
+        ticks: AtomicU64::new(0),
+        ist_bottom: [
+            stacks.double_fault.bottom(),
+            stacks.nmi.bottom(),
+            stacks.machine_check.bottom(),
+        ],
         tss: UnsafeCell::new(tss),
         gdt: GlobalDescriptorTable::new(),
         idt: InterruptDescriptorTable::new(),
@@ -268,7 +216,6 @@ pub fn init_this_cpu(id: usize, lapic_id: u32, stacks: CpuStacks) -> &'static Pe
             data: SegmentSelector(0),
             tss: SegmentSelector(0),
         },
-        local: crate::task::CpuLocal::new(),
     }));
     block.self_ptr = block;
     let code = block.gdt.append(Descriptor::kernel_code_segment());
