@@ -158,7 +158,9 @@ pub fn stack_fault(frame: &TrapFrame, cr2: u64, via: Via) -> Option<Action> {
         HITS.fetch_add(1, Ordering::AcqRel);
         LAST_KIND[cpu.id].store(fault.kind.index() as u8 + 1, Ordering::Release);
         out = Some(action);
-        if QUIET.load(Ordering::Acquire) {
+        // Quiet only hides what the machine survives: a hit that stops it is
+        // the one report somebody must read.
+        if QUIET.load(Ordering::Acquire) && action != Action::Fatal {
             SUPPRESSED.fetch_add(1, Ordering::Relaxed);
             return;
         }

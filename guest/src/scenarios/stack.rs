@@ -294,6 +294,7 @@ pub fn repeat(_: &BootInfo, c: &mut Checks) {
     let before = super::counters_now();
     let hits = oops::hits();
     let cut_short = crate::oops::IRQS_CUT_SHORT.load(Ordering::Acquire);
+    let deferred = task::PREEMPT_DEFERRED.load(Ordering::Relaxed);
     let mut killed = 0;
     for i in 0..n {
         // One full report is enough to read; the rest are counted.
@@ -311,6 +312,11 @@ pub fn repeat(_: &BootInfo, c: &mut Checks) {
     c.info(format_args!(
         "interrupts that arrived with no room for their frame: {}",
         crate::oops::IRQS_CUT_SHORT.load(Ordering::Acquire) - cut_short
+    ));
+    // And one that lands with a little room left does not switch there.
+    c.info(format_args!(
+        "preemptions put off for want of stack: {}",
+        task::PREEMPT_DEFERRED.load(Ordering::Relaxed) - deferred
     ));
     c.check(
         killed == n,

@@ -17,7 +17,7 @@ pub use lifetime::{
     freed_count, refcount_events, set_debug_placement, set_free_mode, FreeMode,
 };
 
-pub use sched::{idle_loop, preempt_from_irq, timer_tick, yield_now, SCHED};
+pub use sched::{idle_loop, preempt_from_irq, timer_tick, yield_now, PREEMPT_DEFERRED, SCHED};
 pub use wait::WaitQueue;
 
 use crate::arch::x86_64::context::Context;

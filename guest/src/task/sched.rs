@@ -186,8 +186,28 @@ pub fn timer_tick() {
     }
 }
 
-/// Called on the way out of an interrupt that asked for a reschedule.
+/// Stack a switch from an interrupt's exit needs below the interrupted
+/// rsp: `schedule`, the run-queue lock and its lockdep record, with room to
+/// spare (a recursion frame of `stack.repeat` is 304 bytes, so this puts
+/// off preemption in its last three).
+const PREEMPT_HEADROOM: u64 = 1024;
+
+/// Preemptions put off because the interrupted stack was nearly used up.
+pub static PREEMPT_DEFERRED: AtomicU64 = AtomicU64::new(0);
+
+/// Called on the way out of an interrupt that asked for a reschedule, on
+/// the interrupted task's stack. Not when that stack is nearly used up: the
+/// switch would overflow inside the scheduler, with the run-queue lock or a
+/// held-lock record half taken, where no kill can recover (a recursion that
+/// the tick catches in its last frames did exactly that). The request stays
+/// pending, for the next interrupt or the task's own next switch.
 pub fn preempt_from_irq() {
+    let sp = crate::arch::x86_64::cpu::stack_pointer();
+    let room = CURRENT.with_current(|t| sp.saturating_sub(t.stack_bounds().0.as_u64()));
+    if room.is_some_and(|r| r < PREEMPT_HEADROOM) {
+        PREEMPT_DEFERRED.fetch_add(1, Ordering::Relaxed);
+        return;
+    }
     schedule();
 }
 

@@ -77,6 +77,7 @@ impl<H: Sync + 'static> HeldSlots<H> {
     /// interrupts off, so the task cannot be switched away meanwhile; in
     /// task context it could only be switched back in on this CPU (see the
     /// module doc), so the stack is still its own.
+    #[inline]
     pub fn with<R>(&self, f: impl FnOnce(&H) -> R) -> Option<R> {
         let cpu = percpu::try_this()?;
         let p = self.held.get(cpu.id).load(Ordering::Acquire);
