@@ -275,3 +275,27 @@ fn the_check_sees_an_upward_import_in_every_form() {
         .collect();
     assert_eq!(found, want);
 }
+
+/// The runner's commands (`session` and the subcommands) sit on top: what
+/// reports and records results never names them, so the outputs are written
+/// from plain run records (`record.rs`), not from the session that made them.
+#[test]
+fn runner_outputs_and_reports_name_no_command() {
+    const COMMANDS: &[&str] = &["session", "mutants", "bench", "demo", "compare_boot"];
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    for dir in ["output", "report", "boot"] {
+        rust_files(&src.join(dir), &mut files);
+    }
+    files.push(src.join("record.rs"));
+    let mut bad = Vec::new();
+    for file in files {
+        let code = fs::read_to_string(&file).expect("read a runner source file");
+        for to in named_modules(&code) {
+            if COMMANDS.contains(&to.as_str()) {
+                bad.push(format!("{}: names crate::{to}", file.display()));
+            }
+        }
+    }
+    assert!(bad.is_empty(), "lower runner modules naming a command:\n{}", bad.join("\n"));
+}

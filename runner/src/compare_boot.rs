@@ -4,10 +4,11 @@
 
 use crate::boot::media;
 use crate::cli::{BootPath, Options};
-use crate::compare;
 use crate::fatal::Fatal;
 use crate::output::summary;
-use crate::session::{self, Mode, CONFORMANCE};
+use crate::record::Mode;
+use crate::report::compare;
+use crate::session::{self, CONFORMANCE};
 use crate::{select, status};
 use abi::Outcome;
 

@@ -6,10 +6,11 @@
 
 use crate::cli::Options;
 use crate::fatal::Fatal;
+use crate::record::Mode;
 use crate::report;
 use crate::report::lines::{self, Alloc, Hit};
 use crate::select;
-use crate::session::{self, Mode};
+use crate::session;
 use crate::symbols::Symbols;
 
 /// What `make demo` shows when no pattern is given.

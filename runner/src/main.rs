@@ -26,7 +26,6 @@ macro_rules! eprintln {
 mod bench;
 mod boot;
 mod cli;
-mod compare;
 mod compare_boot;
 mod defects;
 mod demo;
@@ -34,6 +33,7 @@ mod fatal;
 mod glob;
 mod mutants;
 mod output;
+mod record;
 mod report;
 mod select;
 mod session;
@@ -42,11 +42,11 @@ mod symbols;
 mod unwind;
 mod workspace;
 
-use abi::{Scenario, SCENARIOS};
+use abi::SCENARIOS;
 use clap::Parser;
 use cli::{Cli, Command, Options};
 use fatal::Fatal;
-use session::Mode;
+use record::Mode;
 
 fn main() {
     boot::process::kill_children_on_interrupt();
@@ -87,34 +87,14 @@ fn dispatch(command: Command, options: &Options) -> Result<i32, Fatal> {
             println!("loader: {}", artifacts.loader.display());
             Ok(status::OK)
         }
-        Command::Run { patterns } => {
-            let chosen = select::by_patterns(SCENARIOS, &patterns).map_err(Fatal::usage)?;
-            let smp = options.smp.unwrap_or(1);
-            let wanted: Vec<(&'static Scenario, u32)> =
-                chosen.into_iter().map(|s| (s, smp)).collect();
-            session::execute(
-                Mode::Run,
-                select::boots(options.boot, &wanted),
-                Vec::new(),
-                options,
-            )
-        }
+        Command::Run { patterns } => session::execute(
+            Mode::Run,
+            select::run_plan(&patterns, options)?,
+            Vec::new(),
+            options,
+        ),
         Command::Test { all } => {
-            let wanted: Vec<(&'static Scenario, u32)> = SCENARIOS
-                .iter()
-                .filter(|s| s.default || (all && s.expect != abi::Outcome::Pass))
-                .flat_map(|s| match options.smp {
-                    Some(smp) => vec![(s, smp)],
-                    None => s.test_smp.iter().map(|&n| (s, n)).collect(),
-                })
-                .collect();
-            let mut boots = select::boots_on(options.boot, &wanted);
-            // The default run also goes through real Limine where it can.
-            let skipped = match options.boot {
-                cli::BootPath::Direct => session::add_limine_boots(&mut boots, options)?,
-                _ => Vec::new(),
-            };
-            select::name_boots(&mut boots);
+            let (boots, skipped) = select::test_plan(all, options)?;
             session::execute(Mode::Test, boots, skipped, options)
         }
         Command::CompareBoot => compare_boot::execute(options),

@@ -1,9 +1,44 @@
-//! Which scenarios to boot, and how they share boots. Decided before anything
-//! is built, so a typo costs nothing.
+//! The boot plan: which scenarios to boot, on which paths, and how they
+//! share boots (`run_plan`, `test_plan`). Decided before anything is built,
+//! so a typo costs nothing.
 
-use crate::cli::BootPath;
+use crate::boot::media;
+use crate::cli::{BootPath, Options};
+use crate::fatal::Fatal;
 use crate::glob;
-use abi::Scenario;
+use crate::record::Skipped;
+use crate::session::CONFORMANCE;
+use abi::{Scenario, SCENARIOS};
+
+/// `runner run PATTERN...`: the scenarios matched, on the chosen path, at
+/// `--smp` (default 1).
+pub fn run_plan(patterns: &[String], options: &Options) -> Result<Vec<Boot>, Fatal> {
+    let chosen = by_patterns(SCENARIOS, patterns).map_err(Fatal::usage)?;
+    let smp = options.smp.unwrap_or(1);
+    let wanted: Vec<(&'static Scenario, u32)> = chosen.into_iter().map(|s| (s, smp)).collect();
+    Ok(boots(options.boot, &wanted))
+}
+
+/// `runner test [--all]`: the default scenarios (with `--all`, the
+/// negative controls too) at each of their CPU counts (or `--smp`), and on
+/// the direct path also the Limine boots, or why this machine skips them.
+pub fn test_plan(all: bool, options: &Options) -> Result<(Vec<Boot>, Vec<Skipped>), Fatal> {
+    let wanted: Vec<(&'static Scenario, u32)> = SCENARIOS
+        .iter()
+        .filter(|s| s.default || (all && s.expect != abi::Outcome::Pass))
+        .flat_map(|s| match options.smp {
+            Some(smp) => vec![(s, smp)],
+            None => s.test_smp.iter().map(|&n| (s, n)).collect(),
+        })
+        .collect();
+    let mut boots = boots_on(options.boot, &wanted);
+    let skipped = match options.boot {
+        BootPath::Direct => add_limine_boots(&mut boots, options)?,
+        _ => Vec::new(),
+    };
+    name_boots(&mut boots);
+    Ok((boots, skipped))
+}
 
 /// Scenarios matching any pattern, in catalog order; the default set if there
 /// are no patterns. Err names the first pattern that matched nothing.
@@ -99,6 +134,48 @@ pub fn name_boots(boots: &mut [Boot]) {
             boot.name += &format!("-{}", boot.path.as_str());
         }
     }
+}
+
+/// What `runner test` boots through real Limine besides the default run:
+/// the boot scenarios, on each Limine path, at each of their CPU counts.
+pub const LIMINE_TEST_SCENARIOS: [&str; 2] = ["boot.smoke", CONFORMANCE];
+
+/// Add the Limine boots of a test run, or, where this machine cannot boot
+/// a path, say why they are skipped. A `LIMINE_DIR` that is set asks for
+/// them: then a path that cannot boot is an error, not a skip.
+fn add_limine_boots(boots: &mut Vec<Boot>, options: &Options) -> Result<Vec<Skipped>, Fatal> {
+    let asked = std::env::var_os("LIMINE_DIR").is_some_and(|d| !d.is_empty());
+    let wanted: Vec<(&'static abi::Scenario, u32)> = LIMINE_TEST_SCENARIOS
+        .iter()
+        .filter_map(|name| abi::scenario::find(name))
+        .flat_map(|s| match options.smp {
+            Some(smp) => vec![(s, smp)],
+            None => s.test_smp.iter().map(|&n| (s, n)).collect(),
+        })
+        .collect();
+    let mut skipped = Vec::new();
+    for path in [BootPath::LimineBios, BootPath::LimineUefi] {
+        match media::check(path) {
+            Ok(()) => boots.extend(boots_on(path, &wanted)),
+            Err(reason) if asked => {
+                return Err(Fatal::setup(format!(
+                    "{reason} (LIMINE_DIR is set, so `test` boots {} through Limine; unset it to skip those boots)",
+                    path.as_str()
+                )))
+            }
+            Err(reason) => {
+                for boot in boots_on(path, &wanted) {
+                    skipped.push(Skipped {
+                        path,
+                        scenarios: boot.scenarios,
+                        smp: boot.smp,
+                        reason: reason.clone(),
+                    });
+                }
+            }
+        }
+    }
+    Ok(skipped)
 }
 
 #[cfg(test)]

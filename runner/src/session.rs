@@ -1,93 +1,23 @@
 //! One `run` or `test`: build, boot each planned boot in turn, judge, report.
 
 use crate::boot::console;
-use crate::boot::media::{self, Media};
+use crate::boot::media::Media;
 use crate::boot::process::{self, Ended};
 use crate::boot::qemu::{self, Invocation};
 use crate::cli::{BootPath, Options};
-use crate::compare;
 use crate::fatal::Fatal;
 use crate::output::{json, junit, summary};
+use crate::record::{BootRecord, Mode, Skipped};
 use crate::report::classify::{classify, Evidence, Verdict};
-use crate::report::judge::{scenario_results, ScenarioResult};
-use crate::select::{self, Boot};
+use crate::report::compare;
+use crate::report::judge::scenario_results;
+use crate::select::Boot;
 use crate::symbols::Symbols;
 use crate::workspace::{self, Artifacts};
 use crate::{report, status};
 use abi::Outcome;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Mode {
-    /// Report what happened.
-    Run,
-    /// Report whether each scenario did what it should (negative controls fail on purpose).
-    Test,
-}
-
-pub struct BootRecord {
-    pub boot: Boot,
-    pub invocation: Invocation,
-    pub exit_status: Option<i32>,
-    pub duration: Duration,
-    pub serial_log: PathBuf,
-    /// Serial lines longer than `--line-limit`, kept cut.
-    pub cut_lines: u64,
-    pub verdict: Verdict,
-    pub results: Vec<ScenarioResult>,
-}
-
-/// Boots the plan wanted but this machine cannot do (no Limine here), each
-/// reported as SKIP with the reason.
-pub struct Skipped {
-    pub path: BootPath,
-    pub scenarios: Vec<&'static abi::Scenario>,
-    pub smp: u32,
-    pub reason: String,
-}
-
-/// What `runner test` boots through real Limine besides the default run:
-/// the boot scenarios, on each Limine path, at each of their CPU counts.
-pub const LIMINE_TEST_SCENARIOS: [&str; 2] = ["boot.smoke", CONFORMANCE];
-
-/// Add the Limine boots of a test run, or, where this machine cannot boot
-/// a path, say why they are skipped. A `LIMINE_DIR` that is set asks for
-/// them: then a path that cannot boot is an error, not a skip.
-pub fn add_limine_boots(boots: &mut Vec<Boot>, options: &Options) -> Result<Vec<Skipped>, Fatal> {
-    let asked = std::env::var_os("LIMINE_DIR").is_some_and(|d| !d.is_empty());
-    let wanted: Vec<(&'static abi::Scenario, u32)> = LIMINE_TEST_SCENARIOS
-        .iter()
-        .filter_map(|name| abi::scenario::find(name))
-        .flat_map(|s| match options.smp {
-            Some(smp) => vec![(s, smp)],
-            None => s.test_smp.iter().map(|&n| (s, n)).collect(),
-        })
-        .collect();
-    let mut skipped = Vec::new();
-    for path in [BootPath::LimineBios, BootPath::LimineUefi] {
-        match media::check(path) {
-            Ok(()) => boots.extend(select::boots_on(path, &wanted)),
-            Err(reason) if asked => {
-                return Err(Fatal::setup(format!(
-                    "{reason} (LIMINE_DIR is set, so `test` boots {} through Limine; unset it to skip those boots)",
-                    path.as_str()
-                )))
-            }
-            Err(reason) => {
-                for boot in select::boots_on(path, &wanted) {
-                    skipped.push(Skipped {
-                        path,
-                        scenarios: boot.scenarios,
-                        smp: boot.smp,
-                        reason: reason.clone(),
-                    });
-                }
-            }
-        }
-    }
-    Ok(skipped)
-}
 
 /// Everything a boot needs besides its own plan.
 pub struct Setup {
@@ -99,6 +29,48 @@ pub struct Setup {
     /// The guest ELF's symbols and DWARF, for the stack verdicts (`None`
     /// if it cannot be read: the backtrace checks then fail, saying why).
     pub symbols: Option<Symbols>,
+}
+
+impl Setup {
+    /// The QEMU invocation of one boot of this run's images on `path`,
+    /// with its boot media made (an ISO and OVMF variables for the Limine
+    /// paths): the one place a boot's command line is put together.
+    /// `with_guest: false` boots the loader alone (the bench's baseline).
+    pub fn invocation(
+        &self,
+        options: &Options,
+        path: BootPath,
+        name: &str,
+        scenarios: &[&str],
+        smp: u32,
+        with_guest: bool,
+    ) -> Result<Invocation, Fatal> {
+        let extra = options.guest_args();
+        let media = self.media.prepare(
+            path,
+            &self.artifacts.guest,
+            &qemu::guest_cmdline(scenarios, smp, &extra),
+            &self.run_dir,
+            name,
+        )?;
+        Ok(qemu::invocation(
+            &self.qemu,
+            &qemu::Boot {
+                path,
+                loader: &self.artifacts.loader,
+                guest: with_guest.then_some(self.artifacts.guest.as_path()),
+                iso: media.iso.as_deref(),
+                firmware: media
+                    .firmware
+                    .as_ref()
+                    .map(|(code, vars)| (code.as_path(), vars.as_path())),
+                scenarios,
+                smp,
+                accel: options.accel,
+                cmdline_extra: &extra,
+            },
+        ))
+    }
 }
 
 /// QEMU and the boot paths' tools first: they are the checks that need no build.
@@ -217,7 +189,14 @@ pub fn execute(
     }
     // The files first: the console may be a pipe that is already closed.
     if let Some(path) = &options.json {
-        let written = json::write(path, mode, &setup, &records, &skipped, code);
+        let written = json::write(
+            path,
+            mode,
+            (&setup.run_dir, &setup.artifacts),
+            &records,
+            &skipped,
+            code,
+        );
         errors.extend(written.err());
     }
     if let Some(path) = &options.junit {
@@ -366,30 +345,7 @@ pub fn boot_once(
     options: &Options,
 ) -> Result<BootRecord, Fatal> {
     let names = boot.names();
-    let media = setup.media.prepare(
-        boot.path,
-        &setup.artifacts.guest,
-        &qemu::guest_cmdline(&names, boot.smp, &options.guest_args()),
-        &setup.run_dir,
-        &boot.name,
-    )?;
-    let invocation = qemu::invocation(
-        &setup.qemu,
-        &qemu::Boot {
-            path: boot.path,
-            loader: &setup.artifacts.loader,
-            guest: Some(&setup.artifacts.guest),
-            iso: media.iso.as_deref(),
-            firmware: media
-                .firmware
-                .as_ref()
-                .map(|(code, vars)| (code.as_path(), vars.as_path())),
-            scenarios: &names,
-            smp: boot.smp,
-            accel: options.accel,
-            cmdline_extra: &options.guest_args(),
-        },
-    );
+    let invocation = setup.invocation(options, boot.path, &boot.name, &names, boot.smp, true)?;
     let serial_log = setup.run_dir.join(format!("{}.serial", boot.name));
     let timeout = deadline(mode, &boot, options);
     let (capture, verdict) = launch(

@@ -2,8 +2,8 @@
 //! script can tell a hang from a panic without parsing the output.
 
 use crate::output::summary::{self, Mark};
+use crate::record::Mode;
 use crate::report::judge::ScenarioResult;
-use crate::session::Mode;
 use abi::Outcome;
 
 pub const OK: i32 = 0;
@@ -106,11 +106,12 @@ mod marks {
     use super::*;
     use crate::boot::qemu::Invocation;
     use crate::cli::BootPath;
+    use crate::record::BootRecord;
     use crate::report::classify::Verdict;
     use crate::report::stack::StackVerdict;
     use crate::report::{Check, Failure};
     use crate::select::Boot;
-    use crate::session::{exit_status, BootRecord};
+    use crate::session::exit_status;
     use abi::guard::Verdict as Caught;
     use std::time::Duration;
 

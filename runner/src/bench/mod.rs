@@ -12,7 +12,6 @@ mod svg;
 
 use self::report::{Costs, PathTimes, Report, StackSuite, Times};
 use crate::boot::media;
-use crate::boot::qemu;
 use crate::cli::{BootPath, Options};
 use crate::fatal::Fatal;
 use crate::report::classify::Verdict;
@@ -143,21 +142,10 @@ struct Booted {
 
 /// Boot `scenarios` once on the direct path with `smp` CPUs.
 fn boot(setup: &Setup, options: &Options, name: &str, scenarios: &[&str], smp: u32) -> Booted {
-    let extra = options.guest_args();
-    let invocation = qemu::invocation(
-        &setup.qemu,
-        &qemu::Boot {
-            path: BootPath::Direct,
-            loader: &setup.artifacts.loader,
-            guest: Some(setup.artifacts.guest.as_path()),
-            iso: None,
-            firmware: None,
-            scenarios,
-            smp,
-            accel: options.accel,
-            cmdline_extra: &extra,
-        },
-    );
+    let invocation = match setup.invocation(options, BootPath::Direct, name, scenarios, smp, true) {
+        Ok(i) => i,
+        Err(e) => panic!("the direct path needs no boot media: {e}"),
+    };
     let log = setup.run_dir.join(format!("{name}.serial"));
     let timeout = Duration::from_secs(options.timeout_secs());
     let (capture, verdict) = session::launch(&invocation, name, &log, scenarios, timeout, options);
@@ -353,37 +341,13 @@ fn measure(
         (Outcome::LoaderError, "bench-baseline".to_string())
     };
     let scenarios = [SCENARIO];
-    let extra = options.guest_args();
     let timeout =
         Duration::from_secs(options.timeout_secs()).saturating_add(path.firmware_allowance());
     let mut times = Vec::with_capacity(runs as usize);
     for run in 0..runs {
         let name = format!("{label}-{run:03}");
         // Cached after the first run; UEFI gets fresh OVMF variables each time.
-        let media = setup.media.prepare(
-            path,
-            &setup.artifacts.guest,
-            &qemu::guest_cmdline(&scenarios, smp, &extra),
-            &setup.run_dir,
-            &name,
-        )?;
-        let invocation = qemu::invocation(
-            &setup.qemu,
-            &qemu::Boot {
-                path,
-                loader: &setup.artifacts.loader,
-                guest: with_guest.then_some(setup.artifacts.guest.as_path()),
-                iso: media.iso.as_deref(),
-                firmware: media
-                    .firmware
-                    .as_ref()
-                    .map(|(code, vars)| (code.as_path(), vars.as_path())),
-                scenarios: &scenarios,
-                smp,
-                accel: options.accel,
-                cmdline_extra: &extra,
-            },
-        );
+        let invocation = setup.invocation(options, path, &name, &scenarios, smp, with_guest)?;
         let log = setup.run_dir.join(format!("{name}.serial"));
         let (capture, verdict) =
             session::launch(&invocation, &name, &log, &scenarios, timeout, options);

@@ -2,9 +2,10 @@
 
 use crate::fatal::Fatal;
 use crate::output::summary;
+use crate::record::{BootRecord, Mode, Skipped};
 use crate::report::classify::PanicRecord;
 use crate::report::FaultVerdict;
-use crate::session::{BootRecord, Mode, Setup, Skipped};
+use crate::workspace::Artifacts;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 
@@ -122,7 +123,7 @@ struct Guard<'a> {
 pub fn write(
     path: &Path,
     mode: Mode,
-    setup: &Setup,
+    (run_dir, artifacts): (&Path, &Artifacts),
     records: &[BootRecord],
     skipped: &[Skipped],
     exit_status: i32,
@@ -133,10 +134,10 @@ pub fn write(
             Mode::Run => "run",
             Mode::Test => "test",
         },
-        run_dir: &setup.run_dir,
+        run_dir,
         images: Images {
-            guest: &setup.artifacts.guest,
-            loader: &setup.artifacts.loader,
+            guest: &artifacts.guest,
+            loader: &artifacts.loader,
         },
         boots: records.iter().map(boot).collect(),
         skipped_boots: skipped

@@ -5,7 +5,7 @@
 
 use crate::fatal::Fatal;
 use crate::output::summary;
-use crate::session::{BootRecord, Mode, Skipped};
+use crate::record::{BootRecord, Mode, Skipped};
 use std::fmt::Write;
 use std::path::Path;
 

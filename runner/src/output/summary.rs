@@ -2,8 +2,8 @@
 //! failures, and the totals.
 
 use crate::cli::BootPath;
+use crate::record::{BootRecord, Mode, Skipped};
 use crate::report::judge::ScenarioResult;
-use crate::session::{BootRecord, Mode, Skipped};
 use abi::Outcome;
 use std::io::IsTerminal;
 

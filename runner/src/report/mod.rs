@@ -6,6 +6,7 @@
 //! guest announced beforehand and against the guest ELF.
 
 pub mod classify;
+pub mod compare;
 pub mod decided_by;
 pub mod evidence;
 #[cfg(test)]
