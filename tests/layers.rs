@@ -297,5 +297,9 @@ fn runner_outputs_and_reports_name_no_command() {
             }
         }
     }
-    assert!(bad.is_empty(), "lower runner modules naming a command:\n{}", bad.join("\n"));
+    assert!(
+        bad.is_empty(),
+        "lower runner modules naming a command:\n{}",
+        bad.join("\n")
+    );
 }

@@ -12,12 +12,23 @@
 //! unwound by the runner itself and held against the guest's trace
 //! (`trace`). Each check that fails is named.
 
+//!
+//! In three parts: the verdict and the checks across a scenario's hits
+//! (here), where each fault really is (`truth`), and each hit's claims held
+//! against that truth and the announcement, one concern per function
+//! (`checks`).
+
+mod checks;
+mod truth;
+
 use super::lines::{Alloc, Cpus, Events, Hit};
-use super::{functions_near, return_addresses, Check, Failure, FaultVerdict};
+use super::{Check, Failure, FaultVerdict};
 use crate::symbols::Symbolize;
 use abi::guard::{GuardExpect, Verdict};
-use abi::kinds::{StackKind, Via};
+use abi::kinds::StackKind;
 use abi::{Outcome, Scenario};
+use checks::judge_hit;
+use truth::{jump_distance, pair};
 
 const PAGE: u64 = 4096;
 
@@ -322,283 +333,6 @@ fn lapic(cpus: Option<&Cpus>, what: &str, cpu: u32, lapic_id: u32, smp: u32) -> 
             "{what} names CPU {cpu}, which the boot's CPU-MAP does not list"
         )),
     }
-}
-
-/// The announcement a hit is about: the one whose guard the fault is in,
-/// else the same task's, else the first.
-fn pair<'r, 'a>(hit: &Hit, allocs: &[&'r Alloc<'a>]) -> Option<&'r Alloc<'a>> {
-    allocs
-        .iter()
-        .find(|a| truth(hit.fault_addr.0, a) != Verdict::GuardJumped)
-        .or_else(|| {
-            allocs
-                .iter()
-                .find(|a| a.task_id == hit.task_id && a.cpu == hit.cpu)
-        })
-        .or_else(|| allocs.first())
-        .copied()
-}
-
-fn guard_below(a: &Alloc) -> std::ops::Range<u64> {
-    a.lo.0.saturating_sub(a.guard_below * PAGE)..a.lo.0
-}
-
-fn guard_above(a: &Alloc) -> std::ops::Range<u64> {
-    a.hi.0..a.hi.0.saturating_add(a.guard_above * PAGE)
-}
-
-/// Where `addr` is, by the announced allocation alone.
-fn truth(addr: u64, a: &Alloc) -> Verdict {
-    if guard_below(a).contains(&addr) {
-        Verdict::Overflow
-    } else if guard_above(a).contains(&addr) {
-        Verdict::Underflow
-    } else {
-        Verdict::GuardJumped
-    }
-}
-
-/// Room an exception frame needs above a stack's bottom: with the
-/// interrupted RSP closer than this, "as a practical matter, we've
-/// overflowed the stack" (Linux, `exc_double_fault`), whatever CR2 says.
-const FRAME_ROOM: u64 = 48;
-
-/// Where the fault really is: by its address; and for a double fault
-/// whose address is in no guard (a hypervisor can leave CR2 stale), by
-/// the interrupted RSP, which the guest cannot make agree with a wrong
-/// claim by reporting a wrong address.
-fn truth_of(hit: &Hit, a: &Alloc) -> (Verdict, bool) {
-    let by_addr = truth(hit.fault_addr.0, a);
-    let rsp = hit.rsp.0;
-    let no_room = rsp > guard_below(a).start && rsp < a.lo.0.saturating_add(FRAME_ROOM);
-    if by_addr == Verdict::GuardJumped && hit.via == Via::DoubleFault && no_room {
-        (Verdict::Overflow, true)
-    } else {
-        (by_addr, false)
-    }
-}
-
-fn jump_distance(addr: u64, a: &Alloc) -> Option<String> {
-    let below = guard_below(a);
-    let above = guard_above(a);
-    if addr < below.start {
-        Some(format!(
-            "fault at {addr:#x}, {} bytes below the guard",
-            below.start - addr
-        ))
-    } else if addr >= above.end {
-        Some(format!(
-            "fault at {addr:#x}, {} bytes above the guard",
-            addr - above.end + 1
-        ))
-    } else if (a.lo.0..a.hi.0).contains(&addr) {
-        Some(format!("fault at {addr:#x}, inside the stack itself"))
-    } else {
-        None
-    }
-}
-
-fn judge_hit(
-    hit: &Hit,
-    alloc: Option<&Alloc>,
-    expect: &GuardExpect,
-    symbols: Option<&dyn Symbolize>,
-    recovered: Option<bool>,
-) -> (Verdict, Vec<Failure>) {
-    let mut out = Vec::new();
-    let mut fail = |check: Check, detail: String| out.push(Failure { check, detail });
-    let reported_guard = hit.guard_lo.0..hit.guard_hi.0;
-    let (truth, by_rsp) = match alloc {
-        Some(a) => truth_of(hit, a),
-        None => {
-            fail(
-                Check::Announced,
-                "no STACK-ALLOC announced the stack: nothing to hold the report against".into(),
-            );
-            let v = match Verdict::of_claim(hit.kind) {
-                v @ (Verdict::Overflow | Verdict::Underflow)
-                    if reported_guard.contains(&hit.fault_addr.0) =>
-                {
-                    v
-                }
-                _ => Verdict::GuardJumped,
-            };
-            (v, false)
-        }
-    };
-    if Verdict::of_claim(hit.kind) != truth {
-        fail(
-            Check::Kind,
-            format!(
-                "reported `{}`, but the fault at {:#x} is {}",
-                hit.kind,
-                hit.fault_addr.0,
-                match truth {
-                    Verdict::Overflow if by_rsp => {
-                        "in no guard, but the interrupted RSP leaves no room for an exception frame above the announced stack's bottom: an overflow"
-                    }
-                    Verdict::Overflow => "in the guard below the stack",
-                    Verdict::Underflow => "in the guard above the stack",
-                    _ => "in no guard of the announced stack",
-                }
-            ),
-        );
-    }
-    if matches!(truth, Verdict::Overflow | Verdict::Underflow) {
-        if !reported_guard.contains(&hit.fault_addr.0) {
-            fail(
-                Check::FaultInGuard,
-                format!(
-                    "fault {:#x} outside the reported guard {:#x}..{:#x}",
-                    hit.fault_addr.0, hit.guard_lo.0, hit.guard_hi.0
-                ),
-            );
-        }
-        let (touches, pages) = if truth == Verdict::Overflow {
-            (
-                hit.guard_hi.0 == hit.stack_lo.0,
-                alloc.map_or(0, |a| a.guard_below),
-            )
-        } else {
-            (
-                hit.guard_lo.0 == hit.stack_hi.0,
-                alloc.map_or(0, |a| a.guard_above),
-            )
-        };
-        let size = hit.guard_hi.0.wrapping_sub(hit.guard_lo.0);
-        if !touches || (alloc.is_some() && size != pages * PAGE) {
-            fail(
-                Check::GuardAdjacent,
-                format!(
-                    "guard {:#x}..{:#x} is not the {pages} page(s) {} the stack {:#x}..{:#x}",
-                    hit.guard_lo.0,
-                    hit.guard_hi.0,
-                    if truth == Verdict::Overflow {
-                        "right below"
-                    } else {
-                        "right above"
-                    },
-                    hit.stack_lo.0,
-                    hit.stack_hi.0
-                ),
-            );
-        }
-    }
-    if let (Some(a), Verdict::Overflow | Verdict::Underflow) = (alloc, truth) {
-        let (want, side) = if truth == Verdict::Overflow {
-            (a.lo.0.saturating_sub(hit.fault_addr.0), "below")
-        } else {
-            (hit.fault_addr.0.saturating_sub(a.hi.0) + 1, "above")
-        };
-        if hit.bytes != want {
-            fail(
-                Check::Bytes,
-                format!(
-                    "the `Oops:` line says {} by {} bytes, but the fault at {:#x} is {want} bytes {side} the announced stack {:#x}..{:#x}",
-                    hit.kind, hit.bytes, hit.fault_addr.0, a.lo.0, a.hi.0
-                ),
-            );
-        }
-    }
-    if let Some(a) = alloc {
-        if (hit.stack_lo.0, hit.stack_hi.0) != (a.lo.0, a.hi.0) {
-            fail(
-                Check::Bounds,
-                format!(
-                    "reported stack {:#x}..{:#x}, announced {:#x}..{:#x}",
-                    hit.stack_lo.0, hit.stack_hi.0, a.lo.0, a.hi.0
-                ),
-            );
-        }
-        if hit.cpu != a.cpu {
-            fail(
-                Check::Cpu,
-                format!(
-                    "reported CPU {}, the stack was running on CPU {}",
-                    hit.cpu, a.cpu
-                ),
-            );
-        }
-        if (hit.task_id, hit.task_name) != (a.task_id, a.task_name) {
-            fail(
-                Check::Task,
-                format!(
-                    "reported task {} '{}', announced task {} '{}'",
-                    hit.task_id, hit.task_name, a.task_id, a.task_name
-                ),
-            );
-        }
-    }
-    if hit.stack_kind != Some(expect.stack_kind) {
-        fail(
-            Check::StackKind,
-            format!(
-                "reported a {} stack, expected {}",
-                linux_kind(hit.stack_kind),
-                expect.stack_kind.linux_name()
-            ),
-        );
-    }
-    if let Some(want) = expect.backtrace_fn {
-        match symbols {
-            None => fail(
-                Check::Backtrace,
-                "no guest ELF to symbolize the backtrace with".into(),
-            ),
-            Some(symbols) => {
-                let names = functions_near(symbols, hit.rip.0, &return_addresses(&hit.backtrace));
-                if !names.iter().any(|n| n.contains(want)) {
-                    let shown = if names.is_empty() {
-                        "no known function".to_string()
-                    } else {
-                        names.join(", ")
-                    };
-                    fail(
-                        Check::Backtrace,
-                        format!("no `{want}` in the backtrace: {shown}"),
-                    );
-                }
-            }
-        }
-    }
-    if expect.recursion && truth == Verdict::Overflow {
-        let a = alloc.map(|a| (a.frame_bytes, a.hi.0 - a.lo.0));
-        match (hit.depth, a) {
-            (None, _) => fail(Check::Depth, "no recursion depth reported".into()),
-            (_, Some((0, _))) => fail(Check::Depth, "no frame size announced".into()),
-            (Some(d), Some((frame, size))) => {
-                let used = d.saturating_mul(frame);
-                // The stack holds more than the recursion (the task's entry
-                // frames), and the last frame is cut short by the guard.
-                if used * 100 < size * 50 || used * 100 > size * 110 {
-                    fail(
-                        Check::Depth,
-                        format!(
-                            "depth {d} × {frame} bytes = {used} bytes, implausible for a {size}-byte stack"
-                        ),
-                    );
-                }
-            }
-            (Some(_), None) => {}
-        }
-    }
-    if let Some(want) = recovered {
-        if hit.recovered != want && truth != Verdict::NotCaught {
-            fail(
-                Check::Recovered,
-                format!(
-                    "recovered: {}, but the scenario {}",
-                    hit.recovered,
-                    if want {
-                        "expects the task killed and the boot to go on"
-                    } else {
-                        "cannot recover"
-                    }
-                ),
-            );
-        }
-    }
-    (truth, out)
 }
 
 #[cfg(test)]
