@@ -58,23 +58,9 @@ handoff_stub:
     push %rax
     pushq $2
     popfq
-    xor %eax, %eax
-    xor %ebx, %ebx
-    xor %ecx, %ecx
-    xor %edx, %edx
-    xor %esi, %esi
     xor %edi, %edi
-    xor %ebp, %ebp
-    xor %r8d, %r8d
-    xor %r9d, %r9d
-    xor %r10d, %r10d
-    xor %r11d, %r11d
-    xor %r12d, %r12d
-    xor %r13d, %r13d
-    xor %r14d, %r14d
-    xor %r15d, %r15d
-    ret
     "#,
+    zero_gprs_but_rdi_and_ret!(),
     options(att_syntax)
 );
 

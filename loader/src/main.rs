@@ -4,6 +4,30 @@
 #![no_std]
 #![no_main]
 
+/// The end of both hand-offs, the BSP's (`handoff`) and each AP's (`mp`):
+/// PROTOCOL.md's entry state has every general register zero but those it
+/// passes something in (an AP's RDI, its `limine_mp_info`), then `ret`
+/// jumps to the entry point pushed above a zero return address.
+macro_rules! zero_gprs_but_rdi_and_ret {
+    () => {
+        "xor %eax, %eax
+    xor %ebx, %ebx
+    xor %ecx, %ecx
+    xor %edx, %edx
+    xor %esi, %esi
+    xor %ebp, %ebp
+    xor %r8d, %r8d
+    xor %r9d, %r9d
+    xor %r10d, %r10d
+    xor %r11d, %r11d
+    xor %r12d, %r12d
+    xor %r13d, %r13d
+    xor %r14d, %r14d
+    xor %r15d, %r15d
+    ret"
+    };
+}
+
 mod acpi;
 mod cell;
 mod cpu;

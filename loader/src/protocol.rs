@@ -1,5 +1,11 @@
 //! The Limine boot protocol's identifiers and response layouts, as
 //! PROTOCOL.md defines them. Every pointer field holds an HHDM address.
+//!
+//! Written from PROTOCOL.md on its own, not shared with the guest's
+//! `limine` crate or `kcore::memmap` (whose memory-map kinds repeat
+//! `memmap_type` here): the loader is a second implementation of the
+//! protocol, held against real Limine by `runner compare-boot`, and one
+//! table shared by both sides would let one wrong number pass on both.
 
 pub const HHDM_OFFSET: u64 = 0xffff_8000_0000_0000;
 

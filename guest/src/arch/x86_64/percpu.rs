@@ -146,23 +146,49 @@ impl PerCpu {
     }
 
     /// The top of the running task's stack: `TSS.rsp0`.
+    /// (This CPU's own block only: checked, since another CPU's TSS may be
+    /// written by its owner meanwhile.)
     pub fn stack_top(&self) -> VirtAddr {
-        // SAFETY: a plain read of a field only this CPU writes.
+        self.assert_own("stack_top");
+        // SAFETY: this CPU's own TSS (checked); only this CPU writes it, so
+        // the read races with nothing but an interrupt on this CPU, which
+        // completes before the read resumes.
         unsafe { (*self.tss.get()).privilege_stack_table[0] }
     }
 
-    /// Record the top of the stack of the task about to run.
+    /// Panics unless this is the running CPU's own block with interrupts
+    /// off: the TSS is written only by its CPU, and nothing on that CPU can
+    /// run in between (the soundness of the TSS writes below).
+    fn assert_own_irqs_off(&self, what: &str) {
+        self.assert_own(what);
+        assert!(
+            !x86_64::instructions::interrupts::are_enabled(),
+            "{what}: the TSS is written with interrupts off"
+        );
+    }
+
+    fn assert_own(&self, what: &str) {
+        assert!(
+            core::ptr::eq(self, gs_self()),
+            "{what}: only the CPU that owns this per-CPU block may touch its TSS"
+        );
+    }
+
+    /// Record the top of the stack of the task about to run (the context
+    /// switch, on this CPU, interrupts off: checked).
     pub fn set_stack_top(&self, top: VirtAddr) {
-        // SAFETY: only the owning CPU calls this, from the context switch;
-        // the hardware reads rsp0 only on a privilege change, which a
-        // ring-0-only kernel never has, so there is no concurrent reader.
+        self.assert_own_irqs_off("set_stack_top");
+        // SAFETY: this CPU's own TSS (checked above), with interrupts off,
+        // so no other code touches it meanwhile; the hardware reads rsp0
+        // only on a privilege change, which a ring-0-only kernel never has.
         unsafe { (*self.tss.get()).privilege_stack_table[0] = top }
     }
 
     /// Point IST slot `slot` at `top` (the #DF handler moves its own slot
     /// while it runs; see `exceptions::double_fault`).
-    pub fn set_ist_top(&self, slot: u16, top: VirtAddr) {
-        // SAFETY: only this CPU writes its TSS, with interrupts off (inside
+    pub(super) fn set_ist_top(&self, slot: u16, top: VirtAddr) {
+        self.assert_own_irqs_off("set_ist_top");
+        // SAFETY: this CPU's own TSS, interrupts off (checked above: inside
         // an exception handler); the CPU reads the slot only when it
         // delivers an exception through it, which is exactly the effect
         // wanted.
@@ -175,8 +201,11 @@ impl PerCpu {
     }
 
     /// The IST stack tops, for the fault handlers' reports.
+    /// (This CPU's own block only: checked.)
     pub fn ist_top(&self, slot: u16) -> VirtAddr {
-        // SAFETY: written once before the TSS was loaded, read-only since.
+        self.assert_own("ist_top");
+        // SAFETY: as in `stack_top`: only this CPU writes its TSS (the #DF
+        // handler moves its own slot), and this is this CPU's.
         unsafe { (*self.tss.get()).interrupt_stack_table[slot as usize] }
     }
 
