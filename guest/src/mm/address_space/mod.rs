@@ -11,22 +11,22 @@
 //! decides every step (host-tested); this module owns the real resources
 //! (a PGD, page tables, mapped pages), carries the steps out, checks that
 //! the sleeping ones run where sleeping is allowed, and runs the worker.
-use super::{frames, hhdm, paging};
+mod tables;
+mod worker;
+
+pub use worker::{flush_work, worker_counts, WORKER_NAME};
+
+use super::paging;
 use crate::arch::x86_64::percpu;
 use crate::sync::IrqLock;
-use crate::task::{self, WaitQueue};
 use alloc::boxed::Box;
-use alloc::collections::VecDeque;
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use kcore::mm_refs::{Context, Deferred, DropOutcome, MmCounts, MmRefs, MmStats};
+use kcore::mm_refs::{Context, DropOutcome, MmCounts, MmRefs, MmStats};
 use kcore::refcount::RefcountEvent;
-use spin::Once;
-use x86_64::structures::paging::mapper::CleanUp;
-use x86_64::structures::paging::{
-    FrameAllocator, FrameDeallocator, Mapper, OffsetPageTable, Page, PageTable, PageTableFlags,
-    PhysFrame, Size4KiB,
-};
+use tables::map_zeroed;
+use worker::{queue_work, start_worker};
+use x86_64::structures::paging::PhysFrame;
 use x86_64::VirtAddr;
 
 /// Where an mm's pages are mapped in its user half.
@@ -309,30 +309,10 @@ fn exit_mmap(p: &MmPtr) {
     might_sleep("exit_mmap");
     let mm = p.get();
     let pgd = mm.pgd.lock();
-    let Some(root) = *pgd else {
-        return;
-    };
-    let mut tables = user_tables(root);
-    let n = mm.mapped.swap(0, Ordering::AcqRel);
-    for i in 0..n {
-        let page = Page::<Size4KiB>::containing_address(VirtAddr::new(USER_BASE + i as u64 * 4096));
-        match tables.unmap(page) {
-            // Never loaded into CR3: no TLB anywhere holds it.
-            Ok((frame, flush)) => {
-                flush.ignore();
-                frames::free(frame);
-            }
-            Err(e) => kprintln!("exit_mmap: mm {} page {i}: {e:?}", mm.id),
-        }
+    if let Some(root) = *pgd {
+        let n = mm.mapped.swap(0, Ordering::AcqRel);
+        tables::unmap_user_half(root, n, mm.id);
     }
-    let user_half = Page::range_inclusive(
-        Page::containing_address(VirtAddr::new(0)),
-        Page::containing_address(VirtAddr::new(USER_TOP)),
-    );
-    // SAFETY: the user half's tables were made for this mm alone (by
-    // `map_zeroed`) and are referenced by no other table; the kernel half,
-    // shared with every address space, is outside the range.
-    unsafe { tables.clean_up_addr_range(user_half, &mut UserTableFrames) };
 }
 
 /// `__mmdrop`: free the page-table root. Takes `pgd_lock` in Linux, so it
@@ -352,177 +332,6 @@ fn free_struct(p: MmPtr) {
     // SAFETY: every count reached zero, so `p` was the last `MmPtr`; the
     // allocation came from `Box::leak` in `Mm::new` and is dropped once.
     drop(unsafe { Box::from_raw(p.0.as_ptr()) });
-}
-
-/// The mm's own page tables, through the HHDM. The caller holds `pgd`'s
-/// lock (passing its contents): nobody else walks or edits them meanwhile.
-fn user_tables(root: PhysFrame) -> OffsetPageTable<'static> {
-    let offset = hhdm::offset().expect("HHDM offset unknown");
-    let virt = hhdm::phys_to_virt(root.start_address()).expect("HHDM offset unknown");
-    // SAFETY: `root` is this mm's PGD, a frame it owns and the HHDM maps;
-    // the caller's lock on `pgd` makes this the only view of it.
-    unsafe { OffsetPageTable::new(&mut *virt.as_mut_ptr::<PageTable>(), VirtAddr::new(offset)) }
-}
-
-/// Map one zeroed page (anonymous memory) at `at` in `mm`'s user half.
-fn map_zeroed(mm: &MmStruct, at: VirtAddr) -> bool {
-    let pgd = mm.pgd.lock();
-    let Some(root) = *pgd else {
-        return false;
-    };
-    let Some(frame) = frames::alloc() else {
-        return false;
-    };
-    let virt = hhdm::phys_to_virt(frame.start_address()).expect("HHDM offset unknown");
-    // SAFETY: the frame was just allocated: nothing else references it, and
-    // the HHDM maps it writable.
-    unsafe { core::ptr::write_bytes(virt.as_mut_ptr::<u8>(), 0, 4096) };
-    let flags = PageTableFlags::PRESENT
-        | PageTableFlags::WRITABLE
-        | PageTableFlags::USER_ACCESSIBLE
-        | PageTableFlags::NO_EXECUTE;
-    let page = Page::<Size4KiB>::containing_address(at);
-    // SAFETY: `frame` is fresh and mapped nowhere else; this address space
-    // is never loaded into CR3, so no Rust reference can alias the mapping.
-    match unsafe { user_tables(root).map_to(page, frame, flags, &mut UserTableFrames) } {
-        Ok(flush) => {
-            flush.ignore();
-            mm.mapped.fetch_add(1, Ordering::AcqRel);
-            true
-        }
-        Err(_) => {
-            frames::free(frame);
-            false
-        }
-    }
-}
-
-/// Page-table frames for an mm's user half: plain frames, counted as used
-/// memory (unlike the kernel's own tables, these come and go with the mm).
-struct UserTableFrames;
-
-// SAFETY: hands out frames the frame allocator has just marked used; the
-// mapper zeroes a new table before linking it.
-unsafe impl FrameAllocator<Size4KiB> for UserTableFrames {
-    fn allocate_frame(&mut self) -> Option<PhysFrame<Size4KiB>> {
-        frames::alloc()
-    }
-}
-
-impl FrameDeallocator<Size4KiB> for UserTableFrames {
-    unsafe fn deallocate_frame(&mut self, frame: PhysFrame<Size4KiB>) {
-        frames::free(frame);
-    }
-}
-
-// ---- mmput_async / mmdrop_async: the worker ----------------------------
-
-struct Work {
-    mm: MmPtr,
-    what: Deferred,
-}
-
-/// Queued work, oldest first. Its buffer keeps its capacity once grown.
-static WORK: IrqLock<VecDeque<Work>> = IrqLock::new(VecDeque::new()).named("mmdrop_async");
-/// The worker sleeps here until `WORK` is not empty.
-static WORK_WAIT: WaitQueue = WaitQueue::new();
-/// `flush_work` callers sleep here until the worker has caught up.
-static DRAINED: WaitQueue = WaitQueue::new();
-static WORKER: Once<u64> = Once::new();
-
-static QUEUED: AtomicU64 = AtomicU64::new(0);
-static RAN: AtomicU64 = AtomicU64::new(0);
-static RAN_IN_PROCESS_CONTEXT: AtomicU64 = AtomicU64::new(0);
-static WORKER_CPU: AtomicUsize = AtomicUsize::new(usize::MAX);
-
-pub const WORKER_NAME: &str = "kworker/mm";
-
-/// Before the first mm exists, so that no drop, in whatever context, ever
-/// has to create the worker.
-fn start_worker() -> Result<u64, MmError> {
-    WORKER
-        .try_call_once(|| {
-            // Room for the worker and a few flushers: waiting allocates nothing.
-            WORK_WAIT.reserve(1);
-            DRAINED.reserve(4);
-            task::spawn_daemon(WORKER_NAME, worker).map_err(|_| MmError::NoMemory)
-        })
-        .copied()
-}
-
-/// Queue deferred work: from any context (interrupts off, an RCU callback),
-/// since it only takes `IrqLock`s and wakes a task.
-fn queue_work(mm: MmPtr, what: Deferred) {
-    {
-        let mut q = WORK.lock();
-        q.push_back(Work { mm, what });
-        QUEUED.fetch_add(1, Ordering::AcqRel);
-    }
-    WORK_WAIT.wake_all();
-}
-
-fn worker() -> ! {
-    loop {
-        WORK_WAIT.wait_until(|| !WORK.lock().is_empty());
-        loop {
-            let item = WORK.lock().pop_front();
-            let Some(Work { mm, what }) = item else {
-                break;
-            };
-            let on_worker = WORKER.get().is_some_and(|&id| id == task::current_id());
-            if might_sleep("the mm worker") && on_worker {
-                RAN_IN_PROCESS_CONTEXT.fetch_add(1, Ordering::AcqRel);
-            }
-            WORKER_CPU.store(percpu::this().id, Ordering::Relaxed);
-            // The step the drop could not do, then the rest of its chain,
-            // all in process context.
-            let ctx = Context::Process;
-            match what {
-                Deferred::TearDownMappings => {
-                    exit_mmap(&mm);
-                    let next = mm.get().refs.drop_count(ctx);
-                    carry_out(mm, next, ctx);
-                }
-                Deferred::FreePageTables => {
-                    mmdrop_free(&mm);
-                    let next = mm.get().refs.put_struct(ctx);
-                    carry_out(mm, next, ctx);
-                }
-            }
-            RAN.fetch_add(1, Ordering::AcqRel);
-            DRAINED.wake_all();
-        }
-    }
-}
-
-/// `flush_work`: wait until everything queued before this call has run.
-/// From process context (it sleeps).
-pub fn flush_work() {
-    let target = QUEUED.load(Ordering::Acquire);
-    DRAINED.wait_until(|| RAN.load(Ordering::Acquire) >= target);
-}
-
-/// The worker's side of the deferred drops.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct WorkerCounts {
-    /// Task id of the worker (0 before the first mm).
-    pub task: u64,
-    /// The CPU it last ran an item on.
-    pub cpu: Option<usize>,
-    pub queued: u64,
-    pub ran: u64,
-    /// Items it ran on the worker task, with interrupts and preemption on.
-    pub ran_in_process_context: u64,
-}
-
-pub fn worker_counts() -> WorkerCounts {
-    WorkerCounts {
-        task: WORKER.get().copied().unwrap_or(0),
-        cpu: Some(WORKER_CPU.load(Ordering::Relaxed)).filter(|&c| c != usize::MAX),
-        queued: QUEUED.load(Ordering::Acquire),
-        ran: RAN.load(Ordering::Acquire),
-        ran_in_process_context: RAN_IN_PROCESS_CONTEXT.load(Ordering::Acquire),
-    }
 }
 
 /// Synchronous vs deferred drops, every mm so far.
