@@ -230,3 +230,18 @@ pub fn idle_loop() -> ! {
         }
     }
 }
+
+/// Move the running task to CPU `target` and return there.
+pub fn migrate_to(target: usize) {
+    if target == percpu::this().id {
+        return;
+    }
+    irq::without(|| {
+        let me = super::current();
+        me.cpu.store(target, Ordering::Relaxed);
+        // Runnable, not Running: the local scheduler will not requeue it here.
+        me.set_state(State::Runnable);
+        enqueue(me);
+        schedule();
+    });
+}
