@@ -74,7 +74,11 @@ extern "C" fn kernel_main(stack_top: u64) -> ! {
     interrupts::enable();
     task::recovery::start();
 
-    let exit = scenarios::run_requested(&boot);
+    // SAFETY: the scenarios use the license as `License::grant` requires:
+    // each sabotage is on a stack the scenario announced or on its own
+    // bytes, and is the fault the testbed exists to catch.
+    let license = unsafe { arch::x86_64::sabotage::License::grant() };
+    let exit = scenarios::run_requested(&boot, license);
     arch::x86_64::cpu::exit(exit)
 }
 

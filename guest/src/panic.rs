@@ -8,14 +8,13 @@ use core::panic::PanicInfo;
 
 #[panic_handler]
 fn panic(info: &PanicInfo) -> ! {
-    crate::console::force_unlock();
     let (file, line) = info.location().map_or(("?", 0), |l| (l.file(), l.line()));
-    kprintln!(
-        "\nPANIC cpu={} {}:{} {}",
+    crate::console::print_panicking(format_args!(
+        "\nPANIC cpu={} {}:{} {}\n",
         cpu::apic_id(),
         file,
         line,
         info.message()
-    );
+    ));
     cpu::exit(GuestExit::Panic)
 }

@@ -50,8 +50,7 @@ static GP_SEQ: AtomicU64 = AtomicU64::new(0);
 static COMPLETED: AtomicU64 = AtomicU64::new(0);
 /// Per CPU: `GP_SEQ` when it last passed a quiescent state at a switch or
 /// in the idle loop, not yet reported.
-static NOTED: [AtomicU64; percpu::MAX_CPUS] =
-    [const { AtomicU64::new(0) }; percpu::MAX_CPUS];
+static NOTED: [AtomicU64; percpu::MAX_CPUS] = [const { AtomicU64::new(0) }; percpu::MAX_CPUS];
 /// Per CPU: a grace period ended with callbacks of this CPU's ready.
 static READY: [AtomicBool; percpu::MAX_CPUS] = [const { AtomicBool::new(false) }; percpu::MAX_CPUS];
 

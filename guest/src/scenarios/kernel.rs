@@ -184,7 +184,7 @@ pub fn shootdown(_: &BootInfo, c: &mut Checks) {
     };
     let addr = a.base;
     c.check(
-        probe::write_u8(addr, 0x5a),
+        probe::write_u8(super::license(), addr, 0x5a),
         format_args!("page {addr:#x} writable here"),
     );
     // Every other CPU reads it, so that its TLB caches the translation, and

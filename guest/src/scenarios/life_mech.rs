@@ -345,7 +345,7 @@ pub fn stack_cache(_: &BootInfo, c: &mut Checks) {
                 .count();
             MARKS_LEFT.store(left as u64, Ordering::Release);
             mark.for_each(|a| {
-                probe::write_u8(a, MARK);
+                probe::write_u8(super::license(), a, MARK);
             });
             0
         })

@@ -15,6 +15,7 @@ mod selftest;
 mod stack;
 pub mod workload;
 
+use crate::arch::x86_64::sabotage::License;
 use crate::boot::BootInfo;
 use crate::{ktap, mm};
 use abi::GuestExit;
@@ -148,7 +149,18 @@ fn recovery_proven(c: &mut Checks) {
 
 /// Run the scenarios named on the command line, in order, and return the
 /// exit code for the whole report.
-pub fn run_requested(boot: &BootInfo) -> GuestExit {
+/// The scenarios' permission to corrupt memory on purpose, granted by
+/// `kernel_main` (`arch::x86_64::sabotage::License`).
+static LICENSE: spin::Once<License> = spin::Once::new();
+
+fn license() -> &'static License {
+    LICENSE
+        .get()
+        .expect("the scenarios run only after kernel_main granted their license")
+}
+
+pub fn run_requested(boot: &BootInfo, license: License) -> GuestExit {
+    LICENSE.call_once(|| license);
     let names = || abi::cmdline::scenarios(boot.cmdline);
     ktap::header(names().count());
     match boot.mp {

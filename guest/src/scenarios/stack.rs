@@ -153,7 +153,7 @@ pub fn probe_skip(_: &BootInfo, c: &mut Checks) {
             // unmapped, so the jump is caught there rather than scribbling on a
             // live stack.
             let beyond = lo.as_u64() - stack::guard_pages() as u64 * 4096 - 1024;
-            sabotage::push_at(beyond)
+            sabotage::push_at(super::license(), beyond)
         },
     );
 }
@@ -167,7 +167,7 @@ pub fn underflow(_: &BootInfo, c: &mut Checks) {
         || {
             announce_own_stack(0);
             let (_, hi) = task::current().stack_bounds();
-            sabotage::push_at(hi.as_u64() + 64)
+            sabotage::push_at(super::license(), hi.as_u64() + 64)
         },
     );
 }
@@ -349,7 +349,7 @@ pub fn irq_frame(_: &BootInfo, c: &mut Checks) {
         // An interrupt frame is 5 words; it is the CPU's push, not ours.
         announce_own_stack(40);
         let (lo, _) = task::current().stack_bounds();
-        sabotage::wait_for_irq_at(lo.as_u64())
+        sabotage::wait_for_irq_at(super::license(), lo.as_u64())
     });
     let ended = crate::oops::IRQS_CUT_SHORT.load(Ordering::Acquire) - cut_short;
     c.check(
@@ -375,7 +375,7 @@ pub fn irq_entry(_: &BootInfo, c: &mut Checks) {
         const ROOM: u64 = (5 + 2 + 1) * 8;
         announce_own_stack(ROOM);
         let (lo, _) = task::current().stack_bounds();
-        sabotage::wait_for_irq_at(lo.as_u64() + ROOM)
+        sabotage::wait_for_irq_at(super::license(), lo.as_u64() + ROOM)
     });
     // Under TCG the interrupt is in service at the LAPIC when the kill
     // path runs; nested KVM here (PVM) delivers it so that it is not, and
@@ -403,7 +403,7 @@ pub fn irq_exit(_: &BootInfo, c: &mut Checks) {
         const ROOM: u64 = (5 + 2 + 15) * 8;
         announce_own_stack(ROOM);
         let (lo, _) = task::current().stack_bounds();
-        sabotage::wait_for_irq_at(lo.as_u64() + ROOM)
+        sabotage::wait_for_irq_at(super::license(), lo.as_u64() + ROOM)
     });
     check_tick(c, cpu);
 }
@@ -483,7 +483,7 @@ fn recurse_to_bottom(lo: u64, frame_bytes: u64) -> u64 {
     if rsp - 2 * frame_bytes < lo {
         let mut a = lo;
         while a + 128 < rsp {
-            probe::write_u8(a, 0xa5);
+            probe::write_u8(super::license(), a, 0xa5);
             a += 1;
         }
         return 0;

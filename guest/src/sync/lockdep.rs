@@ -83,8 +83,11 @@ pub fn unbalanced() -> u64 {
     UNBALANCED.load(Ordering::Relaxed)
 }
 
-/// Record that the running task took `kind` (`id` names the lock). Call
-/// with interrupts off.
+/// Record that the running task took `kind` (`id` names the lock). Every
+/// caller records with interrupts off (inside its lock or section), so the
+/// record is made on the task it is about; with them on, a switch in the
+/// middle would only cost a missed record (see the module doc), never
+/// memory safety.
 pub fn acquired(
     kind: HeldKind,
     id: usize,
@@ -115,7 +118,8 @@ pub fn acquired(
     .unwrap_or(Token::NONE)
 }
 
-/// Record that what `token` recorded was released. Call with interrupts off.
+/// Record that what `token` recorded was released (with interrupts off,
+/// as `acquired`).
 pub fn released(token: Token, kind: HeldKind, id: usize) {
     if token == Token::NONE {
         return;

@@ -110,17 +110,6 @@ impl<T> IrqLock<T> {
         }
     }
 
-    pub fn is_locked(&self) -> bool {
-        self.inner.is_locked()
-    }
-
-    /// For the panic and fault-report paths only: break the lock of a
-    /// holder that will never release it (this CPU, interrupted by the
-    /// fault while it held it).
-    pub fn force_unlock(&self) {
-        crate::arch::x86_64::cpu::force_unlock(&self.inner);
-    }
-
     /// Interrupts are off here: the record cannot be interleaved with an
     /// interrupt handler's own.
     fn record(&self, site: &'static Location<'static>) -> lockdep::Token {

@@ -57,15 +57,6 @@ pub fn triple_fault() -> ! {
     halt_forever()
 }
 
-/// Break a spin lock held by someone who will never release it (a CPU that
-/// panicked mid-print).
-pub fn force_unlock<T>(lock: &spin::Mutex<T>) {
-    // SAFETY: called only on the panic path, where the holder is this CPU
-    // (it panicked inside the critical section) or a CPU that will be stopped
-    // by the exit that follows; a torn line beats a deadlocked report.
-    unsafe { lock.force_unlock() }
-}
-
 /// The current stack pointer: the caller's own (always inlined, so that
 /// it is not a callee's, 8 bytes lower).
 #[inline(always)]

@@ -66,10 +66,12 @@ pub fn read_u8(addr: u64) -> Option<u8> {
     (r < 0x100).then_some(r as u8)
 }
 
-/// Write one byte at `addr`; `false` if that page-faulted. The caller owns
-/// whatever lives there.
-pub fn write_u8(addr: u64, value: u8) -> bool {
-    // SAFETY: as `read_u8`; the caller vouches the byte is theirs to write.
+/// Write one byte at `addr`; `false` if that page-faulted. A write to any
+/// address can break what others own, so it takes the scenarios' `License`
+/// (`sabotage`): they write only bytes of their own (below their own rsp, a
+/// page they mapped).
+pub fn write_u8(_: &super::sabotage::License, addr: u64, value: u8) -> bool {
+    // SAFETY: as `read_u8`; the `License`'s grant vouches for the byte.
     unsafe { probe_write_u8(addr, value) == 0 }
 }
 
