@@ -41,6 +41,14 @@ const CROSSINGS: &[(&str, &str, &str)] = &[
     ),
 ];
 
+/// Modules of one layer that name each other: (a, b, why), the reason in
+/// `a`'s module doc.
+const MUTUAL: &[(&str, &str, &str)] = &[(
+    "rcu",
+    "task",
+    "RCU and `task` are one layer and name each other, on purpose",
+)];
+
 /// Modules above arch and mm that only deny unsafe code, because one file
 /// of theirs must allow what the lint flags; each such file may contain no
 /// `unsafe` keyword, only the attribute the lint counts.
@@ -197,6 +205,63 @@ fn every_listed_crossing_is_used_and_explained_in_the_lower_module() {
             "{}'s module doc must say why it names {to}: \"{why}\"",
             doc.display()
         );
+    }
+}
+
+/// Every pair of modules that name each other is either a listed upward
+/// crossing (one direction) or listed in `MUTUAL`, with its reason in the
+/// first module's doc.
+#[test]
+fn every_mutual_import_is_named_and_explained() {
+    let src = guest_src();
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    let mut edges = BTreeSet::new();
+    for file in files {
+        let Some(from) = module_of(&src, &file) else {
+            continue;
+        };
+        let code = fs::read_to_string(&file).expect("read a guest source file");
+        for to in named_modules(&code) {
+            if to != from && rank(&to).is_some() {
+                edges.insert((from.clone(), to));
+            }
+        }
+    }
+    for (a, b) in &edges {
+        if a > b || !edges.contains(&(b.clone(), a.clone())) {
+            continue;
+        }
+        let crossing = CROSSINGS
+            .iter()
+            .any(|(f, t, _)| (f == a && t == b) || (f == b && t == a));
+        let mutual = MUTUAL
+            .iter()
+            .find(|(x, y, _)| (x == a && y == b) || (x == b && y == a));
+        assert!(
+            crossing || mutual.is_some(),
+            "{a} and {b} name each other: list them in MUTUAL with the reason, or break the cycle"
+        );
+        if let Some((x, _, why)) = mutual {
+            let dir = src.join(x);
+            let doc = if dir.is_dir() {
+                dir.join("mod.rs")
+            } else {
+                src.join(format!("{x}.rs"))
+            };
+            let text: String = fs::read_to_string(&doc)
+                .expect("read the module doc")
+                .lines()
+                .filter_map(|l| l.trim_start().strip_prefix("//!"))
+                .map(str::trim)
+                .collect::<Vec<_>>()
+                .join(" ");
+            assert!(
+                text.contains(why),
+                "{}'s doc must say: \"{why}\"",
+                doc.display()
+            );
+        }
     }
 }
 

@@ -15,6 +15,12 @@
 //! (4-8 ms at 250 Hz) however fast tasks come and go, so a fork-heavy load
 //! queues many frees per grace period: the condition under which the LWN
 //! seed found the stack cache useless with RCU-deferred freeing.
+//!
+//! RCU and `task` are one layer and name each other, on purpose: the
+//! scheduler reports quiescent states and ticks here, and
+//! `synchronize_rcu` and `rcu_barrier` wait by yielding the CPU
+//! (`task::yield_now`); task structs and stacks are freed after a grace
+//! period (`task::lifetime`).
 use crate::arch::x86_64::{percpu, time};
 use crate::sync::preempt::PreemptGuard;
 use crate::sync::IrqLock;
