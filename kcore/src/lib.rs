@@ -34,6 +34,7 @@
 extern crate alloc;
 
 pub mod clock;
+pub mod exit_policy;
 pub mod frames;
 pub mod lockdep;
 pub mod memmap;
