@@ -28,6 +28,12 @@ impl StackKind {
             StackKind::MachineCheck => "#MC",
         }
     }
+
+    /// Linux's name of a stack that may be unknown (`UNKNOWN` for none), as
+    /// the oops prints it and the runner reads it back.
+    pub fn linux_name_of(kind: Option<StackKind>) -> &'static str {
+        kind.map_or("UNKNOWN", StackKind::linux_name)
+    }
 }
 
 named_enum! {

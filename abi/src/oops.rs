@@ -14,13 +14,9 @@ use core::fmt;
 
 const PAGE: u64 = 4096;
 
-/// Linux's name of a stack kind, `UNKNOWN` for none.
-fn stack_name(kind: Option<StackKind>) -> &'static str {
-    kind.map_or("UNKNOWN", StackKind::linux_name)
-}
-
+/// The inverse of `StackKind::linux_name_of`.
 fn stack_from_name(name: &str) -> Option<Option<StackKind>> {
-    if name == "UNKNOWN" {
+    if name == StackKind::linux_name_of(None) {
         return Some(None);
     }
     StackKind::ALL
@@ -325,7 +321,7 @@ impl fmt::Display for Line<'_> {
             Line::GuardBug { stack, addr, lo, hi } => write!(
                 f,
                 "BUG: {} stack guard page was hit at {addr:016x} (stack is {lo:016x}..{hi:016x})",
-                stack_name(stack)
+                StackKind::linux_name_of(stack)
             ),
             Line::PageFaultBug { addr } => {
                 write!(f, "BUG: unable to handle page fault for address: {addr:016x}")
@@ -357,7 +353,7 @@ impl fmt::Display for Line<'_> {
             } => write!(
                 f,
                 "Oops: stack fault outside the guard pages of the {} stack {lo:016x}..{hi:016x} (guard jumped?), on CPU {cpu}, task {task} '{comm}'",
-                stack_name(stack)
+                StackKind::linux_name_of(stack)
             ),
             Line::AreaNote { addr, area } => write!(
                 f,

@@ -3,7 +3,7 @@
 //! scenario announced, the scenario's expectation and the guest ELF. One
 //! function per claim; each adds the failures it finds.
 use super::truth::truth_of;
-use super::{linux_kind, PAGE};
+use super::PAGE;
 use crate::report::lines::{Alloc, Hit};
 use crate::report::{functions_near, return_addresses, Check, Failure};
 use crate::symbols::Symbolize;
@@ -202,7 +202,7 @@ fn stack_kind(hit: &Hit, expect: &GuardExpect, out: &mut Failures) {
             Check::StackKind,
             format!(
                 "reported a {} stack, expected {}",
-                linux_kind(hit.stack_kind),
+                abi::kinds::StackKind::linux_name_of(hit.stack_kind),
                 expect.stack_kind.linux_name()
             ),
         );

@@ -165,12 +165,6 @@ impl StackVerdict {
     }
 }
 
-/// Linux's names for the stack kinds (`BUG: TASK stack guard page ...`);
-/// a stack the guest could not name is `UNKNOWN`, as Linux says.
-pub fn linux_kind(kind: Option<StackKind>) -> &'static str {
-    kind.map_or("UNKNOWN", StackKind::linux_name)
-}
-
 /// The scenario's verdict. `smp` resolves `hits: 0` (one per CPU);
 /// `diagnostics` are its KTAP `# ` lines (for the suppressed-hit count).
 pub fn judge(
@@ -974,9 +968,9 @@ mod tests {
 
     #[test]
     fn a_stack_the_guest_could_not_name_is_unknown_as_linux_says() {
-        assert_eq!(linux_kind(None), "UNKNOWN");
-        assert_eq!(linux_kind(Some(StackKind::Task)), "TASK");
-        assert_eq!(linux_kind(Some(StackKind::Irq)), "IRQ");
+        assert_eq!(StackKind::linux_name_of(None), "UNKNOWN");
+        assert_eq!(StackKind::linux_name_of(Some(StackKind::Task)), "TASK");
+        assert_eq!(StackKind::linux_name_of(Some(StackKind::Irq)), "IRQ");
     }
 
     /// A scenario that stops the machine must say its task did not recover;
