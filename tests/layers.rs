@@ -21,7 +21,7 @@ const LAYERS: &[&[&str]] = &[
     &["mm"],
     &["task", "rcu"],
     &["lkdtm"],
-    &["oops", "panic"],
+    &["oops"],
     &["boot", "ktap"],
     &["scenarios"],
 ];

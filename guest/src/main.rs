@@ -9,7 +9,7 @@
 //! Layers, lowest first; a module names only its own layer and those below
 //! (`tests/layers.rs` enforces it, and lists the few crossings with their
 //! reasons): `arch`; `sync`; `console`; `mm`; `task` and `rcu`; `lkdtm`;
-//! `oops` and `panic`; `boot` and `ktap`; `scenarios`. Where arch must call
+//! `oops`; `boot` and `ktap`; `scenarios`. Where arch must call
 //! up (a tick for the scheduler, a fault for the oops code, a test vector
 //! for lkdtm), the layer above registers its handler here, in
 //! `kernel_main`, before the first interrupt. `unsafe` lives in `arch` and
@@ -34,8 +34,6 @@ mod lkdtm;
 mod mm;
 #[forbid(unsafe_code)]
 mod oops;
-#[forbid(unsafe_code)]
-mod panic;
 #[forbid(unsafe_code)]
 mod rcu;
 #[forbid(unsafe_code)]

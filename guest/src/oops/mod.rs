@@ -16,6 +16,7 @@
 mod backtrace;
 mod classify;
 pub mod held;
+mod panic;
 mod report;
 mod symbols;
 mod trap;
