@@ -81,6 +81,25 @@ pub(super) fn keys(columns: &[Column]) -> Vec<String> {
 mod tests {
     use super::*;
 
+    #[test]
+    fn a_flag_names_its_fact_its_path_and_why() {
+        let on_path = Flag {
+            key: "cpus".into(),
+            label: Some("limine-bios".into()),
+            why: "the MP response must list every CPU the MADT enables".into(),
+        };
+        assert_eq!(
+            on_path.to_string(),
+            "cpus on limine-bios: the MP response must list every CPU the MADT enables"
+        );
+        let between = Flag {
+            label: None,
+            why: "differs between paths".into(),
+            ..on_path
+        };
+        assert_eq!(between.to_string(), "cpus: differs between paths");
+    }
+
     /// What the direct loader printed on 4 CPUs, trimmed to the facts.
     const DIRECT: &str = "\
 fact bootloader.name=testbed-direct
