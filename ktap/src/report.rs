@@ -57,6 +57,19 @@ impl TestResult {
     pub fn is_skip(&self) -> bool {
         matches!(self.directive, Some(Directive::Skip(_)))
     }
+
+    /// The subtest printed before this result, if any: its lines indented
+    /// by four spaces (KTAP's nesting, as kunit_parser.py reads it), parsed
+    /// as a report of their own. `None` without an indented header.
+    pub fn subtest(&self) -> Option<Report> {
+        let lines: Vec<&str> = self
+            .diagnostics
+            .iter()
+            .filter_map(|d| d.strip_prefix("    "))
+            .collect();
+        let sub = crate::parse(&lines.join("\n"));
+        sub.version.map(|_| sub)
+    }
 }
 
 /// The `# SKIP reason` / `# TODO reason` after a result's name; the reason may be empty.

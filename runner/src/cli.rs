@@ -94,6 +94,10 @@ pub struct Options {
     /// Also write JUnit XML (one testsuite per boot) to FILE, for CI dashboards.
     #[arg(long, global = true, value_name = "FILE")]
     pub junit: Option<PathBuf>,
+    /// Also write the run as one KTAP document (a subtest per boot, the
+    /// runner's verdict per scenario) to FILE, for `kunit.py parse`.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub ktap: Option<PathBuf>,
     /// Guard pages on each side of every vmapped stack (guest default 1; 0 disables
     /// them, and then the overflow scenarios must come out as not caught).
     #[arg(long, global = true, value_name = "N", value_parser = guest_number(abi::config::guard_pages))]
@@ -152,7 +156,11 @@ impl Options {
     /// What clap cannot check: refused before anything is built or booted,
     /// with one line saying what to do.
     pub fn validate(&self) -> Result<(), String> {
-        for (flag, path) in [("--json", &self.json), ("--junit", &self.junit)] {
+        for (flag, path) in [
+            ("--json", &self.json),
+            ("--junit", &self.junit),
+            ("--ktap", &self.ktap),
+        ] {
             if let Some(path) = path {
                 writable(path).map_err(|why| format!("{flag} {}: {why}", path.display()))?;
             }

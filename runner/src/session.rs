@@ -6,7 +6,7 @@ use crate::boot::process::{self, Ended};
 use crate::boot::qemu::{self, Invocation};
 use crate::cli::{BootPath, Options};
 use crate::fatal::Fatal;
-use crate::output::{json, junit, summary};
+use crate::output::{json, junit, ktap, summary};
 use crate::record::{BootRecord, Mode, Skipped};
 use crate::report::classify::{classify, Evidence, Verdict};
 use crate::report::compare;
@@ -201,6 +201,9 @@ pub fn execute(
     }
     if let Some(path) = &options.junit {
         errors.extend(junit::write(path, mode, &records, &skipped).err());
+    }
+    if let Some(path) = &options.ktap {
+        errors.extend(ktap::write(path, mode, &records, &skipped).err());
     }
     summary::print(mode, &records, &skipped);
     for line in conformance {
