@@ -60,9 +60,26 @@ fn handler_recurse(cpu: usize, depth: u64) -> u64 {
 #[inline(never)]
 pub fn pf_handler_recurse(cpu: usize) -> u64 {
     // Not a tail call (this frame must stay in the backtrace), and a body
-    // of its own, so the linker cannot fold the three entry points into one
-    // address and blur which handler the backtrace shows.
+    // of its own, so the three entry points cannot be folded into one
+    // address, which would blur which handler the backtrace shows. The
+    // `+ 1` alone does not do it: `handler_recurse` never returns, so the
+    // compiler drops the addition; the constant made opaque stays.
+    black_box(1u8);
     black_box(handler_recurse(cpu, 0)) + 1
+}
+
+/// Raise an NMI on this CPU (LAPIC `lapic_id`) and wait, bounded, until it
+/// has been taken: the `NMI_IN_DF` crash point, from inside the #DF handler.
+pub fn nmi_here(lapic_id: u32) {
+    use crate::arch::x86_64::{exceptions, lapic};
+    let before = exceptions::NMI_COUNT.load(Ordering::Acquire);
+    lapic::send_ipi(lapic_id, lapic::Delivery::Nmi);
+    for _ in 0..10_000_000u32 {
+        if exceptions::NMI_COUNT.load(Ordering::Acquire) != before {
+            break;
+        }
+        core::hint::spin_loop();
+    }
 }
 
 /// The test vector's handler (`TEST_VECTOR`, registered with arch): the
@@ -76,15 +93,21 @@ pub fn test_vector() {
 #[inline(never)]
 pub fn irq_recurse(cpu: usize) -> u64 {
     // Not a tail call (this frame must stay in the backtrace), and a body
-    // of its own, so the linker cannot fold the three entry points into one
-    // address and blur which handler the backtrace shows.
+    // of its own, so the three entry points cannot be folded into one
+    // address, which would blur which handler the backtrace shows. The
+    // `+ 2` alone does not do it: `handler_recurse` never returns, so the
+    // compiler drops the addition; the constant made opaque stays.
+    black_box(2u8);
     black_box(handler_recurse(cpu, 0)) + 2
 }
 
 #[inline(never)]
 pub fn df_recurse(cpu: usize) -> u64 {
     // Not a tail call (this frame must stay in the backtrace), and a body
-    // of its own, so the linker cannot fold the three entry points into one
-    // address and blur which handler the backtrace shows.
+    // of its own, so the three entry points cannot be folded into one
+    // address, which would blur which handler the backtrace shows. The
+    // `+ 3` alone does not do it: `handler_recurse` never returns, so the
+    // compiler drops the addition; the constant made opaque stays.
+    black_box(3u8);
     black_box(handler_recurse(cpu, 0)) + 3
 }

@@ -34,14 +34,7 @@ fn double_fault(frame: &mut TrapFrame, cr2: u64, blocked: NestedDfBlocked) -> ! 
         lkdtm::df_recurse(cpu.id);
     }
     if lkdtm::fire(&lkdtm::NMI_IN_DF) {
-        let before = exceptions::NMI_COUNT.load(Ordering::Acquire);
-        lapic::send_ipi(cpu.lapic_id, lapic::Delivery::Nmi);
-        for _ in 0..10_000_000u32 {
-            if exceptions::NMI_COUNT.load(Ordering::Acquire) != before {
-                break;
-            }
-            core::hint::spin_loop();
-        }
+        lkdtm::nmi_here(cpu.lapic_id);
     }
     let action = super::stack_fault(frame, cr2, Via::DoubleFault).unwrap_or(Action::Fatal);
     // A deliberate defect (`runner --defect df-ist-not-restored`): the slot
