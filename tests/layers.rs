@@ -63,6 +63,24 @@ fn guest_src() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../guest/src")
 }
 
+/// A module's `//!` doc as one line of words, and the file it is in.
+fn module_doc(src: &Path, module: &str) -> (PathBuf, String) {
+    let dir = src.join(module);
+    let file = if dir.is_dir() {
+        dir.join("mod.rs")
+    } else {
+        src.join(format!("{module}.rs"))
+    };
+    let text = fs::read_to_string(&file)
+        .expect("read the module doc")
+        .lines()
+        .filter_map(|l| l.trim_start().strip_prefix("//!"))
+        .map(str::trim)
+        .collect::<Vec<_>>()
+        .join(" ");
+    (file, text)
+}
+
 fn rank(module: &str) -> Option<usize> {
     LAYERS.iter().position(|l| l.contains(&module))
 }
@@ -180,13 +198,7 @@ fn no_guest_module_imports_a_higher_layer() {
 fn every_listed_crossing_is_used_and_explained_in_the_lower_module() {
     let src = guest_src();
     for (from, to, why) in CROSSINGS {
-        let dir = src.join(from);
-        let doc = if dir.is_dir() {
-            dir.join("mod.rs")
-        } else {
-            src.join(format!("{from}.rs"))
-        };
-        let text = fs::read_to_string(&doc).expect("read the module doc");
+        let (doc, doc_lines) = module_doc(&src, from);
         let used = upward_imports_ignoring_crossings(&src)
             .iter()
             .any(|(f, t)| f == from && t == to);
@@ -194,12 +206,6 @@ fn every_listed_crossing_is_used_and_explained_in_the_lower_module() {
             used,
             "CROSSINGS lists {from} -> {to}, which no file makes: remove it"
         );
-        let doc_lines: String = text
-            .lines()
-            .filter_map(|l| l.trim_start().strip_prefix("//!"))
-            .map(str::trim)
-            .collect::<Vec<_>>()
-            .join(" ");
         assert!(
             doc_lines.contains(why),
             "{}'s module doc must say why it names {to}: \"{why}\"",
@@ -243,19 +249,7 @@ fn every_mutual_import_is_named_and_explained() {
             "{a} and {b} name each other: list them in MUTUAL with the reason, or break the cycle"
         );
         if let Some((x, _, why)) = mutual {
-            let dir = src.join(x);
-            let doc = if dir.is_dir() {
-                dir.join("mod.rs")
-            } else {
-                src.join(format!("{x}.rs"))
-            };
-            let text: String = fs::read_to_string(&doc)
-                .expect("read the module doc")
-                .lines()
-                .filter_map(|l| l.trim_start().strip_prefix("//!"))
-                .map(str::trim)
-                .collect::<Vec<_>>()
-                .join(" ");
+            let (doc, text) = module_doc(&src, x);
             assert!(
                 text.contains(why),
                 "{}'s doc must say: \"{why}\"",

@@ -15,8 +15,7 @@ pub fn write(
     records: &[BootRecord],
     skipped: &[Skipped],
 ) -> Result<(), Fatal> {
-    std::fs::write(path, render(mode, records, skipped))
-        .map_err(|e| Fatal::setup(format!("cannot write {}: {e}", path.display())))
+    super::write_file(path, &render(mode, records, skipped))
 }
 
 pub fn render(mode: Mode, records: &[BootRecord], skipped: &[Skipped]) -> String {

@@ -23,8 +23,7 @@ pub fn write(
     records: &[BootRecord],
     skipped: &[Skipped],
 ) -> Result<(), Fatal> {
-    std::fs::write(path, render(mode, records, skipped))
-        .map_err(|e| Fatal::setup(format!("cannot write {}: {e}", path.display())))
+    super::write_file(path, &render(mode, records, skipped))
 }
 
 /// One line of text, whatever the reason held: KTAP has no continuation.

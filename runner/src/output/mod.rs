@@ -7,3 +7,12 @@ pub mod junit;
 pub mod ktap;
 pub mod summary;
 pub mod term;
+
+use crate::fatal::Fatal;
+use std::path::Path;
+
+/// Write one output file; a failure is the run's setup error, named.
+pub fn write_file(path: &Path, text: &str) -> Result<(), Fatal> {
+    std::fs::write(path, text)
+        .map_err(|e| Fatal::setup(format!("cannot write {}: {e}", path.display())))
+}
