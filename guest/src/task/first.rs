@@ -24,7 +24,6 @@ pub fn adopt_boot_flow(name: &str, idle: bool, bottom: VirtAddr, stack_top: Virt
     PERMANENT.fetch_add(1, Ordering::Relaxed);
     task.cpu.store(cpu.id, Ordering::Relaxed);
     task.set_state(State::Running);
-    task.on_cpu.store(true, Ordering::Relaxed);
     cpu.set_stack_top(stack_top);
     if idle {
         SCHED.get(cpu.id).set_idle(task.clone());

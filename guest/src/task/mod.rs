@@ -33,7 +33,7 @@ use crate::sync::IrqLock;
 use alloc::boxed::Box;
 use alloc::sync::Arc;
 use core::fmt;
-use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use sched::CURRENT;
 use x86_64::VirtAddr;
 
@@ -94,9 +94,6 @@ pub struct Task {
     comm: [u8; COMM_LEN],
     state: AtomicU8,
     flags: AtomicU32,
-    /// Still executing on some CPU (between being picked and the next
-    /// CPU's `finish_switch`): nobody else may resume it until this clears.
-    on_cpu: AtomicBool,
     /// The CPU whose run queue it belongs to.
     cpu: AtomicUsize,
     context: Context,
@@ -175,7 +172,6 @@ impl Task {
             comm: comm(name),
             state: AtomicU8::new(State::Runnable as u8),
             flags: AtomicU32::new(flags),
-            on_cpu: AtomicBool::new(false),
             cpu: AtomicUsize::new(0),
             context,
             stack_bottom: bounds.0,

@@ -4,7 +4,7 @@
 //! Every entry here runs with interrupts off. A switch is two halves:
 //! `schedule` on the outgoing task's stack picks the next task and switches;
 //! `finish_switch`, run by whatever runs next on that CPU, completes the
-//! outgoing task's side: it may now be resumed elsewhere (`on_cpu` clears),
+//! outgoing task's side: it may now be resumed elsewhere (`take_prev` releases its context),
 //! and if it is dead its stack goes back right away (to the per-CPU cache or
 //! the vmalloc area), before anyone could still be using it.
 use super::{flags, State, Task};
@@ -110,7 +110,6 @@ pub(super) fn schedule() {
         return;
     }
     next.set_state(State::Running);
-    next.on_cpu.store(true, Ordering::Relaxed);
     next.cpu.store(cpu.id, Ordering::Relaxed);
     next.switches.fetch_add(1, Ordering::Relaxed);
     local.switches.fetch_add(1, Ordering::Relaxed);
@@ -135,7 +134,7 @@ fn pick_next(rq: &mut VecDeque<Arc<Task>>) -> Option<Arc<Task>> {
         let is_current = CURRENT
             .with_current(|c| core::ptr::eq(c, &*t))
             .unwrap_or(false);
-        if is_current || !t.on_cpu.load(Ordering::Acquire) {
+        if is_current || !t.context.is_running() {
             return Some(t);
         }
         rq.push_back(t);
@@ -147,7 +146,6 @@ fn pick_next(rq: &mut VecDeque<Arc<Task>>) -> Option<Arc<Task>> {
 /// now runs on.
 pub(super) fn finish_switch() {
     if let Some(prev) = CURRENT.take_prev() {
-        prev.on_cpu.store(false, Ordering::Release);
         if prev.state() == State::Dead {
             // A killed task: what must already be true now that the CPU
             // has left it (before its stack and struct can go).

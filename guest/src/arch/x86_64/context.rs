@@ -101,7 +101,9 @@ impl Context {
         }
     }
 
-    pub(super) fn is_claimed(&self) -> bool {
+    /// A CPU runs this context, or has not yet saved it after switching away
+    /// (until the incoming side's `take_prev`): it may not be resumed.
+    pub fn is_running(&self) -> bool {
         self.claimed.load(Ordering::Acquire)
     }
 

@@ -168,7 +168,7 @@ impl<T: Switchable + 'static> CurrentTasks<T> {
         let slot = self.this_slot_irqs_off("install");
         let ctx = first.context();
         assert!(
-            ctx.is_claimed(),
+            ctx.is_running(),
             "install: the first task must be the code running here"
         );
         assert!(
@@ -176,10 +176,7 @@ impl<T: Switchable + 'static> CurrentTasks<T> {
             "install: this CPU already has a task"
         );
         self.bind();
-        self.held_slot().store(
-            core::ptr::from_ref(first.held()).cast_mut(),
-            Ordering::Release,
-        );
+        self.set_held(&first);
         slot.running
             .store(core::ptr::from_ref(ctx).cast_mut(), Ordering::Release);
         slot.key.store(first.key(), Ordering::Release);
@@ -204,8 +201,13 @@ impl<T: Switchable + 'static> CurrentTasks<T> {
         );
     }
 
-    fn held_slot(&self) -> &AtomicPtr<T::Held> {
-        self.held.held.this()
+    /// Point this CPU's held-lock slot at `task`'s stack, before `task`
+    /// becomes current here.
+    fn set_held(&self, task: &T) {
+        self.held.held.this().store(
+            core::ptr::from_ref(task.held()).cast_mut(),
+            Ordering::Release,
+        );
     }
 
     /// Make `next` this CPU's task and switch to it. The outgoing task's
@@ -223,10 +225,7 @@ impl<T: Switchable + 'static> CurrentTasks<T> {
         // CPU's held-lock stack left pointing at the outgoing task, so the
         // incoming one records its locks there.
         #[cfg(not(defect = "held-not-switched"))]
-        self.held_slot().store(
-            core::ptr::from_ref(next.held()).cast_mut(),
-            Ordering::Release,
-        );
+        self.set_held(&next);
         slot.key.store(next.key(), Ordering::Release);
         let prev_ctx = slot
             .running
