@@ -22,7 +22,7 @@ use crate::sync::IrqLock;
 use alloc::boxed::Box;
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use kcore::mm_refs::{Context, DropOutcome, MmCounts, MmRefs, MmStats};
+use kcore::mm_refs::{Context, Deferred, DropOutcome, MmCounts, MmRefs, MmStats};
 use kcore::refcount::RefcountEvent;
 use tables::map_zeroed;
 use worker::{queue_work, start_worker};
@@ -264,19 +264,27 @@ fn carry_out(p: MmPtr, outcome: Result<DropOutcome, RefcountEvent>, ctx: Context
     STATS.record(outcome);
     match outcome {
         DropOutcome::Nothing => {}
-        DropOutcome::TearDownMappings => {
-            exit_mmap(&p);
-            let next = p.get().refs.drop_count(ctx);
-            carry_out(p, next, ctx);
-        }
-        DropOutcome::FreePageTables => {
-            mmdrop_free(&p);
-            let next = p.get().refs.put_struct(ctx);
-            carry_out(p, next, ctx);
-        }
+        DropOutcome::TearDownMappings => sleeping_step(p, Deferred::TearDownMappings, ctx),
+        DropOutcome::FreePageTables => sleeping_step(p, Deferred::FreePageTables, ctx),
         DropOutcome::FreeStruct => free_struct(p),
         DropOutcome::Defer(what) => queue_work(p, what),
     }
+}
+
+/// One of the steps that may sleep (here, where that is allowed, or on the
+/// worker), then the rest of the chain.
+fn sleeping_step(p: MmPtr, step: Deferred, ctx: Context) {
+    let next = match step {
+        Deferred::TearDownMappings => {
+            exit_mmap(&p);
+            p.get().refs.drop_count(ctx)
+        }
+        Deferred::FreePageTables => {
+            mmdrop_free(&p);
+            p.get().refs.put_struct(ctx)
+        }
+    };
+    carry_out(p, next, ctx);
 }
 
 /// Linux's `might_sleep()`: sleeping work must not run with interrupts or

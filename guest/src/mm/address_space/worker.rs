@@ -1,7 +1,7 @@
 //! `mmput_async` / `mmdrop_async`: the worker task that runs the steps a
 //! drop in atomic or RCU-callback context may not (mm's one crossing into
 //! `task`: the worker is a task, and `flush_work` sleeps on a wait queue).
-use super::{carry_out, exit_mmap, might_sleep, mmdrop_free, MmError, MmPtr};
+use super::{might_sleep, sleeping_step, MmError, MmPtr};
 use crate::arch::x86_64::percpu;
 use crate::sync::IrqLock;
 use crate::task::{self, WaitQueue};
@@ -69,19 +69,7 @@ fn worker() -> ! {
             WORKER_CPU.store(percpu::this().id, Ordering::Relaxed);
             // The step the drop could not do, then the rest of its chain,
             // all in process context.
-            let ctx = Context::Process;
-            match what {
-                Deferred::TearDownMappings => {
-                    exit_mmap(&mm);
-                    let next = mm.get().refs.drop_count(ctx);
-                    carry_out(mm, next, ctx);
-                }
-                Deferred::FreePageTables => {
-                    mmdrop_free(&mm);
-                    let next = mm.get().refs.put_struct(ctx);
-                    carry_out(mm, next, ctx);
-                }
-            }
+            sleeping_step(mm, what, Context::Process);
             RAN.fetch_add(1, Ordering::AcqRel);
             DRAINED.wake_all();
         }
