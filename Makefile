@@ -15,7 +15,7 @@ DEFECTS ?=
 LIMINE_TAG   := v8.2.0-binary
 LIMINE_CACHE := .cache/limine/$(LIMINE_TAG)
 
-.PHONY: all deps build run test soak mutants bench lint clean limine demo
+.PHONY: all deps build run test soak mutants bench lint clean limine demo gdb
 
 all: run
 
@@ -56,6 +56,13 @@ mutants: deps
 # the trace with file:line, a map of the stack area. e.g. make demo SCENARIOS='stack.*'
 demo: deps
 	$(RUNNER) demo $(ARGS) $(SCENARIOS)
+
+# Stop one scenario at its fault in GDB: QEMU waits before the first
+# instruction and the runner prints the gdb command to paste into another
+# terminal. e.g. make gdb SCENARIO=stack.exception
+SCENARIO ?= stack.recursion
+gdb: deps
+	$(RUNNER) run --gdb $(ARGS) $(SCENARIO)
 
 bench: deps
 	$(RUNNER) bench $(ARGS)

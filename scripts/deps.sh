@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Install what the testbed needs on a fresh Debian/Ubuntu machine, as root,
 # without questions: QEMU (all boot paths), xorriso and OVMF (the real-Limine
-# ISO paths), and the bare-metal Rust target. Does nothing that is already done.
+# ISO paths), gdb (`runner run --gdb`), and the bare-metal Rust target. Does
+# nothing that is already done.
 set -euo pipefail
 
 need=()
 command -v qemu-system-x86_64 >/dev/null || need+=(qemu-system-x86)
 command -v xorriso >/dev/null || need+=(xorriso)
+# `runner run --gdb`, and the test that attaches with it.
+command -v gdb >/dev/null || need+=(gdb)
 [ -e /usr/share/OVMF/OVMF_CODE.fd ] || [ -e /usr/share/OVMF/OVMF_CODE_4M.fd ] || need+=(ovmf)
 
 if [ ${#need[@]} -gt 0 ]; then

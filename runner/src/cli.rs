@@ -30,6 +30,11 @@ pub enum Command {
     Run {
         #[arg(value_name = "PATTERN")]
         patterns: Vec<String>,
+        /// Start QEMU halted with its GDB stub on a free local port, print the
+        /// `gdb` command that attaches (the guest ELF with DWARF, a breakpoint
+        /// on the guard-hit report), and wait: the boot has no deadline.
+        #[arg(long)]
+        gdb: bool,
     },
     /// Run the default scenarios at each of their CPU counts and compare every outcome with what it should be.
     Test {
@@ -141,6 +146,9 @@ pub struct Options {
     /// (runner/src/defects.rs), to prove a verdict check fails.
     #[arg(long, global = true, hide = true, value_name = "NAME", value_parser = defect_parser())]
     pub defect: Option<&'static crate::defects::Defect>,
+    /// Set by `run --gdb`: the GDB stub's port (not a flag of every command).
+    #[arg(skip)]
+    pub gdb_port: Option<u16>,
 }
 
 fn defect_parser() -> impl clap::builder::TypedValueParser<Value = &'static crate::defects::Defect>
@@ -375,7 +383,9 @@ mod tests {
         let cli = Cli::parse_from(["runner", "run", "boot.*", "--smp", "4", "--timeout", "3"]);
         assert_eq!(cli.options.smp, Some(4));
         assert_eq!(cli.options.timeout_secs(), 3);
-        assert!(matches!(cli.command, Command::Run { ref patterns } if patterns == &["boot.*"]));
+        assert!(
+            matches!(cli.command, Command::Run { ref patterns, gdb: false } if patterns == &["boot.*"])
+        );
         assert_eq!(cli.options.boot, BootPath::Direct);
     }
 

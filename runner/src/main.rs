@@ -30,6 +30,7 @@ mod compare_boot;
 mod defects;
 mod demo;
 mod fatal;
+mod gdb;
 mod glob;
 mod mutants;
 mod output;
@@ -87,7 +88,14 @@ fn dispatch(command: Command, options: &Options) -> Result<i32, Fatal> {
             println!("loader: {}", artifacts.loader.display());
             Ok(status::OK)
         }
-        Command::Run { patterns } => session::execute(
+        Command::Run {
+            patterns,
+            gdb: true,
+        } => gdb::execute(&patterns, options),
+        Command::Run {
+            patterns,
+            gdb: false,
+        } => session::execute(
             Mode::Run,
             select::run_plan(&patterns, options)?,
             Vec::new(),

@@ -68,6 +68,7 @@ impl Setup {
                 smp,
                 accel: options.accel,
                 cmdline_extra: &extra,
+                gdb: options.gdb_port,
             },
         ))
     }
@@ -160,9 +161,21 @@ pub fn execute(
     let mut paths: Vec<BootPath> = boots.iter().map(|b| b.path).collect();
     paths.dedup();
     let setup = setup(options, &paths)?;
+    execute_with(mode, &setup, boots, skipped, options)
+}
+
+/// `execute` once the images are built and pinned (`run --gdb` needs their
+/// paths before the boot).
+pub fn execute_with(
+    mode: Mode,
+    setup: &Setup,
+    boots: Vec<Boot>,
+    skipped: Vec<Skipped>,
+    options: &Options,
+) -> Result<i32, Fatal> {
     // A setup step that fails midway (an ISO that cannot be built) ends the
     // run, but the boots before it are still reported.
-    let (records, stopped) = boot_each(mode, &setup, boots, options);
+    let (records, stopped) = boot_each(mode, setup, boots, options);
     for skip in &skipped {
         eprintln!(
             "runner: skip {} via {}: {}",
@@ -331,6 +344,10 @@ fn conformance(records: &[BootRecord]) -> (bool, Vec<String>) {
 const HANG_DEADLINE: Duration = Duration::from_secs(5);
 
 fn deadline(mode: Mode, boot: &Boot, options: &Options) -> Duration {
+    // Held by a debugger, a boot takes as long as the person at it.
+    if options.gdb_port.is_some() {
+        return Duration::MAX;
+    }
     let full = Duration::from_secs(options.timeout_secs());
     let all_hang = boot.scenarios.iter().all(|s| s.expect == Outcome::Timeout);
     let guest = if mode == Mode::Test && all_hang {

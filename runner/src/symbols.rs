@@ -107,6 +107,14 @@ impl Symbols {
         })
     }
 
+    /// Where the function named `name` (demangled, without its hash) starts.
+    pub fn address_of(&self, name: &str) -> Option<u64> {
+        self.table
+            .iter()
+            .find(|(_, _, n)| n == name)
+            .map(|&(a, ..)| a)
+    }
+
     /// The inline chain at `addr`, innermost first, with file:line; falls
     /// back to the symbol table when DWARF says nothing.
     pub fn frames(&self, addr: u64) -> Vec<Frame> {

@@ -25,6 +25,9 @@ pub struct Boot<'a> {
     pub accel: Accel,
     /// More `key=value` words for the guest (the stack options, `abi::cmdline`).
     pub cmdline_extra: &'a [String],
+    /// `run --gdb`: QEMU's GDB stub on this local port, every CPU held
+    /// before its first instruction until the debugger says `continue`.
+    pub gdb: Option<u16>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -89,10 +92,13 @@ pub fn guest_cmdline(scenarios: &[&str], smp: u32, extra: &[String]) -> String {
 }
 
 pub fn invocation(program: &Path, boot: &Boot) -> Invocation {
-    let args = match boot.path {
+    let mut args = match boot.path {
         BootPath::Direct => direct(boot),
         BootPath::LimineBios | BootPath::LimineUefi => limine(boot),
     };
+    if let Some(port) = boot.gdb {
+        args.extend(["-S".to_string(), "-gdb".to_string(), gdb_stub(port)]);
+    }
     Invocation {
         program: program.to_path_buf(),
         args: args.into_iter().map(OsString::from).collect(),
@@ -179,7 +185,12 @@ fn common(smp: u32) -> Vec<String> {
     .collect()
 }
 
-fn shell_quote(arg: &str) -> String {
+/// The stub's address, local only: a debugger can rewrite the guest.
+pub fn gdb_stub(port: u16) -> String {
+    format!("tcp:127.0.0.1:{port}")
+}
+
+pub fn shell_quote(arg: &str) -> String {
     let safe = |c: char| c.is_ascii_alphanumeric() || "-_./=,:@%+".contains(c);
     if !arg.is_empty() && arg.chars().all(safe) {
         arg.to_string()
@@ -204,6 +215,7 @@ mod tests {
             smp: 4,
             accel: Accel::Tcg,
             cmdline_extra: &[],
+            gdb: None,
         };
         let inv = invocation(Path::new("/usr/bin/qemu-system-x86_64"), &boot);
         assert_eq!(
@@ -221,6 +233,12 @@ mod tests {
         let line = invocation(Path::new("q"), &bare).shell_line();
         assert!(!line.contains("-initrd"));
         assert!(line.contains("-enable-kvm -cpu host,-arch-capabilities"));
+        let held = Boot {
+            gdb: Some(40123),
+            ..boot
+        };
+        let line = invocation(Path::new("q"), &held).shell_line();
+        assert!(line.ends_with(" -S -gdb tcp:127.0.0.1:40123"), "{line}");
     }
 
     #[test]
@@ -235,6 +253,7 @@ mod tests {
             smp: 2,
             accel: Accel::Tcg,
             cmdline_extra: &[],
+            gdb: None,
         };
         let line = invocation(Path::new("q"), &bios).shell_line();
         assert!(
