@@ -808,10 +808,10 @@ fn every_boot_of_a_run_boots_the_images_it_started_with() {
     }
     let log = fake.path("qemu.log");
     // During the first boot the images are rebuilt, the way a build does
-    // it: the guest with its symbols replaced by rename (`symbols::embed`),
-    // the loader rewritten in place.
+    // it: the guest with its symbols and its boot image replaced by rename
+    // (`symbols::embed`, `boot::image`), the loader rewritten in place.
     let hook = format!(
-        r#"if [ "$FAKE_BOOT" = 1 ]; then cd '{}' && cp guest.ksyms new && echo rebuilt >>new && mv new guest.ksyms && echo rebuilt >>loader; fi"#,
+        r#"if [ "$FAKE_BOOT" = 1 ]; then cd '{}' && for f in guest.ksyms guest.boot; do cp $f new && echo rebuilt >>new && mv new $f; done && echo rebuilt >>loader; fi"#,
         release.display()
     );
     fake.env("CARGO_TARGET_DIR", fake.path("target"))
@@ -834,9 +834,15 @@ fn every_boot_of_a_run_boots_the_images_it_started_with() {
         let first = booted.iter().find(|b| b.0 == 1 && &b.1 == path).unwrap();
         assert_eq!(sum, &first.2, "boot {boot} booted another {path}");
     }
+    // What QEMU booted is the guest's boot image, beside the guest the
+    // verdicts read.
     assert_eq!(
-        json["images"]["guest"].as_str().unwrap(),
-        booted.iter().find(|b| b.1.ends_with("/guest")).unwrap().1
+        format!("{}.boot", json["images"]["guest"].as_str().unwrap()),
+        booted
+            .iter()
+            .find(|b| b.1.ends_with("/guest.boot"))
+            .unwrap()
+            .1
     );
 }
 

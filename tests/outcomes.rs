@@ -116,6 +116,53 @@ fn smoke_passes_on_four_cpus() {
     assert_eq!(boot["results"][0]["outcome"], "pass");
 }
 
+/// QEMU boots the guest without its DWARF (`boot::image`), and what it
+/// boots loads the same bytes as the full ELF the verdicts read.
+#[test]
+fn boots_the_guest_without_its_debug_sections() {
+    use object::{Object, ObjectSection, ObjectSegment};
+    let run = runner("image", &["run", "boot.smoke", "--print-qemu"], |_| {});
+    let json = run.json.expect("a JSON document");
+    assert_eq!(json["boots"][0]["outcome"], "pass", "{json:#}");
+    let guest = PathBuf::from(json["images"]["guest"].as_str().unwrap());
+    let image = guest.with_extension("boot");
+    assert!(
+        run.stdout
+            .contains(&format!("-initrd {} ", image.display())),
+        "QEMU was not given {}:\n{}",
+        image.display(),
+        run.stdout
+    );
+    let (full, booted) = (
+        std::fs::read(&guest).unwrap(),
+        std::fs::read(&image).unwrap(),
+    );
+    let parse = |data: &[u8]| {
+        let file = object::File::parse(data).unwrap();
+        let debug = file
+            .sections()
+            .filter(|s| s.name().is_ok_and(|n| n.starts_with(".debug")))
+            .count();
+        let segments: Vec<(u64, Vec<u8>)> = file
+            .segments()
+            .map(|s| (s.address(), s.data().unwrap().to_vec()))
+            .collect();
+        (debug, segments)
+    };
+    let ((full_debug, full_loaded), (image_debug, image_loaded)) = (parse(&full), parse(&booted));
+    assert!(
+        full_debug > 0 && image_debug == 0,
+        "{full_debug} / {image_debug}"
+    );
+    assert_eq!(full_loaded, image_loaded);
+    assert!(
+        booted.len() * 3 < full.len(),
+        "{} vs {}",
+        booted.len(),
+        full.len()
+    );
+}
+
 #[test]
 fn unknown_scenario_is_a_usage_error_before_anything_runs() {
     let target = scratch("target");

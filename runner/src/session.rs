@@ -46,9 +46,10 @@ impl Setup {
         with_guest: bool,
     ) -> Result<Invocation, Fatal> {
         let extra = options.guest_args();
+        let image = self.artifacts.image();
         let media = self.media.prepare(
             path,
-            &self.artifacts.guest,
+            &image,
             &qemu::guest_cmdline(scenarios, smp, &extra),
             &self.run_dir,
             name,
@@ -58,7 +59,7 @@ impl Setup {
             &qemu::Boot {
                 path,
                 loader: &self.artifacts.loader,
-                guest: with_guest.then_some(self.artifacts.guest.as_path()),
+                guest: with_guest.then_some(image.as_path()),
                 iso: media.iso.as_deref(),
                 firmware: media
                     .firmware

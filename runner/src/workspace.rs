@@ -15,8 +15,18 @@ pub const TARGET: &str = "x86_64-unknown-none";
 /// The two images a boot needs.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Artifacts {
+    /// The guest ELF with everything: what the runner reads symbols,
+    /// DWARF and CFI from (and `--gdb` gives the debugger).
     pub guest: PathBuf,
     pub loader: PathBuf,
+}
+
+impl Artifacts {
+    /// What QEMU boots: `guest` without its debug sections, beside it
+    /// (`boot::image`; made with the symbol table, pinned with the guest).
+    pub fn image(&self) -> PathBuf {
+        crate::boot::image::path_of(&self.guest)
+    }
 }
 
 pub fn root() -> PathBuf {
@@ -194,6 +204,8 @@ fn cargo(args: &[&str], tail: &[&std::ffi::OsStr]) -> Result<String, Fatal> {
 fn with_symbol_table(artifacts: Artifacts) -> Result<Artifacts, Fatal> {
     let guest = crate::symbols::embed(&artifacts.guest)
         .map_err(|e| Fatal::setup(format!("cannot embed the guest's symbol table: {e}")))?;
+    crate::boot::image::write_beside(&guest)
+        .map_err(|e| Fatal::setup(format!("cannot make the guest's boot image: {e}")))?;
     Ok(Artifacts { guest, ..artifacts })
 }
 
@@ -205,11 +217,14 @@ fn with_symbol_table(artifacts: Artifacts) -> Result<Artifacts, Fatal> {
 pub fn pin(artifacts: &Artifacts, dir: &Path) -> Result<Artifacts, Fatal> {
     std::fs::create_dir_all(dir)
         .map_err(|e| Fatal::setup(format!("cannot create {}: {e}", dir.display())))?;
-    let guest = dir.join("guest");
-    let loader = dir.join("loader");
-    link_or_copy(&artifacts.guest, &guest)?;
-    copy(&artifacts.loader, &loader)?;
-    Ok(Artifacts { guest, loader })
+    let pinned = Artifacts {
+        guest: dir.join("guest"),
+        loader: dir.join("loader"),
+    };
+    link_or_copy(&artifacts.guest, &pinned.guest)?;
+    link_or_copy(&artifacts.image(), &pinned.image())?;
+    copy(&artifacts.loader, &pinned.loader)?;
+    Ok(pinned)
 }
 
 /// A hard link where the filesystem allows one, else a copy.

@@ -5,6 +5,7 @@
 
 pub mod capture;
 pub mod console;
+pub mod image;
 pub mod limine;
 pub mod media;
 pub mod process;
