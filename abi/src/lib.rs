@@ -22,6 +22,7 @@ pub mod oops;
 pub mod record;
 pub mod scenario;
 pub mod stackdump;
+pub mod timeline;
 pub mod timing;
 pub mod uaf;
 

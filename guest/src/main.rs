@@ -43,6 +43,7 @@ mod sync;
 #[forbid(unsafe_code)]
 mod task;
 
+use abi::timeline::Stage;
 use arch::x86_64::{interrupts, time};
 use boot::cpu as bringup;
 use x86_64::VirtAddr;
@@ -51,26 +52,36 @@ use x86_64::VirtAddr;
 /// the boot loader gave us (ending at `stack_top`), with interrupts off.
 #[no_mangle]
 extern "C" fn kernel_main(stack_top: u64) -> ! {
+    let mut timeline = boot::timeline::Timeline::start();
     let stack_top = VirtAddr::new(stack_top);
     arch::x86_64::percpu::early_init();
     register_upcalls();
     console::init();
     let boot = boot::BootInfo::collect();
     mm::init(boot.hhdm_offset, boot.memory_map);
+    timeline.end(Stage::Memory);
     configure(boot.cmdline);
+    timeline.end(Stage::Config);
 
     bringup::init_cpu(0, arch::x86_64::cpu::apic_id());
+    timeline.end(Stage::Cpu);
     // The TSC against the PIT, then the LAPIC timer against the TSC.
     time::calibrate(1000);
+    timeline.end(Stage::Clock);
     task::adopt_boot_flow("init", false, stack_top - boot::BOOT_STACK_SIZE, stack_top);
     task::create_idle().expect("no memory for the boot CPU's idle task");
+    timeline.end(Stage::Tasks);
     bringup::start_tick();
+    timeline.end(Stage::Tick);
     if let Some(mp) = boot.mp {
         boot::mp::start_aps(mp);
     }
+    timeline.end(Stage::Aps);
     rcu::init(arch::x86_64::percpu::online());
     interrupts::enable();
     task::recovery::start();
+    timeline.end(Stage::Ready);
+    timeline.report();
 
     // SAFETY: the scenarios use the license as `License::grant` requires:
     // each sabotage is on a stack the scenario announced or on its own

@@ -7,6 +7,7 @@
 pub mod cpu;
 pub mod mp;
 mod requests;
+pub mod timeline;
 
 use requests::*;
 
