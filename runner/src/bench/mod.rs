@@ -9,6 +9,7 @@
 mod report;
 mod rows;
 mod svg;
+mod timeline;
 
 use self::report::{Costs, PathTimes, Report, StackSuite, Times};
 use crate::boot::media;
@@ -88,7 +89,9 @@ fn write_report(report: &Report) -> Result<(), Fatal> {
     Ok(())
 }
 
-/// `boot.smoke` against the loader alone, then through Limine where it can.
+/// `boot.smoke` against the loader alone (runs taking turns, so a slow
+/// stretch of the host falls on both alike), then through Limine where it
+/// can; then where each path's boot time went, stage by stage.
 fn boot_times(
     setup: &Setup,
     options: &Options,
@@ -100,36 +103,75 @@ fn boot_times(
     let what = |path: BootPath| {
         format!("{}, {:?}, smp={smp}", path.as_str(), options.accel).to_lowercase()
     };
-    let guest = measure(setup, options, runs, smp, BootPath::Direct, true)?;
+    let mut guest = Measured::default();
+    let mut baseline = Measured::default();
+    for run in 0..runs {
+        guest.add(boot_run(setup, options, smp, BootPath::Direct, true, run)?);
+        baseline.add(boot_run(setup, options, smp, BootPath::Direct, false, run)?);
+    }
+    let (guest_stats, baseline_stats) = (stats(guest.times.clone()), stats(baseline.times));
+    let ratio = guest_stats.median.as_secs_f64() / baseline_stats.median.as_secs_f64().max(1e-9);
     report.boot.paths.push(PathTimes {
         path: BootPath::Direct.as_str(),
-        times: Times::from(&guest),
+        times: Times::from(&guest_stats),
         ratio_vs_direct: 1.0,
+        stages: timeline::medians(&guest.timelines, guest_stats.median),
     });
-    let baseline = measure(setup, options, runs, smp, BootPath::Direct, false)?;
-    let ratio = guest.median.as_secs_f64() / baseline.median.as_secs_f64().max(1e-9);
-    report.boot.baseline = Some(Times::from(&baseline));
+    report.boot.baseline = Some(Times::from(&baseline_stats));
     report.boot.ratio_vs_baseline = Some(ratio);
-    println!("{SCENARIO} ({}): {guest}", what(BootPath::Direct));
-    println!("trivial PVH guest (the loader alone): {baseline}");
-    println!("ratio (median): {ratio:.1}x");
+    println!("{SCENARIO} ({}): {guest_stats}", what(BootPath::Direct));
+    println!("trivial PVH guest (the loader alone): {baseline_stats}");
+    println!("ratio (median): {ratio:.2}x");
     for &path in &paths[1..] {
-        let limine = measure(setup, options, runs, smp, path, true)?;
-        let vs_direct = limine.median.as_secs_f64() / guest.median.as_secs_f64().max(1e-9);
+        let mut limine = Measured::default();
+        for run in 0..runs {
+            limine.add(boot_run(setup, options, smp, path, true, run)?);
+        }
+        let limine_stats = stats(limine.times.clone());
+        let vs_direct =
+            limine_stats.median.as_secs_f64() / guest_stats.median.as_secs_f64().max(1e-9);
         println!(
-            "{SCENARIO} ({}): {limine} ({vs_direct:.0}x direct)",
+            "{SCENARIO} ({}): {limine_stats} ({vs_direct:.0}x direct)",
             what(path)
         );
         report.boot.paths.push(PathTimes {
             path: path.as_str(),
-            times: Times::from(&limine),
+            times: Times::from(&limine_stats),
             ratio_vs_direct: vs_direct,
+            stages: timeline::medians(&limine.timelines, limine_stats.median),
         });
     }
     for line in &report.boot.not_measured {
         println!("{line}");
     }
+    println!(
+        "where the time goes (median per stage; entry: from the CPU's reset to the guest's \
+         first instruction, i.e. firmware and loader; rest: QEMU's start-up, the scenario, exit):"
+    );
+    let columns: Vec<(&str, &[timeline::StageMs])> = report
+        .boot
+        .paths
+        .iter()
+        .map(|p| (p.path, p.stages.as_slice()))
+        .collect();
+    for line in timeline::table(&columns) {
+        println!("  {line}");
+    }
     Ok(())
+}
+
+/// One path's runs: wall times, and the guest's timelines where it printed one.
+#[derive(Default)]
+struct Measured {
+    times: Vec<Duration>,
+    timelines: Vec<abi::timeline::BootTimeline>,
+}
+
+impl Measured {
+    fn add(&mut self, (time, timeline): (Duration, Option<abi::timeline::BootTimeline>)) {
+        self.times.push(time);
+        self.timelines.extend(timeline);
+    }
 }
 
 /// One boot's serial log, wall time and verdict.
@@ -327,14 +369,16 @@ impl std::fmt::Display for Stats {
     }
 }
 
-fn measure(
+/// Boot `boot.smoke` once on `path` (or the loader alone), requiring the
+/// outcome it must have; its wall time and the guest's timeline.
+fn boot_run(
     setup: &Setup,
     options: &Options,
-    runs: u32,
     smp: u32,
     path: BootPath,
     with_guest: bool,
-) -> Result<Stats, Fatal> {
+    run: u32,
+) -> Result<(Duration, Option<abi::timeline::BootTimeline>), Fatal> {
     let (expected, label) = if with_guest {
         (Outcome::Pass, format!("bench-{}", path.as_str()))
     } else {
@@ -343,29 +387,30 @@ fn measure(
     let scenarios = [SCENARIO];
     let timeout =
         Duration::from_secs(options.timeout_secs()).saturating_add(path.firmware_allowance());
-    let mut times = Vec::with_capacity(runs as usize);
-    for run in 0..runs {
-        let name = format!("{label}-{run:03}");
-        // Cached after the first run; UEFI gets fresh OVMF variables each time.
-        let invocation = setup.invocation(options, path, &name, &scenarios, smp, with_guest)?;
-        let log = setup.run_dir.join(format!("{name}.serial"));
-        let (capture, verdict) =
-            session::launch(&invocation, &name, &log, &scenarios, timeout, options);
-        if verdict.outcome != expected {
-            return Err(Fatal {
-                status: status::for_outcome(verdict.outcome).max(status::TEST_FAILURE),
-                message: format!(
-                    "{label} run {run} ended in {} instead of {}: {} (serial log: {})",
-                    verdict.outcome.as_str(),
-                    expected.as_str(),
-                    verdict.reason,
-                    log.display()
-                ),
-            });
-        }
-        times.push(capture.duration);
+    let name = format!("{label}-{run:03}");
+    // Cached after the first run; UEFI gets fresh OVMF variables each time.
+    let invocation = setup.invocation(options, path, &name, &scenarios, smp, with_guest)?;
+    let log = setup.run_dir.join(format!("{name}.serial"));
+    let (capture, verdict) =
+        session::launch(&invocation, &name, &log, &scenarios, timeout, options);
+    if verdict.outcome != expected {
+        return Err(Fatal {
+            status: status::for_outcome(verdict.outcome).max(status::TEST_FAILURE),
+            message: format!(
+                "{label} run {run} ended in {} instead of {}: {} (serial log: {})",
+                verdict.outcome.as_str(),
+                expected.as_str(),
+                verdict.reason,
+                log.display()
+            ),
+        });
     }
-    Ok(stats(times))
+    let serial = String::from_utf8_lossy(&capture.serial);
+    let timeline = serial
+        .lines()
+        .filter_map(abi::record::json_in::<abi::timeline::BootTimeline>)
+        .find_map(|json| serde_json::from_str(json).ok());
+    Ok((capture.duration, timeline))
 }
 
 /// Median (mean of the middle two for an even count) and nearest-rank p90.

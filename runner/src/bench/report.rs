@@ -46,6 +46,9 @@ pub struct PathTimes {
     #[serde(flatten)]
     pub times: Times,
     pub ratio_vs_direct: f64,
+    /// The guest's start-up stages, median ms each, then the rest of the
+    /// wall time (`bench::timeline`).
+    pub stages: Vec<super::timeline::StageMs>,
 }
 
 /// Whole-process wall times of QEMU, boot to exit.
@@ -229,6 +232,7 @@ mod tests {
             path: "direct",
             times: Times::from(&stats),
             ratio_vs_direct: 1.0,
+            stages: Vec::new(),
         });
         report.fork_heavy = Some(Costs {
             scenario: "bench.fork_heavy",
