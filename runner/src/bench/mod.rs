@@ -8,6 +8,7 @@
 
 mod report;
 mod rows;
+mod suite;
 mod svg;
 mod timeline;
 
@@ -66,6 +67,7 @@ fn measure_all(runs: u32, options: &Options, report: &mut Report) -> Result<(), 
     report.run_dir = Some(setup.run_dir.clone());
     boot_times(&setup, options, runs, &paths, report)?;
     report.stack_suite = Some(stack_suite(&setup, options)?);
+    report.test_suite = Some(suite::measure(&setup, options)?);
     report.spawn = Some(spawn_costs(&setup, options)?);
     report.fork_heavy = Some(fork_heavy_costs(&setup, options)?);
     Ok(())

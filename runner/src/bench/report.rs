@@ -23,6 +23,7 @@ pub struct Report {
     pub run_dir: Option<PathBuf>,
     pub boot: BootTimes,
     pub stack_suite: Option<StackSuite>,
+    pub test_suite: Option<super::suite::TestSuite>,
     pub spawn: Option<Costs>,
     pub fork_heavy: Option<Costs>,
 }
@@ -113,6 +114,7 @@ impl Report {
                 ..BootTimes::default()
             },
             stack_suite: None,
+            test_suite: None,
             spawn: None,
             fork_heavy: None,
         }
@@ -250,6 +252,7 @@ mod tests {
             "run_dir",
             "boot",
             "stack_suite",
+            "test_suite",
             "spawn",
             "fork_heavy",
         ] {
