@@ -146,6 +146,11 @@ pub struct Options {
     /// (runner/src/defects.rs), to prove a verdict check fails.
     #[arg(long, global = true, hide = true, value_name = "NAME", value_parser = defect_parser())]
     pub defect: Option<&'static crate::defects::Defect>,
+    /// Boots run side by side, counted in vCPUs: a boot with `--smp 4`
+    /// takes 4 (or all N, if N is fewer); default: this machine's CPUs.
+    #[arg(long, short = 'j', global = true, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub jobs: Option<u32>,
     /// Set by `run --gdb`: the GDB stub's port (not a flag of every command).
     #[arg(skip)]
     pub gdb_port: Option<u16>,
@@ -197,6 +202,12 @@ impl Options {
                 .then_some(abi::config::TaskStructs::Vmalloc),
             workload: self.soak.then_some(abi::config::Workload::Soak),
         }
+    }
+
+    /// How many vCPUs' worth of boots may run at once (`--jobs`).
+    pub fn jobs(&self) -> u32 {
+        self.jobs
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get() as u32))
     }
 
     /// The boot deadline in seconds: `--timeout`, or the accelerator's default.

@@ -244,6 +244,8 @@ pub fn boot_all(
 }
 
 /// `boot_all`, keeping the records made before a boot could not be set up.
+/// Up to `--jobs` vCPUs' worth of boots run at once (`boot::pool`); each is
+/// reported, in the plan's order, once it and those before it are done.
 fn boot_each(
     mode: Mode,
     setup: &Setup,
@@ -251,8 +253,22 @@ fn boot_each(
     options: &Options,
 ) -> (Vec<BootRecord>, Option<Fatal>) {
     let total = boots.len();
-    let mut records = Vec::with_capacity(total);
-    for (i, boot) in boots.into_iter().enumerate() {
+    let mut planned = Vec::with_capacity(total);
+    let mut stopped = None;
+    // The boot media first, in order: a path that cannot be set up ends
+    // the plan there, as it would have one boot after another.
+    for boot in boots.into_iter().enumerate() {
+        match prepare(mode, setup, boot, options) {
+            Ok(p) => planned.push((p.boot.smp, p)),
+            Err(fatal) => {
+                stopped = Some(fatal);
+                break;
+            }
+        }
+    }
+    let sequential = options.jobs() == 1;
+    let mut records = Vec::with_capacity(planned.len());
+    let announce = |i: usize, boot: &Boot| {
         let via = match boot.path {
             BootPath::Direct => String::new(),
             other => format!(" via {}", other.as_str()),
@@ -263,24 +279,45 @@ fn boot_each(
             boot.name,
             boot.names().join(", ")
         );
-        let record = match boot_once(mode, setup, boot, options) {
-            Ok(record) => record,
-            Err(fatal) => return (records, Some(fatal)),
-        };
-        eprintln!(
-            "runner:   {} in {:.2}s",
-            record.verdict.outcome.as_str(),
-            record.duration.as_secs_f64()
-        );
-        if record.cut_lines > 0 {
-            eprintln!(
-                "runner:   {} serial line(s) longer than {} bytes were cut (--line-limit)",
-                record.cut_lines, options.line_limit
+    };
+    crate::boot::pool::run_in_order(
+        planned,
+        options.jobs(),
+        |p: Prepared| {
+            // One at a time, the boot is announced as it starts.
+            if sequential {
+                announce(p.index, &p.boot);
+            }
+            let launched = launch(
+                &p.invocation,
+                &p.boot.name,
+                &p.serial_log,
+                &p.boot.names(),
+                p.timeout,
+                options,
             );
-        }
-        records.push(record);
-    }
-    (records, None)
+            (p, launched)
+        },
+        |i, (p, (capture, verdict))| {
+            if !sequential {
+                announce(i, &p.boot);
+            }
+            let record = judge(setup, p, capture, verdict, options);
+            eprintln!(
+                "runner:   {} in {:.2}s",
+                record.verdict.outcome.as_str(),
+                record.duration.as_secs_f64()
+            );
+            if record.cut_lines > 0 {
+                eprintln!(
+                    "runner:   {} serial line(s) longer than {} bytes were cut (--line-limit)",
+                    record.cut_lines, options.line_limit
+                );
+            }
+            records.push(record);
+        },
+    );
+    (records, stopped)
 }
 
 pub const CONFORMANCE: &str = "boot.conformance";
@@ -359,24 +396,47 @@ fn deadline(mode: Mode, boot: &Boot, options: &Options) -> Duration {
     guest.saturating_add(boot.path.firmware_allowance())
 }
 
-pub fn boot_once(
+/// One boot, ready to launch: its QEMU invocation (boot media made), where
+/// its serial output goes, and its deadline.
+struct Prepared {
+    index: usize,
+    boot: Boot,
+    invocation: Invocation,
+    serial_log: PathBuf,
+    timeout: Duration,
+}
+
+fn prepare(
     mode: Mode,
     setup: &Setup,
-    boot: Boot,
+    (index, boot): (usize, Boot),
     options: &Options,
-) -> Result<BootRecord, Fatal> {
+) -> Result<Prepared, Fatal> {
     let names = boot.names();
     let invocation = setup.invocation(options, boot.path, &boot.name, &names, boot.smp, true)?;
-    let serial_log = setup.run_dir.join(format!("{}.serial", boot.name));
-    let timeout = deadline(mode, &boot, options);
-    let (capture, verdict) = launch(
-        &invocation,
-        &boot.name,
-        &serial_log,
-        &names,
-        timeout,
-        options,
-    );
+    Ok(Prepared {
+        index,
+        serial_log: setup.run_dir.join(format!("{}.serial", boot.name)),
+        timeout: deadline(mode, &boot, options),
+        invocation,
+        boot,
+    })
+}
+
+/// What the boot's output says of each of its scenarios.
+fn judge(
+    setup: &Setup,
+    p: Prepared,
+    capture: process::Capture,
+    verdict: Verdict,
+    options: &Options,
+) -> BootRecord {
+    let Prepared {
+        boot,
+        invocation,
+        serial_log,
+        ..
+    } = p;
     let mut results = scenario_results(&boot.scenarios, &verdict);
     let serial = String::from_utf8_lossy(&capture.serial);
     report::attach(&mut results, &serial, boot.smp, setup.symbols.as_ref());
@@ -387,7 +447,7 @@ pub fn boot_once(
         boot.smp,
         &options.requested(),
     );
-    Ok(BootRecord {
+    BootRecord {
         exit_status: match capture.ended {
             Ended::Exited(code) => Some(code),
             _ => None,
@@ -399,7 +459,7 @@ pub fn boot_once(
         serial_log,
         verdict,
         results,
-    })
+    }
 }
 
 /// Boot one invocation and classify it; shared with the bench.

@@ -8,5 +8,6 @@ pub mod console;
 pub mod image;
 pub mod limine;
 pub mod media;
+pub mod pool;
 pub mod process;
 pub mod qemu;
