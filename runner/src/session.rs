@@ -266,7 +266,6 @@ fn boot_each(
             }
         }
     }
-    let sequential = options.jobs() == 1;
     let mut records = Vec::with_capacity(planned.len());
     let announce = |i: usize, boot: &Boot| {
         let via = match boot.path {
@@ -280,43 +279,44 @@ fn boot_each(
             boot.names().join(", ")
         );
     };
-    crate::boot::pool::run_in_order(
-        planned,
-        options.jobs(),
-        |p: Prepared| {
-            // One at a time, the boot is announced as it starts.
-            if sequential {
-                announce(p.index, &p.boot);
-            }
-            let launched = launch(
-                &p.invocation,
-                &p.boot.name,
-                &p.serial_log,
-                &p.boot.names(),
-                p.timeout,
-                options,
-            );
-            (p, launched)
-        },
-        |i, (p, (capture, verdict))| {
-            if !sequential {
-                announce(i, &p.boot);
-            }
-            let record = judge(setup, p, capture, verdict, options);
+    let run = |p: Prepared| {
+        let launched = launch(
+            &p.invocation,
+            &p.boot.name,
+            &p.serial_log,
+            &p.boot.names(),
+            p.timeout,
+            options,
+        );
+        (p, launched)
+    };
+    let mut report = |(p, (capture, verdict)): (Prepared, _)| {
+        let record = judge(setup, p, capture, verdict, options);
+        eprintln!(
+            "runner:   {} in {:.2}s",
+            record.verdict.outcome.as_str(),
+            record.duration.as_secs_f64()
+        );
+        if record.cut_lines > 0 {
             eprintln!(
-                "runner:   {} in {:.2}s",
-                record.verdict.outcome.as_str(),
-                record.duration.as_secs_f64()
+                "runner:   {} serial line(s) longer than {} bytes were cut (--line-limit)",
+                record.cut_lines, options.line_limit
             );
-            if record.cut_lines > 0 {
-                eprintln!(
-                    "runner:   {} serial line(s) longer than {} bytes were cut (--line-limit)",
-                    record.cut_lines, options.line_limit
-                );
-            }
-            records.push(record);
-        },
-    );
+        }
+        records.push(record);
+    };
+    if options.jobs() == 1 {
+        // One after another, each announced as it starts.
+        for (_, p) in planned {
+            announce(p.index, &p.boot);
+            report(run(p));
+        }
+    } else {
+        crate::boot::pool::run_in_order(planned, options.jobs(), run, |i, done| {
+            announce(i, &done.0.boot);
+            report(done);
+        });
+    }
     (records, stopped)
 }
 
