@@ -63,6 +63,8 @@ fn the_fast_subset_of_the_mutation_suite_is_killed() {
     let _ = std::fs::remove_file(&json);
     assert_eq!(out.status.code(), Some(0), "a defect survived\n{stdout}");
     let report: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(report["schema_version"], 1, "{text}");
+    assert_eq!(report["runner_version"], env!("CARGO_PKG_VERSION"));
     let rows = report["defects"].as_array().unwrap();
     assert_eq!(rows.len(), FAST.len(), "{text}");
     for (case, row) in FAST.iter().zip(rows) {

@@ -4,6 +4,9 @@
 //! QEMU, so nothing here boots a guest: what the guest would have printed
 //! is written by the test, and the runner must judge it as the real thing.
 
+#[path = "results_schema.rs"]
+mod results_schema;
+
 use serde_json::Value;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -113,6 +116,9 @@ impl Fake {
                 .and_then(|t| serde_json::from_str(&t).ok()),
         };
         let _ = std::fs::remove_file(json);
+        if let Some(document) = &run.json {
+            results_schema::check(document);
+        }
         run
     }
 }

@@ -1,6 +1,9 @@
 //! End to end: every outcome class the runner knows, produced by a real QEMU
 //! boot of a scenario built to end that way, and read back from `--json`.
 
+#[path = "results_schema.rs"]
+mod results_schema;
+
 use serde_json::Value;
 use std::path::PathBuf;
 use std::process::{Command, Output};
@@ -36,6 +39,9 @@ fn runner(name: &str, args: &[&str], configure: impl FnOnce(&mut Command)) -> Ru
             .and_then(|text| serde_json::from_str(&text).ok()),
     };
     let _ = std::fs::remove_file(&json);
+    if let Some(document) = &run.json {
+        results_schema::check(document);
+    }
     run
 }
 
@@ -351,4 +357,43 @@ fn no_guard_pages_means_not_caught() {
     let result = &json["boots"][0]["results"][0];
     assert_eq!(result["guard"]["verdict"], "caught-good", "{json:#}");
     assert_eq!(run.status, Some(0), "{}", run.stdout);
+}
+
+/// The whole `--json` document of a real run that has each optional part
+/// (a guard verdict, a use-after-free verdict, a panic record) holds to
+/// `runner/schema/results.schema.json` (`runner()` checks every run's), and
+/// says which shape and runner it is.
+#[test]
+fn a_run_with_every_kind_of_verdict_holds_to_the_schema() {
+    let args = ["run", "stack.underflow", "life.uaf", "selftest.panic"];
+    let run = runner("schema", &args, |_| {});
+    let json = run.json.unwrap_or_else(|| {
+        panic!(
+            "no JSON (status {:?})\nstdout:\n{}\nstderr:\n{}",
+            run.status, run.stdout, run.stderr
+        )
+    });
+    assert_eq!(json["schema_version"], 1, "{json:#}");
+    assert_eq!(json["runner_version"], env!("CARGO_PKG_VERSION"));
+    let results: Vec<&Value> = json["boots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|b| b["results"].as_array().unwrap())
+        .collect();
+    // What the schema was held to must have had each part in it.
+    for part in ["guard", "uaf"] {
+        assert!(
+            results.iter().any(|r| r[part].is_object()),
+            "no {part}: {json:#}"
+        );
+    }
+    assert!(
+        json["boots"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|b| b["panic"].is_object()),
+        "no panic record: {json:#}"
+    );
 }

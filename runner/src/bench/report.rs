@@ -9,8 +9,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Everything one `bench` run measured. Steps that did not run (or failed)
 /// stay empty or `None`, so a report of a failed run shows how far it got.
+/// The version of `bench.json`'s shape (its own).
+pub const SCHEMA_VERSION: u32 = 1;
+
 #[derive(Debug, Serialize)]
 pub struct Report {
+    pub schema_version: u32,
+    pub runner_version: &'static str,
     /// UTC, ISO 8601, when the run started.
     pub date: String,
     pub accel: String,
@@ -102,6 +107,8 @@ fn rows_with_derived<S: Serializer>(rows: &[Row], s: S) -> Result<S::Ok, S::Erro
 impl Report {
     pub fn new(accel: String, smp: u32, runs: u32) -> Report {
         Report {
+            schema_version: SCHEMA_VERSION,
+            runner_version: crate::output::RUNNER_VERSION,
             date: iso_date(SystemTime::now()),
             accel,
             smp,
@@ -243,6 +250,8 @@ mod tests {
         });
         let v: serde_json::Value = serde_json::from_str(&to_json(&report)).unwrap();
         let keys: Vec<&str> = v.as_object().unwrap().keys().map(|k| k.as_str()).collect();
+        assert_eq!(v["schema_version"], SCHEMA_VERSION);
+        assert_eq!(v["runner_version"], env!("CARGO_PKG_VERSION"));
         for key in [
             "date",
             "accel",

@@ -117,6 +117,8 @@ pub fn execute(names: &[String], options: &Options) -> Result<i32, Fatal> {
     };
     let count = |fate: &str| rows.iter().filter(|r| r.fate == fate).count();
     let document = Document {
+        schema_version: output::SCHEMA_VERSION,
+        runner_version: crate::output::RUNNER_VERSION,
         command: "mutants",
         accel: match options.accel {
             Accel::Tcg => "tcg",

@@ -21,8 +21,14 @@ pub(super) struct Row {
     pub(super) run_dir: Option<String>,
 }
 
+/// The version of the `mutants --json` document's shape (its own, not
+/// the `run`/`test` results').
+pub(super) const SCHEMA_VERSION: u32 = 1;
+
 #[derive(Serialize)]
 pub(super) struct Document<'a> {
+    pub(super) schema_version: u32,
+    pub(super) runner_version: &'static str,
     pub(super) command: &'static str,
     pub(super) accel: &'static str,
     pub(super) baseline_s: f64,

@@ -1,4 +1,8 @@
-//! `--json FILE`: the same results for machines.
+//! `--json FILE`: the same results for machines. The document's shape is
+//! `runner/schema/results.schema.json` (JSON Schema 2020-12), which
+//! `tests/outcomes.rs` holds every real run's output against: a field
+//! renamed or dropped here fails there; change both, and bump
+//! `SCHEMA_VERSION` when a consumer's reading would break.
 
 use crate::fatal::Fatal;
 use crate::output::summary;
@@ -9,8 +13,14 @@ use crate::workspace::Artifacts;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 
+/// The version of the results document's shape.
+pub const SCHEMA_VERSION: u32 = 1;
+
 #[derive(Serialize)]
 struct Document<'a> {
+    schema_version: u32,
+    /// The runner that wrote it (`CARGO_PKG_VERSION`).
+    runner_version: &'static str,
     command: &'static str,
     run_dir: &'a Path,
     /// The images every boot booted: the run's own copies.
@@ -130,6 +140,8 @@ pub fn write(
 ) -> Result<(), Fatal> {
     let totals = summary::totals_with_skipped(mode, records, skipped);
     let document = Document {
+        schema_version: SCHEMA_VERSION,
+        runner_version: super::RUNNER_VERSION,
         command: match mode {
             Mode::Run => "run",
             Mode::Test => "test",
@@ -217,5 +229,51 @@ fn boot(record: &BootRecord) -> Boot<'_> {
                 }),
             })
             .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::cli::BootPath;
+    use abi::kinds::{ObjectKind, StackKind};
+    use abi::Outcome;
+
+    const SCHEMA: &str = include_str!("../../schema/results.schema.json");
+
+    /// The schema's closed word lists are the runner's own enums, so a
+    /// variant added in Rust cannot be left out of the schema (nor one
+    /// dropped left in).
+    #[test]
+    fn the_schemas_word_lists_are_the_enums() {
+        let schema: serde_json::Value = serde_json::from_str(SCHEMA).unwrap();
+        let words = |def: &str| -> Vec<String> {
+            schema["$defs"][def]["enum"]
+                .as_array()
+                .unwrap_or_else(|| panic!("no enum for {def} in the schema"))
+                .iter()
+                .map(|w| w.as_str().unwrap().to_string())
+                .collect()
+        };
+        let names = |all: Vec<&str>| -> Vec<String> { all.into_iter().map(String::from).collect() };
+        assert_eq!(
+            words("outcome"),
+            names(Outcome::ALL.iter().map(|o| o.as_str()).collect())
+        );
+        assert_eq!(
+            words("boot_path"),
+            names(BootPath::ALL.iter().map(|p| p.as_str()).collect())
+        );
+        assert_eq!(
+            words("stack_kind"),
+            names(StackKind::ALL.iter().map(|k| k.as_str()).collect())
+        );
+        assert_eq!(
+            words("object_kind"),
+            names(ObjectKind::ALL.iter().map(|k| k.as_str()).collect())
+        );
+        assert_eq!(
+            schema["properties"]["schema_version"]["const"],
+            super::SCHEMA_VERSION
+        );
     }
 }

@@ -9,6 +9,10 @@ pub mod summary;
 pub mod term;
 
 use crate::fatal::Fatal;
+
+/// The runner's version, in every JSON document it writes (`--json`,
+/// `mutants --json`, `bench.json`) beside that document's `schema_version`.
+pub const RUNNER_VERSION: &str = env!("CARGO_PKG_VERSION");
 use std::path::Path;
 
 /// Write one output file; a failure is the run's setup error, named.
