@@ -93,6 +93,14 @@ pub struct Options {
     /// Also write machine-readable results to FILE.
     #[arg(long, global = true, value_name = "FILE")]
     pub json: Option<PathBuf>,
+    /// Also append a Markdown step summary (the results table, each
+    /// failure's reason and oops excerpt) to FILE, e.g. "$GITHUB_STEP_SUMMARY".
+    #[arg(long, global = true, value_name = "FILE")]
+    pub github_summary: Option<PathBuf>,
+    /// Print one GitHub Actions `::error file=…,line=…::` annotation per
+    /// failed result, at the guest source line its fault was symbolized to.
+    #[arg(long, global = true)]
+    pub github_annotations: bool,
     /// Use the guest and loader already built instead of running cargo.
     #[arg(long, global = true)]
     pub no_build: bool,
@@ -173,6 +181,7 @@ impl Options {
             ("--json", &self.json),
             ("--junit", &self.junit),
             ("--ktap", &self.ktap),
+            ("--github-summary", &self.github_summary),
         ] {
             if let Some(path) = path {
                 writable(path).map_err(|why| format!("{flag} {}: {why}", path.display()))?;

@@ -6,7 +6,7 @@ use crate::boot::process::{self, Ended};
 use crate::boot::qemu::{self, Invocation};
 use crate::cli::{BootPath, Options};
 use crate::fatal::Fatal;
-use crate::output::{json, junit, ktap, summary};
+use crate::output::{github, json, junit, ktap, summary};
 use crate::record::{BootRecord, Mode, Skipped};
 use crate::report::classify::{classify, Evidence, Verdict};
 use crate::report::compare;
@@ -219,7 +219,15 @@ pub fn execute_with(
     if let Some(path) = &options.ktap {
         errors.extend(ktap::write(path, mode, &records, &skipped).err());
     }
+    if let Some(path) = &options.github_summary {
+        errors.extend(github::write_summary(path, mode, &records, &skipped).err());
+    }
     summary::print(mode, &records, &skipped);
+    if options.github_annotations {
+        for line in github::annotations(mode, &records) {
+            println!("{line}");
+        }
+    }
     for line in conformance {
         println!("{line}");
     }

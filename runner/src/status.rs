@@ -193,6 +193,7 @@ mod marks {
                             uaf: None,
                             todo: todo.map(String::from),
                             objections,
+                            site: None,
                         });
                     }
                 }

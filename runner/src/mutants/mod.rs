@@ -95,6 +95,11 @@ pub fn execute(names: &[String], options: &Options) -> Result<i32, Fatal> {
             "mutants writes no JUnit: drop --junit (--json has every result)",
         ));
     }
+    if options.github_summary.is_some() || options.github_annotations {
+        return Err(Fatal::usage(
+            "mutants writes no GitHub summary or annotations: drop --github-* (--json has every result)",
+        ));
+    }
     let mut planned = Vec::new();
     for d in chosen(names)? {
         planned.push((d, plan(d, options)?));

@@ -1,7 +1,9 @@
 //! What a run tells a person or a CI system: the console summary
-//! (`summary`), `--json`, `--junit` and `--ktap`; `term`, the lines
+//! (`summary`), `--json`, `--junit`, `--ktap` and GitHub Actions' step
+//! summary and annotations (`github`); `term`, the lines
 //! themselves.
 
+pub mod github;
 pub mod json;
 pub mod junit;
 pub mod ktap;

@@ -27,6 +27,19 @@ pub struct ScenarioResult {
     /// Why the result cannot be believed as the guest gave it: the evidence
     /// it needs is missing (`evidence`). Any objection fails it.
     pub objections: Vec<String>,
+    /// Where the scenario's first caught fault was, for a person and for
+    /// CI annotations (`report::attach`); `None` when nothing was caught.
+    pub site: Option<FaultSite>,
+}
+
+/// A caught fault's place in the guest's source and its report's opening.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FaultSite {
+    /// `path:line` of the faulting code, relative to the repository: the
+    /// innermost frame (of the RIP, then the trace) that DWARF places in it.
+    pub location: Option<String>,
+    /// The first lines of the oops (from its `BUG:` line), as printed.
+    pub oops: Vec<String>,
 }
 
 impl ScenarioResult {
@@ -103,6 +116,7 @@ pub fn scenario_results(scenarios: &[&'static Scenario], verdict: &Verdict) -> V
                         _ => None,
                     },
                     objections: Vec::new(),
+                    site: None,
                 },
                 None => ScenarioResult {
                     scenario,
@@ -114,6 +128,7 @@ pub fn scenario_results(scenarios: &[&'static Scenario], verdict: &Verdict) -> V
                     uaf: None,
                     todo: None,
                     objections: Vec::new(),
+                    site: None,
                 },
             }
         })
@@ -218,6 +233,7 @@ mod tests {
             uaf: None,
             todo: None,
             objections: Vec::new(),
+            site: None,
         }
     }
 

@@ -166,6 +166,7 @@ pub fn attach(
 ) {
     let events = lines::parse(serial);
     let held = recovery::parse(serial);
+    let elf = symbols;
     let symbols = symbols.map(|s| s as &dyn Symbolize);
     for r in results.iter_mut() {
         // A skipped scenario (stack.ap on one CPU) broke nothing.
@@ -186,7 +187,46 @@ pub fn attach(
             r.uaf = Some(uaf::judge(r.scenario, expect, &events, symbols));
         }
         recovery_hook(r, &events, &held);
+        r.site = site(r.scenario.name, &events, elf);
     }
+}
+
+/// How many lines of the oops a fault site keeps: the `BUG:` line, the
+/// `Oops:` line and the registers up to the start of the trace.
+const OOPS_LINES: usize = 8;
+
+/// Where the scenario's first caught fault (a guard hit, else a use after
+/// free) was: its code by DWARF, the opening of its oops as printed.
+fn site(
+    scenario: &str,
+    events: &lines::Events,
+    symbols: Option<&Symbols>,
+) -> Option<judge::FaultSite> {
+    let (rip, trace, oops) = match events.hits_of(scenario).next() {
+        Some(hit) => (
+            hit.rip.0,
+            return_addresses(&hit.backtrace),
+            oops::block(&events.lines, hit.line)
+                .unwrap_or_default()
+                .into_iter()
+                .take(OOPS_LINES)
+                .map(|(_, l)| l.to_string())
+                .collect(),
+        ),
+        None => {
+            let hit = events.uaf_hits_of(scenario).next()?;
+            (hit.rip.0, return_addresses(&hit.backtrace), Vec::new())
+        }
+    };
+    // Return addresses point after the call: look up the call itself.
+    let addrs = std::iter::once(rip).chain(trace.iter().map(|a| a.saturating_sub(1)));
+    let location = symbols.and_then(|s| {
+        addrs
+            .flat_map(|a| s.frames(a))
+            .filter_map(|f| f.location)
+            .find(|l| !l.starts_with('/'))
+    });
+    Some(judge::FaultSite { location, oops })
 }
 
 /// Every fault report's claim about its task, held against the recovery
@@ -236,6 +276,7 @@ mod tests {
             uaf: None,
             todo: None,
             objections: Vec::new(),
+            site: None,
         }
     }
 
