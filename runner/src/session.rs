@@ -176,7 +176,23 @@ pub fn execute_with(
 ) -> Result<i32, Fatal> {
     // A setup step that fails midway (an ISO that cannot be built) ends the
     // run, but the boots before it are still reported.
-    let (records, stopped) = boot_each(mode, setup, boots, options);
+    // `--verbose` prints the run's KTAP document as it goes, each boot's
+    // piece after its echoed serial lines, so that the log itself is one
+    // document `kunit.py parse` reads whole (the boots' own KTAP, behind
+    // their `[NAME]` prefix, is diagnostics to it).
+    let live_ktap = options.verbose;
+    if live_ktap {
+        println!("{}", ktap::header(boots.len() + skipped.len()).trim_end());
+    }
+    let (records, stopped) = boot_each(mode, setup, boots, options, live_ktap);
+    if live_ktap {
+        for (i, skip) in skipped.iter().enumerate() {
+            println!(
+                "{}",
+                ktap::skipped_boot(records.len() + i + 1, skip).trim_end()
+            );
+        }
+    }
     for skip in &skipped {
         eprintln!(
             "runner: skip {} via {}: {}",
@@ -245,7 +261,7 @@ pub fn boot_all(
     boots: Vec<Boot>,
     options: &Options,
 ) -> Result<Vec<BootRecord>, Fatal> {
-    match boot_each(mode, setup, boots, options) {
+    match boot_each(mode, setup, boots, options, false) {
         (records, None) => Ok(records),
         (_, Some(fatal)) => Err(fatal),
     }
@@ -254,11 +270,14 @@ pub fn boot_all(
 /// `boot_all`, keeping the records made before a boot could not be set up.
 /// Up to `--jobs` vCPUs' worth of boots run at once (`boot::pool`); each is
 /// reported, in the plan's order, once it and those before it are done.
+/// With `live_ktap`, each boot's piece of the KTAP document is printed
+/// as soon as it is judged.
 fn boot_each(
     mode: Mode,
     setup: &Setup,
     boots: Vec<Boot>,
     options: &Options,
+    live_ktap: bool,
 ) -> (Vec<BootRecord>, Option<Fatal>) {
     let total = boots.len();
     let mut planned = Vec::with_capacity(total);
@@ -299,6 +318,7 @@ fn boot_each(
         (p, launched)
     };
     let mut report = |(p, (capture, verdict)): (Prepared, _)| {
+        let number = p.index + 1;
         let record = judge(setup, p, capture, verdict, options);
         eprintln!(
             "runner:   {} in {:.2}s",
@@ -310,6 +330,9 @@ fn boot_each(
                 "runner:   {} serial line(s) longer than {} bytes were cut (--line-limit)",
                 record.cut_lines, options.line_limit
             );
+        }
+        if live_ktap {
+            println!("{}", ktap::boot(number, mode, &record).trim_end());
         }
         records.push(record);
     };
