@@ -50,7 +50,13 @@ impl Record for StackAlloc<'_> {
 /// A code address as the guest's own symbol table names it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Sym<'a> {
+    /// The demangled name, as a person reads it (`guest::a::b`).
     pub name: &'a str,
+    /// The name as the ELF's symbol table spells it (`nm`: `_ZN5guest1a1b17h…E`),
+    /// when that differs from `name`: what tools that look symbols up by
+    /// name (Linux's `decode_stacktrace.sh`) need.
+    #[serde(default, skip_serializing_if = "Option::is_none", borrow)]
+    pub link: Option<&'a str>,
     /// Bytes past the symbol's start.
     pub off: Hex,
     /// The symbol's size (0: a label without one).
@@ -59,9 +65,16 @@ pub struct Sym<'a> {
 
 impl fmt::Display for Sym<'_> {
     /// `name+0xoff/0xsize`, as Linux prints a symbol (no `/size` for a
-    /// label that has none).
+    /// label that has none); a mangled name goes last, `name
+    /// link+0xoff/0xsize`, as the one word a tool reading the line takes
+    /// for the symbol (the demangled one may have spaces).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}+{:#x}", self.name, self.off.get())?;
+        if let Some(link) = self.link {
+            write!(f, "{} {link}", self.name)?;
+        } else {
+            f.write_str(self.name)?;
+        }
+        write!(f, "+{:#x}", self.off.get())?;
         if self.size.get() != 0 {
             write!(f, "/{:#x}", self.size.get())?;
         }
@@ -86,19 +99,37 @@ impl<'a> Sym<'a> {
             Some(t) => hex(t).filter(|&s| s != 0)?,
             None => 0,
         };
+        let (name, link) = match name.rsplit_once(' ') {
+            Some((name, link)) if is_link_name(link) => (name, Some(link)),
+            _ => (name, None),
+        };
         (!name.is_empty()).then_some(Sym {
             name,
+            link,
             off: Hex(hex(off)?),
             size: Hex(size),
         })
     }
 }
 
+/// Whether `s` is a mangled Rust name (legacy `_ZN…E`, with LLVM's
+/// `.llvm.N` suffix when it has one, or v0 `_R…`): one word of identifier
+/// characters with the lengths' digits in it, which no demangled path's
+/// last word is.
+pub fn is_link_name(s: &str) -> bool {
+    let mangled = s.starts_with("_ZN") || s.starts_with("_R");
+    mangled
+        && s.bytes().any(|b| b.is_ascii_digit())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'$'))
+}
+
 /// One frame of a backtrace, with the guest's name for it: a return
 /// address, or (`trap`) the address an exception interrupted, found in the
 /// trap frame the walk crossed. A recursion's run of one return address is
-/// one `Frame` with `repeat` > 1, as the oops folds it into one line
-/// (`(x53)`): the same facts, without 53 copies of one name.
+/// one `Frame` with `repeat` > 1, as the oops folds it into one line and
+/// a count (` ... the frame above, 53 times in a row`): the same facts,
+/// without 53 copies of one name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Frame<'a> {
     pub addr: Hex,
@@ -343,6 +374,8 @@ mod tests {
         for i in 0..frames {
             let sym = (i % 3 != 2).then_some(Sym {
                 name: "guest::scenarios::stack::stack_recurse",
+                link: (i % 3 == 0)
+                    .then_some("_ZN5guest9scenarios5stack13stack_recurse17h43d4084c97e73a78E"),
                 off: Hex(0x89),
                 size: Hex(0xd0),
             });
@@ -373,6 +406,7 @@ mod tests {
             rip: Hex(0xffffffff8002b61a),
             rip_sym: Some(Sym {
                 name: "guest::scenarios::stack::stack_recurse",
+                link: Some("_ZN5guest9scenarios5stack13stack_recurse17h43d4084c97e73a78E"),
                 off: Hex(0x2a),
                 size: Hex(0xd0),
             }),
@@ -474,21 +508,27 @@ mod tests {
 
     #[test]
     fn a_full_backtrace_fits_the_guests_buffer() {
-        // The guest writes records through a 16 KiB buffer; the longest
-        // GUARD-HIT (every frame named, every name long) must fit with
-        // room to spare.
-        let mut buf = [0u8; 16384];
+        // The guest writes records through a `record::BUFFER`; the longest
+        // GUARD-HIT (every frame named, every name long, both spellings)
+        // must fit with room to spare.
+        let mut buf = [0u8; crate::record::BUFFER];
         let mut long = hit(MAX_FRAMES);
         let name = "<guest::console::Locked as core::fmt::Write>::write_str::{{closure}}";
+        let link = "_ZN78_$LT$guest..console..Locked$u20$as$u20$core..fmt..Write$GT$9write_str28_$u7b$$u7b$closure$u7d$$u7d$17h0123456789abcdefE";
         for f in long.backtrace.iter_mut() {
             f.sym = Some(Sym {
                 name,
+                link: Some(link),
                 off: Hex(0xffff),
                 size: Hex(0xffff),
             });
         }
         let line = round_trip(&long, &mut buf);
-        assert!(line.len() < 12 * 1024, "{} bytes", line.len());
+        assert!(
+            line.len() < crate::record::BUFFER * 3 / 4,
+            "{} bytes",
+            line.len()
+        );
     }
 
     #[test]
@@ -501,6 +541,19 @@ mod tests {
             ("trap_common+0x20", Some(("trap_common", 0x20, 0))),
             ("<a as b>::c+0x0/0x10", Some(("<a as b>::c", 0, 0x10))),
             ("x+0x1+0x2", Some(("x+0x1", 2, 0))),
+            // A mangled last word is the ELF's spelling; any other is part
+            // of the demangled name.
+            (
+                "a::b _ZN1a1b17h0123456789abcdefE+0x1/0x2",
+                Some(("a::b", 1, 2)),
+            ),
+            ("a::b _RNvCs1a_1b+0x1/0x2", Some(("a::b", 1, 2))),
+            (
+                "a::b _ZN1a1b17h0123456789abcdefE.llvm.6126408893584338086+0x2e/0x1c2",
+                Some(("a::b", 0x2e, 0x1c2)),
+            ),
+            ("<a as b> c+0x1/0x2", Some(("<a as b> c", 1, 2))),
+            ("a _ZNE+0x1/0x2", Some(("a _ZNE", 1, 2))),
             ("?", None),
             ("+0x1", None),
             ("x+0x", None),
@@ -511,6 +564,12 @@ mod tests {
         for (text, want) in cases {
             let got = Sym::parse(text).map(|s| (s.name, s.off.get(), s.size.get()));
             assert_eq!(got, want, "{text}");
+            let link = Sym::parse(text).and_then(|s| s.link);
+            assert_eq!(
+                link.is_some(),
+                text.contains(" _ZN1") || text.contains(" _R"),
+                "{text}"
+            );
             if let Some(s) = Sym::parse(text) {
                 assert_eq!(std::format!("{s}"), text);
             }

@@ -139,7 +139,8 @@ pub enum Line<'a> {
         via: Via,
         context: Context,
     },
-    /// `RIP: 0008:ADDR sym+0xoff/0xsize` (or `?`).
+    /// `RIP: 0008:ADDR sym+0xoff/0xsize` (or `?`); the symbol is the last
+    /// word, as on a `Call Trace` line.
     Rip {
         cs: u64,
         rip: u64,
@@ -168,15 +169,19 @@ pub enum Line<'a> {
     Depth(u64),
     /// `Call Trace:`.
     CallTrace,
-    /// ` [<ADDR>] sym+0xoff/0xsize (xN)`: one frame, or `repeat` identical
-    /// ones; `trap`: the address an exception interrupted, not a return
-    /// address (` (interrupted by #PF)`).
+    /// ` [<ADDR>] sym+0xoff/0xsize`: one frame; `trap`: the address an
+    /// exception interrupted, not a return address (` [<ADDR>] (interrupted
+    /// by #PF) sym+...`). The symbol is the line's last word, as Linux's
+    /// `decode_stacktrace.sh` reads it.
     Frame {
         addr: u64,
         sym: Option<Sym<'a>>,
-        repeat: u32,
         trap: Option<u8>,
     },
+    /// ` ... the frame above, N times in a row` (N >= 2): a recursion's run
+    /// of one return address, folded. A line of its own, with no address
+    /// and no `sym+0x../0x..`, so that tools reading frames pass it by.
+    Repeat(u32),
     /// ` ... (more frames)`: the walk kept no more.
     More,
     /// `---[ end trace ]---`.
@@ -230,6 +235,8 @@ impl Room {
 }
 
 const NO_ROOM: &str = " leaves no room for an exception frame";
+const REPEAT: &str = " ... the frame above, ";
+const IN_A_ROW: &str = " times in a row";
 
 /// A symbol or `?`.
 struct MaybeSym<'s, 'a>(&'s Option<Sym<'a>>);
@@ -419,18 +426,15 @@ impl fmt::Display for Line<'_> {
             Line::Frame {
                 addr,
                 ref sym,
-                repeat,
                 trap,
             } => {
-                write!(f, " [<{addr:016x}>] {}", MaybeSym(sym))?;
-                if repeat > 1 {
-                    write!(f, " (x{repeat})")?;
-                }
+                write!(f, " [<{addr:016x}>] ")?;
                 if let Some(v) = trap {
-                    write!(f, " (interrupted by {})", Vector(v))?;
+                    write!(f, "(interrupted by {}) ", Vector(v))?;
                 }
-                Ok(())
+                write!(f, "{}", MaybeSym(sym))
             }
+            Line::Repeat(n) => write!(f, "{REPEAT}{n}{IN_A_ROW}"),
             Line::More => f.write_str(" ... (more frames)"),
             Line::End => f.write_str("---[ end trace ]---"),
         }
@@ -647,27 +651,23 @@ impl<'a> Line<'a> {
             "---[ end trace ]---" => return Some(Line::End),
             _ => {}
         }
+        if let Some(n) = s
+            .strip_prefix(REPEAT)
+            .and_then(|r| r.strip_suffix(IN_A_ROW))
+        {
+            return dec(n).filter(|&n| n >= 2).map(Line::Repeat);
+        }
         if let Some(rest) = s.strip_prefix(" [<") {
             let (addr, mut rest) = rest.split_once(">] ")?;
             let mut trap = None;
-            if let Some((r, v)) = rest.rsplit_once(" (interrupted by ") {
-                trap = Some(Vector::parse(v.strip_suffix(')')?)?);
+            if let Some(r) = rest.strip_prefix("(interrupted by ") {
+                let (v, r) = r.split_once(") ")?;
+                trap = Some(Vector::parse(v)?);
                 rest = r;
-            }
-            let mut repeat = 1;
-            if let Some((r, n)) = rest.rsplit_once(" (x") {
-                if let Some(n) = n.strip_suffix(')').and_then(dec::<u32>) {
-                    if n < 2 {
-                        return None;
-                    }
-                    repeat = n;
-                    rest = r;
-                }
             }
             return Some(Line::Frame {
                 addr: addr16(addr)?,
                 sym: parse_sym(rest)?,
-                repeat,
                 trap,
             });
         }
@@ -707,8 +707,8 @@ pub fn regs_lines<'a>(
     Ok(())
 }
 
-/// The `Call Trace:` block of a backtrace (its runs already folded, one
-/// line each with a count), the cut-off marker, the end marker.
+/// The `Call Trace:` block of a backtrace (its runs already folded: one
+/// frame line, then a count line), the cut-off marker, the end marker.
 pub fn trace_lines<'a>(
     frames: &[Frame<'a>],
     truncated: bool,
@@ -719,9 +719,11 @@ pub fn trace_lines<'a>(
         out(Line::Frame {
             addr: f.addr.get(),
             sym: f.sym,
-            repeat: f.repeat,
             trap: f.trap,
         })?;
+        if f.repeat > 1 {
+            out(Line::Repeat(f.repeat))?;
+        }
     }
     if truncated {
         out(Line::More)?;
@@ -898,6 +900,7 @@ mod tests {
                     rip: 0xffffffff8002937a,
                     sym: Some(Sym {
                         name: "guest::scenarios::stack::stack_recurse",
+                        link: None,
                         off: Hex(0x2a),
                         size: Hex(0xd0),
                     }),
@@ -962,28 +965,42 @@ mod tests {
             ),
             ("Call Trace:", Line::CallTrace),
             (
-                " [<ffffffff800293d9>] guest::scenarios::stack::stack_recurse+0x89/0xd0 (x53)",
+                " [<ffffffff8002c071>] guest::scenarios::stack::stack_recurse _ZN5guest9scenarios5stack13stack_recurse17h43d4084c97e73a78E+0x91/0xee",
+                Line::Frame {
+                    addr: 0xffffffff8002c071,
+                    sym: Some(Sym {
+                        name: "guest::scenarios::stack::stack_recurse",
+                        link: Some("_ZN5guest9scenarios5stack13stack_recurse17h43d4084c97e73a78E"),
+                        off: Hex(0x91),
+                        size: Hex(0xee),
+                    }),
+                    trap: None,
+                },
+            ),
+            (" ... the frame above, 53 times in a row", Line::Repeat(53)),
+            (
+                " [<ffffffff800293d9>] guest::scenarios::stack::stack_recurse+0x89/0xd0",
                 Line::Frame {
                     addr: 0xffffffff800293d9,
                     sym: Some(Sym {
                         name: "guest::scenarios::stack::stack_recurse",
+                        link: None,
                         off: Hex(0x89),
                         size: Hex(0xd0),
                     }),
-                    repeat: 53,
                     trap: None,
                 },
             ),
             (
-                " [<ffffffff80026940>] core::ops::function::FnOnce::call_once+0x40/0x50 (interrupted by #PF)",
+                " [<ffffffff80026940>] (interrupted by #PF) core::ops::function::FnOnce::call_once+0x40/0x50",
                 Line::Frame {
                     addr: 0xffffffff80026940,
                     sym: Some(Sym {
                         name: "core::ops::function::FnOnce::call_once",
+                        link: None,
                         off: Hex(0x40),
                         size: Hex(0x50),
                     }),
-                    repeat: 1,
                     trap: Some(14),
                 },
             ),
@@ -993,22 +1010,22 @@ mod tests {
                     addr: 0xffffffff8003a306,
                     sym: Some(Sym {
                         name: "task_entry_trampoline",
+                        link: None,
                         off: Hex(7),
                         size: Hex(0),
                     }),
-                    repeat: 1,
                     trap: None,
                 },
             ),
             (
-                " [<ffffffff8003a306>] ? (x2)",
+                " [<ffffffff8003a306>] ?",
                 Line::Frame {
                     addr: 0xffffffff8003a306,
                     sym: None,
-                    repeat: 2,
                     trap: None,
                 },
             ),
+            (" ... the frame above, 2 times in a row", Line::Repeat(2)),
             (" ... (more frames)", Line::More),
             ("---[ end trace ]---", Line::End),
         ];
@@ -1032,8 +1049,11 @@ mod tests {
             "RIP: 0008:ffffffff8002937a stack_recurse",
             "Guard: ffffc9000001e000..ffffc9000001f000 (1 pages)",
             "Guard: ffffc9000001e000..ffffc9000001f000 (2 page)",
-            " [<ffffffff800293d9>] x+0x1 (x1)",
-            " [<ffffffff800293d9>] x+0x1 (interrupted by #ZZ)",
+            " [<ffffffff800293d9>] x+0x1 (x53)",
+            " [<ffffffff800293d9>] x+0x1 (interrupted by #PF)",
+            " [<ffffffff800293d9>] (interrupted by #ZZ) x+0x1",
+            " ... the frame above, 1 times in a row",
+            " ... the frame above, 053 times in a row",
             "Recursion depth: ",
             "Evidence: CR2 in the guard, and RSP ffffc90000007008 (8 bytes above the stack bottom) leaves no room for an exception frame; CR2 0000000000000000 lies in no guard of this stack (stale)",
             "Evidence: RSP ffffc90000006ff0 (16 bytes beside the stack) leaves no room for an exception frame; CR2 0000000000000000 lies in no guard of this stack (stale)",
@@ -1060,8 +1080,18 @@ mod tests {
         "[a-z][a-z0-9 '_-]{0,14}"
     }
 
-    fn sym() -> impl Strategy<Value = Option<(String, u64, u64)>> {
-        proptest::option::of((name(), any::<u64>(), any::<u32>().prop_map(u64::from)))
+    /// Mangled names as `nm` prints them, legacy and v0.
+    fn link() -> impl Strategy<Value = Option<String>> {
+        proptest::option::of("_ZN[0-9][a-z]{1,8}17h[0-9a-f]{16}E|_RNvCs[0-9][A-Za-z0-9_]{0,20}")
+    }
+
+    fn sym() -> impl Strategy<Value = Option<(String, Option<String>, u64, u64)>> {
+        proptest::option::of((
+            name(),
+            link(),
+            any::<u64>(),
+            any::<u32>().prop_map(u64::from),
+        ))
     }
 
     fn stack() -> impl Strategy<Value = Option<StackKind>> {
@@ -1112,10 +1142,10 @@ mod tests {
             via in proptest::sample::select(Via::ALL),
             context in proptest::sample::select(Context::ALL),
             kind in proptest::sample::select(&[HitKind::Overflow, HitKind::Underflow][..]),
-            repeat in 1u32..1000,
+            repeat in 2u32..1000,
             trap in proptest::option::of(any::<u8>()),
         ) {
-            let sym = sym.as_ref().map(|(n, off, size)| Sym { name: n, off: Hex(*off), size: Hex(*size) });
+            let sym = sym.as_ref().map(|(n, link, off, size)| Sym { name: n, link: link.as_deref(), off: Hex(*off), size: Hex(*size) });
             check(Line::GuardBug { stack, addr: a, lo: b, hi: c });
             check(Line::PageFaultBug { addr: a });
             check(Line::GuardOops { kind, bytes: a, cpu: n32, task: b, comm: &comm });
@@ -1134,7 +1164,8 @@ mod tests {
                 check(Line::Evidence { evidence: Evidence::Rsp, rsp: a, room, cr2: c });
                 check(Line::Evidence { evidence: Evidence::Both, rsp: a, room, cr2: 0 });
             }
-            check(Line::Frame { addr: a, sym, repeat, trap });
+            check(Line::Frame { addr: a, sym, trap });
+            check(Line::Repeat(repeat));
         }
     }
 

@@ -30,6 +30,10 @@ pub enum EncodeError {
     TooLong,
 }
 
+/// The buffer the guest encodes one record in: room for the longest, a
+/// `GUARD-HIT` naming 64 frames by both spellings of long names (~20 KiB).
+pub const BUFFER: usize = 32 * 1024;
+
 /// The record as `PREFIX{json}` in `buf` (no newline). On `TooLong`, the
 /// caller still owes the runner a line that names the scenario (see
 /// `too_long_line`), so that the loss shows as an unreadable record.

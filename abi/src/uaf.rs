@@ -122,6 +122,7 @@ mod tests {
                 addr: Hex(0xffffffff800255ac),
                 sym: Some(Sym {
                     name: "guest::scenarios::life::stale_task_read",
+                    link: None,
                     off: Hex(4),
                     size: Hex(0x20),
                 }),

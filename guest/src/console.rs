@@ -16,8 +16,8 @@ use abi::Record;
 use core::fmt::{self, Write};
 use core::sync::atomic::{AtomicUsize, Ordering};
 
-/// Room for the longest record (a `GUARD-HIT` naming 64 frames is ~7 KiB).
-const RECORD_BUFFER: usize = 16 * 1024;
+/// Room for the longest record (`abi::record::BUFFER`).
+const RECORD_BUFFER: usize = abi::record::BUFFER;
 
 pub struct Console {
     serial: Option<Serial>,

@@ -30,7 +30,12 @@ pub trait Symbolize {
 /// reaches to the next symbol).
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct SymbolAt {
+    /// Demangled, as a person (and the guest's oops) names it.
     pub names: Vec<String>,
+    /// The same names as the ELF's symbol table spells them (what `nm`
+    /// prints), in the same order.
+    #[serde(default)]
+    pub links: Vec<String>,
     pub base: u64,
     pub size: u64,
 }
@@ -48,8 +53,9 @@ type Reader = gimli::EndianRcSlice<gimli::RunTimeEndian>;
 /// A loaded guest ELF.
 pub struct Symbols {
     dwarf: Option<addr2line::Context<Reader>>,
-    /// Function symbols sorted by address: (address, size, demangled name).
-    table: Vec<(u64, u64, String)>,
+    /// Function symbols sorted by address: (address, size, demangled name,
+    /// the name as the ELF spells it).
+    table: Vec<(u64, u64, String, String)>,
     /// Executable sections' address ranges.
     text: Vec<std::ops::Range<u64>>,
     cfi: Option<ElfCallFrames>,
@@ -65,10 +71,7 @@ impl Symbols {
 
     pub fn parse(data: &[u8]) -> Result<Symbols, String> {
         let file = object::File::parse(data).map_err(|e| e.to_string())?;
-        let mut table: Vec<(u64, u64, String)> = function_symbols(&file)
-            .into_iter()
-            .map(|(a, s, n)| (a, s, n.to_string()))
-            .collect();
+        let mut table = function_symbols(&file);
         table.sort();
         let endian = if file.is_little_endian() {
             gimli::RunTimeEndian::Little
@@ -111,7 +114,7 @@ impl Symbols {
     pub fn address_of(&self, name: &str) -> Option<u64> {
         self.table
             .iter()
-            .find(|(_, _, n)| n == name)
+            .find(|(_, _, n, _)| n == name)
             .map(|&(a, ..)| a)
     }
 
@@ -151,7 +154,7 @@ impl Symbols {
         out
     }
 
-    fn containing(&self, addr: u64) -> Option<&(u64, u64, String)> {
+    fn containing(&self, addr: u64) -> Option<&(u64, u64, String, String)> {
         let last = self.table.partition_point(|s| s.0 <= addr).checked_sub(1)?;
         // Of several symbols at one address, the first in table order: the
         // one `abi::ksyms::encode` keeps, so the guest's answer and this
@@ -184,14 +187,14 @@ impl Symbols {
 
 impl Symbolize for Symbols {
     fn symbol(&self, addr: u64) -> Option<SymbolAt> {
-        let &(base, size, _) = self.containing(addr)?;
-        let names = self
-            .table
-            .iter()
-            .filter(|s| s.0 == base)
-            .map(|s| s.2.clone())
-            .collect();
-        Some(SymbolAt { names, base, size })
+        let &(base, size, _, _) = self.containing(addr)?;
+        let at = || self.table.iter().filter(|s| s.0 == base);
+        Some(SymbolAt {
+            names: at().map(|s| s.2.clone()).collect(),
+            links: at().map(|s| s.3.clone()).collect(),
+            base,
+            size,
+        })
     }
 
     fn in_text(&self, addr: u64) -> bool {
@@ -205,8 +208,8 @@ impl Symbolize for Symbols {
     fn functions(&self, addr: u64) -> Vec<String> {
         let mut names: Vec<String> = self.frames(addr).into_iter().map(|f| f.function).collect();
         // Identical functions folded into one address keep all their names.
-        if let Some(&(base, _, _)) = self.containing(addr) {
-            for (_, _, name) in self.table.iter().filter(|s| s.0 == base) {
+        if let Some(&(base, _, _, _)) = self.containing(addr) {
+            for (_, _, name, _) in self.table.iter().filter(|s| s.0 == base) {
                 if !names.contains(name) {
                     names.push(name.clone());
                 }
@@ -216,11 +219,12 @@ impl Symbolize for Symbols {
     }
 }
 
-/// Defined function symbols: (address, size, demangled name without hash).
+/// Defined function symbols: (address, size, demangled name without hash,
+/// the name as the ELF spells it).
 /// Untyped labels in code count too: `global_asm!` entry stubs
 /// (`trap_common`) are NOTYPE, and without them their addresses would be
 /// named after whatever function precedes them.
-fn function_symbols(file: &object::File) -> Vec<(u64, u64, String)> {
+fn function_symbols(file: &object::File) -> Vec<(u64, u64, String, String)> {
     let in_code = |s: &object::Symbol| {
         s.section_index()
             .and_then(|i| file.section_by_index(i).ok())
@@ -235,7 +239,7 @@ fn function_symbols(file: &object::File) -> Vec<(u64, u64, String)> {
         .filter(|s| s.address() != 0 && !s.name().unwrap_or(".L").starts_with(".L"))
         .filter_map(|s| {
             let name = s.name().ok()?;
-            Some((s.address(), s.size(), demangle(name)))
+            Some((s.address(), s.size(), demangle(name), name.to_string()))
         })
         .collect()
 }
@@ -262,7 +266,7 @@ pub fn with_ksyms(elf: &[u8]) -> Result<(Vec<u8>, usize), String> {
     symbols.sort();
     let entries: Vec<abi::ksyms::Symbol> = symbols
         .iter()
-        .map(|(a, size, n)| (*a, *size, n.as_str()))
+        .map(|(a, size, n, link)| (*a, *size, n.as_str(), link.as_str()))
         .collect();
     let (table, count) = abi::ksyms::encode(&entries, capacity);
     let mut out = elf.to_vec();
@@ -332,12 +336,12 @@ pub mod tests {
         let symbols = Symbols::parse(&data).unwrap();
         let target = demangle as fn(&str) -> String as usize as u64;
         // A PIE's symbols are link-time addresses; find ours by name instead.
-        let (addr, _, _) = symbols
+        let (addr, _, _, _) = symbols
             .table
             .iter()
             .find(|s| s.2.ends_with("symbols::demangle"))
             .cloned()
-            .unwrap_or((target, 0, String::new()));
+            .unwrap_or((target, 0, String::new(), String::new()));
         let names = symbols.functions(addr);
         assert!(
             names.iter().any(|n| n.contains("demangle")),
@@ -346,6 +350,15 @@ pub mod tests {
         let s = Symbolize::symbol(&symbols, addr).unwrap();
         assert_eq!(s.base, addr);
         assert!(s.size > 0 && s.names.iter().any(|n| n.ends_with("symbols::demangle")));
+        // Each name also as `nm` prints it: mangled.
+        assert_eq!(s.links.len(), s.names.len());
+        assert!(
+            s.links
+                .iter()
+                .all(|l| l.starts_with("_ZN") || l.starts_with("_R")),
+            "{:?}",
+            s.links
+        );
         assert!(symbols.in_text(addr));
         assert!(!symbols.in_text(0));
         assert!(symbols.functions(u64::MAX).is_empty());

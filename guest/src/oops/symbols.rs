@@ -28,6 +28,7 @@ pub fn sym(addr: u64) -> Option<Sym<'static>> {
     };
     Some(Sym {
         name: found.name,
+        link: found.link,
         off: Hex(found.offset),
         size: Hex(found.size),
     })

@@ -54,6 +54,7 @@ pub fn label(line: &Line) -> &'static str {
         Line::Evidence { .. } => "the `Evidence:` line",
         Line::CallTrace => "the `Call Trace:` line",
         Line::Frame { .. } => "a `Call Trace` line",
+        Line::Repeat(_) => "a `... the frame above, N times in a row` line",
         Line::More => "the `... (more frames)` line",
         Line::End => "the `---[ end trace ]---` line",
     }
@@ -130,8 +131,10 @@ pub fn elf_text(truth: &Option<(SymbolAt, u64)>) -> String {
     match truth {
         Some((s, off)) => {
             let name = s.names.first().map_or("?", String::as_str);
+            let link = s.links.first().map(String::as_str).filter(|&l| l != name);
             Sym {
                 name,
+                link,
                 off: (*off).into(),
                 size: s.size.into(),
             }
@@ -150,7 +153,18 @@ fn agrees(sym: &Option<Sym>, truth: &Option<(SymbolAt, u64)>) -> bool {
     match (sym, truth) {
         (None, None) => true,
         (Some(s), Some((t, off))) => {
-            t.names.iter().any(|n| n == s.name) && s.off.get() == *off && s.size.get() == t.size
+            // The ELF's spelling, when printed, of the same symbol: a tool
+            // looking it up with `nm` must land where the name says.
+            let link_ok = s.link.is_none_or(|l| {
+                t.names
+                    .iter()
+                    .zip(&t.links)
+                    .any(|(n, link)| n == s.name && link == l)
+            });
+            t.names.iter().any(|n| n == s.name)
+                && link_ok
+                && s.off.get() == *off
+                && s.size.get() == t.size
         }
         _ => false,
     }
@@ -212,17 +226,21 @@ pub fn check_symbols(hit: &GuardHit, symbols: &dyn Symbolize) -> Vec<Failure> {
     out
 }
 
-/// A trace line's text without its leading space.
+/// A trace line's text without its leading space, and its count when the
+/// next line folds a run into it.
 pub fn trace_line(f: &Frame) -> String {
-    Line::Frame {
+    let mut s = Line::Frame {
         addr: f.addr.get(),
         sym: f.sym,
-        repeat: f.repeat,
         trap: f.trap,
     }
     .to_string()
     .trim_start()
-    .to_string()
+    .to_string();
+    if f.repeat > 1 {
+        s.push_str(&format!(" ({} times in a row)", f.repeat));
+    }
+    s
 }
 
 #[cfg(test)]

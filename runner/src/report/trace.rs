@@ -116,11 +116,11 @@ pub struct Judged {
 fn unwind_line(symbols: &dyn Symbolize, pc: u64, kind: Kind, repeat: usize) -> String {
     let name = elf_text(&elf_sym(symbols, pc, kind == Kind::Return));
     let mut s = format!("[<{pc:016x}>] {name}");
-    if repeat > 1 {
-        s.push_str(&format!(" (x{repeat})"));
-    }
     if kind == Kind::Interrupted {
-        s.push_str(" (interrupted)");
+        s = format!("[<{pc:016x}>] (interrupted) {name}");
+    }
+    if repeat > 1 {
+        s.push_str(&format!(" ({repeat} times in a row)"));
     }
     s
 }

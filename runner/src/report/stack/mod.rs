@@ -562,8 +562,8 @@ mod tests {
             v["backtrace"][0]["repeat"] = json!(52)
         }));
         assert!(
-            d.contains(&format!("Call Trace line 1: the guest prints `[<{ret:016x}>] guest::scenarios::stack::stack_recurse+0x89/0xe6 (x52)`"))
-                && d.contains(&format!("gives `[<{ret:016x}>] guest::scenarios::stack::stack_recurse+0x89/0xe6 (x53)`")),
+            d.contains(&format!("Call Trace line 1: the guest prints `[<{ret:016x}>] guest::scenarios::stack::stack_recurse+0x89/0xe6 (52 times in a row)`"))
+                && d.contains(&format!("gives `[<{ret:016x}>] guest::scenarios::stack::stack_recurse+0x89/0xe6 (53 times in a row)`")),
             "{d}"
         );
         let d = detail(real().hit("stack.recursion", |v| {
@@ -605,7 +605,16 @@ mod tests {
                 "?",
                 "the `RIP:` line",
             ),
-            ("(x53)", "(x52)", "a `Call Trace` line"),
+            (
+                "stack_recurse+0x89/0xe6",
+                "stack_recurse+0x89/0xe7",
+                "a `Call Trace` line",
+            ),
+            (
+                "53 times in a row",
+                "52 times in a row",
+                "a `... the frame above, N times in a row` line",
+            ),
             (
                 "Recursion depth: 52",
                 "Recursion depth: 5",
