@@ -35,47 +35,19 @@ pub struct BootTimeline {
     pub ready_us: u64,
 }
 
-/// The stages, in boot order: the guest stamps them by these, the record
-/// carries them as fields.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Stage {
-    Entry,
-    Memory,
-    Config,
-    Cpu,
-    Clock,
-    Tasks,
-    Tick,
-    Aps,
-    Ready,
-}
-
-impl Stage {
-    pub const ALL: [Stage; 9] = [
-        Stage::Entry,
-        Stage::Memory,
-        Stage::Config,
-        Stage::Cpu,
-        Stage::Clock,
-        Stage::Tasks,
-        Stage::Tick,
-        Stage::Aps,
-        Stage::Ready,
-    ];
-
-    /// As `make bench` prints it (the field's name without `_us`).
-    pub fn name(self) -> &'static str {
-        match self {
-            Stage::Entry => "entry",
-            Stage::Memory => "memory",
-            Stage::Config => "config",
-            Stage::Cpu => "cpu",
-            Stage::Clock => "clock",
-            Stage::Tasks => "tasks",
-            Stage::Tick => "tick",
-            Stage::Aps => "aps",
-            Stage::Ready => "ready",
-        }
+crate::named_enum! {
+    /// The stages, in boot order: the guest stamps them by these, the
+    /// record carries them as fields (`make bench` prints these names).
+    pub enum Stage {
+        Entry = "entry",
+        Memory = "memory",
+        Config = "config",
+        Cpu = "cpu",
+        Clock = "clock",
+        Tasks = "tasks",
+        Tick = "tick",
+        Aps = "aps",
+        Ready = "ready",
     }
 }
 
@@ -83,7 +55,7 @@ impl BootTimeline {
     /// The record of stages that ended at `us(stage)`.
     pub fn from_stages(us: impl Fn(Stage) -> u64) -> Self {
         let mut t = BootTimeline::default();
-        for stage in Stage::ALL {
+        for &stage in Stage::ALL {
             *t.field(stage) = us(stage);
         }
         t
@@ -106,7 +78,10 @@ impl BootTimeline {
     /// Each stage with the time it ended at, in boot order.
     pub fn stages(&self) -> [(&'static str, u64); 9] {
         let mut copy = self.clone();
-        Stage::ALL.map(|s| (s.name(), *copy.field(s)))
+        core::array::from_fn(|i| {
+            let s = Stage::ALL[i];
+            (s.as_str(), *copy.field(s))
+        })
     }
 
     /// Each stage with its own length (the first: from the TSC's zero).

@@ -21,12 +21,12 @@ impl Timeline {
     }
 
     pub fn end(&mut self, stage: Stage) {
-        self.cycles[stage as usize] = time::tsc();
+        self.cycles[stage.index()] = time::tsc();
     }
 
     /// Print the record; needs the calibrated clock.
     pub fn report(&self) {
-        let us = |stage: Stage| time::cycles_to_ns(self.cycles[stage as usize]) / 1000;
+        let us = |stage: Stage| time::cycles_to_ns(self.cycles[stage.index()]) / 1000;
         crate::console::record(&BootTimeline::from_stages(us));
     }
 }

@@ -24,7 +24,7 @@ pub fn medians(runs: &[BootTimeline], wall: Duration) -> Vec<StageMs> {
         .iter()
         .enumerate()
         .map(|(i, stage)| StageMs {
-            stage: stage.name(),
+            stage: stage.as_str(),
             median_ms: median(runs.iter().map(|t| t.lengths()[i].1).collect()) as f64 / 1e3,
         })
         .collect();
