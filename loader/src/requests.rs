@@ -36,8 +36,14 @@ fn words(image: &Image) -> &'static mut [u64] {
     }
 }
 
+/// Whether `pattern` is at `w[i..]`. The first word is compared on its own
+/// because nearly every position fails there: the whole-slice compare is a
+/// `bcmp` call, and scanning the guest's data for the start marker with one
+/// call per word took 2 ms of the boot under TCG.
 fn starts_with(w: &[u64], i: usize, pattern: &[u64]) -> bool {
-    w.len() >= i + pattern.len() && &w[i..i + pattern.len()] == pattern
+    w.get(i) == pattern.first()
+        && w.len() >= i + pattern.len()
+        && w[i..i + pattern.len()] == *pattern
 }
 
 /// Applies the base revision tag and collects the requests. Fails the boot
