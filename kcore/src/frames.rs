@@ -119,13 +119,18 @@ impl<'a> FrameBitmap<'a> {
         if lo >= hi {
             return 0;
         }
+        // A word at a time: the boot map's first region is the whole of
+        // RAM, and frame by frame (65 536 for 256 MiB) it took 2 ms of the
+        // boot under TCG. Frames already added keep their state.
+        let (first, end) = (self.index_of(lo), self.index_of(hi));
         let mut added = 0;
-        for i in self.index_of(lo)..self.index_of(hi) {
-            if !bit(self.usable, i) {
-                set(self.usable, i);
-                clear(self.used, i);
-                added += 1;
-            }
+        for w in first / WORD_BITS..end.div_ceil(WORD_BITS) {
+            let from = (w * WORD_BITS).max(first) - w * WORD_BITS;
+            let to = ((w + 1) * WORD_BITS).min(end) - w * WORD_BITS;
+            let new = bits_between(from, to) & !self.usable[w];
+            self.usable[w] |= new;
+            self.used[w] &= !new;
+            added += new.count_ones() as usize;
         }
         self.free += added;
         self.total += added;
@@ -301,6 +306,18 @@ fn low_mask(bits: usize) -> u64 {
     (1u64 << bits) - 1
 }
 
+/// The bits `from..to` of a word (`to` at most [`WORD_BITS`]).
+fn bits_between(from: usize, to: usize) -> u64 {
+    let below = |n: usize| {
+        if n >= WORD_BITS {
+            u64::MAX
+        } else {
+            (1u64 << n) - 1
+        }
+    };
+    below(to) & !below(from)
+}
+
 fn bit(words: &[u64], i: usize) -> bool {
     words[i / WORD_BITS] & (1 << (i % WORD_BITS)) != 0
 }
@@ -390,6 +407,55 @@ mod tests {
             assert_eq!(b.total_frames(), 5);
             assert_eq!(b.add_free_range(0x10_3000, 0x10_3000), 0);
         });
+    }
+
+    proptest::proptest! {
+        /// Adding ranges word by word has the per-frame rule's effect: a
+        /// frame inside a range becomes usable and, unless it was added
+        /// before, free; one outside is untouched.
+        #[test]
+        fn adding_ranges_is_the_per_frame_rule(
+            n in 1usize..300,
+            ranges in proptest::collection::vec((0u64..320, 0u64..320), 1..6),
+            allocs in 0usize..40,
+        ) {
+            with_bitmap(0, n, |b| {
+                let mut usable = vec![false; n];
+                let mut free = vec![false; n];
+                for (i, &(x, y)) in ranges.iter().enumerate() {
+                    let (lo, hi) = (x.min(y), x.max(y));
+                    let added = b.add_free_range(lo * F, hi * F);
+                    let mut expected = 0;
+                    for f in lo.min(n as u64)..hi.min(n as u64) {
+                        if !usable[f as usize] {
+                            usable[f as usize] = true;
+                            free[f as usize] = true;
+                            expected += 1;
+                        }
+                    }
+                    proptest::prop_assert_eq!(added, expected);
+                    // Allocate between additions, so a re-added range meets
+                    // allocated frames that must stay allocated.
+                    if i == 0 {
+                        for _ in 0..allocs {
+                            match b.alloc() {
+                                Some(a) => free[(a / F) as usize] = false,
+                                None => break,
+                            }
+                        }
+                    }
+                }
+                for f in 0..n {
+                    proptest::prop_assert_eq!(b.is_free(f as u64 * F), free[f], "frame {}", f);
+                    proptest::prop_assert_eq!(
+                        b.free(f as u64 * F) == Err(FrameError::NotUsable),
+                        !usable[f],
+                        "frame {} usable", f
+                    );
+                }
+                Ok(())
+            })?;
+        }
     }
 
     #[test]
