@@ -53,6 +53,7 @@ use x86_64::VirtAddr;
 #[no_mangle]
 extern "C" fn kernel_main(stack_top: u64) -> ! {
     let mut timeline = boot::timeline::Timeline::start();
+    time::open_boot_window();
     let stack_top = VirtAddr::new(stack_top);
     arch::x86_64::percpu::early_init();
     register_upcalls();
@@ -65,8 +66,9 @@ extern "C" fn kernel_main(stack_top: u64) -> ! {
 
     bringup::init_cpu(0, arch::x86_64::cpu::apic_id());
     timeline.end(Stage::Cpu);
-    // The TSC against the PIT, then the LAPIC timer against the TSC.
-    time::calibrate(1000);
+    // The TSC against the PIT (over the boot so far, if a 500 µs window
+    // agrees; else in 1 ms windows), then the LAPIC timer against the TSC.
+    time::calibrate(500, 1000);
     timeline.end(Stage::Clock);
     task::adopt_boot_flow("init", false, stack_top - boot::BOOT_STACK_SIZE, stack_top);
     task::create_idle().expect("no memory for the boot CPU's idle task");

@@ -170,6 +170,9 @@ pub struct Calibration {
     pub windows: usize,
     /// Whether [`AGREEING`] of them agreed (else `rate` is their median).
     pub agreed: bool,
+    /// Whether `rate` is a long window's that one window confirmed
+    /// ([`calibrate_confirming`]).
+    pub confirmed_long: bool,
 }
 
 /// Take windows until [`AGREEING`] of them agree, or [`MAX_WINDOWS`] were
@@ -187,6 +190,7 @@ pub fn calibrate(mut window: impl FnMut() -> Option<Rate>) -> Option<Calibration
                 rate,
                 windows,
                 agreed: true,
+                confirmed_long: false,
             });
         }
     }
@@ -194,7 +198,37 @@ pub fn calibrate(mut window: impl FnMut() -> Option<Rate>) -> Option<Calibration
         rate,
         windows: MAX_WINDOWS,
         agreed: false,
+        confirmed_long: false,
     })
+}
+
+/// A rate measured over a long window, the boot's first milliseconds,
+/// believed once one ordinary window agrees with it; else
+/// [`calibrate`] from scratch.
+///
+/// Its two ends are reads like any other, so the long window is the most
+/// precise one (a 5 µs bracket is 0.06 % of 8 ms), and it costs no waiting:
+/// the boot runs inside it. But it is read rarely, so a pause longer than
+/// the reference's period (55 ms for the PIT) loses whole periods, which
+/// makes it read too fast by at least as many times its length: never
+/// within [`TOLERANCE_PER_MILLE`] of a window that lost none.
+pub fn calibrate_confirming(
+    long: Option<Rate>,
+    mut window: impl FnMut() -> Option<Rate>,
+) -> Option<Calibration> {
+    if let Some(long) = long {
+        if let Some(short) = window() {
+            if consensus(&mut [long, short], 2, TOLERANCE_PER_MILLE).is_some() {
+                return Some(Calibration {
+                    rate: long,
+                    windows: 1,
+                    agreed: true,
+                    confirmed_long: true,
+                });
+            }
+        }
+    }
+    calibrate(window)
 }
 
 /// Ticks per millisecond of a second counter (the LAPIC timer's) that
@@ -373,26 +407,37 @@ mod tests {
         }
 
         fn calibrate(&mut self) -> Option<Calibration> {
-            calibrate(|| {
-                let mut pit = Unwrap16::new(self.pit());
-                window(
-                    || {
-                        self.reads += 1;
-                        self.pause(false);
-                        let before = self.counter();
-                        self.pause(true);
-                        let now = self.pit();
-                        let ticks = pit.advance(now);
-                        Sample {
-                            before,
-                            after: self.counter(),
-                            ticks,
-                        }
-                    },
-                    PIT_HZ / 1000,
-                    PIT_HZ,
-                )
-            })
+            calibrate(|| self.window())
+        }
+
+        fn read(&mut self, pit: &mut Unwrap16) -> Sample {
+            self.reads += 1;
+            self.pause(false);
+            let before = self.counter();
+            self.pause(true);
+            let now = self.pit();
+            let ticks = pit.advance(now);
+            Sample {
+                before,
+                after: self.counter(),
+                ticks,
+            }
+        }
+
+        fn window(&mut self) -> Option<Rate> {
+            let mut pit = Unwrap16::new(self.pit());
+            window(|| self.read(&mut pit), PIT_HZ / 1000, PIT_HZ)
+        }
+
+        /// A window opened, then `boot_ns` of work that reads nothing, then
+        /// closed; then `calibrate_confirming` with it.
+        fn calibrate_over_boot(&mut self, boot_ns: u64) -> Option<Calibration> {
+            let mut pit = Unwrap16::new(self.pit());
+            let start = narrowest((0..READS_PER_END).map(|_| self.read(&mut pit)));
+            self.ns += boot_ns;
+            let end = narrowest((0..READS_PER_END).map(|_| self.read(&mut pit)));
+            let long = rate_over(start?, end?, PIT_HZ);
+            calibrate_confirming(long, || self.window())
         }
     }
 
@@ -410,6 +455,39 @@ mod tests {
             let c = h.calibrate().unwrap();
             assert_eq!((c.windows, c.agreed), (3, true), "pause at read {at}");
             assert!(c.rate.per_us_x1000().abs_diff(2_000_000) <= 20_000, "{c:?}");
+        }
+    }
+
+    fn host(per_us_x1000: u64) -> Host {
+        Host {
+            ns: 7,
+            per_us_x1000,
+            reads: 0,
+            pauses: vec![],
+        }
+    }
+
+    #[test]
+    fn a_boot_shorter_than_a_pit_period_is_a_window_one_more_confirms() {
+        let c = host(2_595_700).calibrate_over_boot(8_000_000).unwrap();
+        assert_eq!((c.windows, c.agreed, c.confirmed_long), (1, true, true));
+        // The long window's precision: within 0.1 %.
+        assert!(
+            c.rate.per_us_x1000().abs_diff(2_595_700) * 1000 <= 2_595_700,
+            "{c:?}"
+        );
+    }
+
+    #[test]
+    fn a_boot_that_lost_pit_periods_is_refused_and_windows_decide() {
+        // 56 ms reads as 1 ms, 120 ms as 10 ms: far too fast, both.
+        for boot_ms in [56, 120, 1000] {
+            let c = host(2_595_700)
+                .calibrate_over_boot(boot_ms * 1_000_000)
+                .unwrap();
+            assert!(!c.confirmed_long, "{boot_ms} ms: {c:?}");
+            assert_eq!((c.windows, c.agreed), (3, true), "{boot_ms} ms");
+            assert!(c.rate.per_us_x1000().abs_diff(2_595_700) * 100 <= 2_595_700);
         }
     }
 
@@ -444,6 +522,24 @@ mod tests {
             let exact = u128::from(d) * 1_000_000 / u128::from(per_us_x1000);
             let got = u128::from(b - a);
             prop_assert!(got + 1 >= exact && got <= exact + 1, "{got} vs {exact}");
+        }
+
+        /// However long the boot took, the rate is within 1 %, and the
+        /// long window is believed exactly when it lost no PIT period.
+        #[test]
+        fn any_boot_length_calibrates(
+            per_us_x1000 in 500_000u64..5_000_000,
+            boot_ns in 0u64..2_000_000_000,
+        ) {
+            let c = host(per_us_x1000).calibrate_over_boot(boot_ns).unwrap();
+            prop_assert!(c.rate.per_us_x1000().abs_diff(per_us_x1000) * 100 <= per_us_x1000, "{c:?}");
+            // A period is 54.9 ms; the window's own reads add a few µs.
+            if boot_ns < 54_000_000 && boot_ns > 500_000 {
+                prop_assert!(c.confirmed_long, "{boot_ns} ns: {c:?}");
+            }
+            if boot_ns > 55_000_000 {
+                prop_assert!(!c.confirmed_long, "{boot_ns} ns: {c:?}");
+            }
         }
 
         /// Up to three pauses of up to a second anywhere in calibration,

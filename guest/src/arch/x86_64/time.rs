@@ -78,25 +78,47 @@ fn bracketed(read: impl FnOnce() -> u64) -> Sample {
 }
 
 /// How the TSC calibration went (see `kcore::clock` for why it takes
-/// several windows): windows taken, and whether enough agreed.
+/// several windows): windows taken, whether enough agreed, and the length
+/// of the boot window when one window confirmed it (else 0).
 static WINDOWS: AtomicU64 = AtomicU64::new(0);
 static AGREED: AtomicBool = AtomicBool::new(false);
+static BOOT_WINDOW_US: AtomicU64 = AtomicU64::new(0);
 
-/// Calibrate the TSC against the PIT, in windows of `us` microseconds until
-/// enough agree, then the LAPIC timer against the TSC over one more.
-pub fn calibrate(us: u64) {
-    let c = clock::calibrate(|| {
+/// The PIT window the boot runs inside (`open_boot_window`) and its start.
+static BOOT_WINDOW: spin::Mutex<Option<(Pit, Sample)>> = spin::Mutex::new(None);
+
+/// Open a calibration window that the boot's first stages run inside, so
+/// that the TSC's calibration waits for one short window only (see
+/// `kcore::clock::calibrate_confirming`).
+pub fn open_boot_window() {
+    let mut pit = Pit::start();
+    let start = clock::narrowest((0..clock::READS_PER_END).map(|_| bracketed(|| pit.ticks())));
+    *BOOT_WINDOW.lock() = start.map(|s| (pit, s));
+}
+
+/// Calibrate the TSC against the PIT: the boot window if one window of
+/// `confirm_us` agrees with it, else windows of `window_us` until enough
+/// agree; then the LAPIC timer against the TSC over `confirm_us`.
+pub fn calibrate(confirm_us: u64, window_us: u64) {
+    let boot = BOOT_WINDOW.lock().take().and_then(|(mut pit, start)| {
+        let end = clock::narrowest((0..clock::READS_PER_END).map(|_| bracketed(|| pit.ticks())))?;
+        let us = end.ticks.saturating_sub(start.ticks) * 1_000_000 / PIT_HZ;
+        Some((clock::rate_over(start, end, PIT_HZ)?, us))
+    });
+    let mut us = confirm_us;
+    let c = clock::calibrate_confirming(boot.map(|(rate, _)| rate), || {
         let mut pit = Pit::start();
-        clock::window(
-            || bracketed(|| pit.ticks()),
-            PIT_HZ * us / 1_000_000,
-            PIT_HZ,
-        )
+        let ticks = PIT_HZ * core::mem::replace(&mut us, window_us) / 1_000_000;
+        clock::window(|| bracketed(|| pit.ticks()), ticks, PIT_HZ)
     })
     .expect("the PIT does not count: there is no clock to calibrate the TSC against");
     TSC_PER_US_X1000.store(c.rate.per_us_x1000(), Ordering::Relaxed);
     WINDOWS.store(c.windows as u64, Ordering::Relaxed);
     AGREED.store(c.agreed, Ordering::Relaxed);
+    if c.confirmed_long {
+        BOOT_WINDOW_US.store(boot.map_or(0, |(_, us)| us), Ordering::Relaxed);
+    }
+    let us = confirm_us;
     super::lapic::calibrate(|elapsed| {
         let mut end_of =
             || clock::narrowest((0..clock::READS_PER_END).map(|_| bracketed(&mut *elapsed)));
@@ -110,12 +132,14 @@ pub fn calibrate(us: u64) {
     });
 }
 
-/// PIT windows the TSC calibration took, and whether enough of them
-/// agreed (else the rate is their median).
-pub fn calibration_windows() -> (u64, bool) {
+/// PIT windows the TSC calibration took, whether enough of them agreed
+/// (else the rate is their median), and the boot window's length in µs if
+/// the rate is that window's (else 0).
+pub fn calibration_windows() -> (u64, bool, u64) {
     (
         WINDOWS.load(Ordering::Relaxed),
         AGREED.load(Ordering::Relaxed),
+        BOOT_WINDOW_US.load(Ordering::Relaxed),
     )
 }
 
