@@ -13,7 +13,7 @@ use x86_64::VirtAddr;
 /// kmalloc memory sits apart from vmalloc space.
 pub const HEAP_START: u64 = 0xffff_c800_0000_0000;
 pub const HEAP_MAX: u64 = 4 << 30;
-const INITIAL: u64 = 4 << 20;
+const INITIAL: u64 = 1 << 20;
 const GROW_MIN: u64 = 1 << 20;
 
 struct KernelHeap {
