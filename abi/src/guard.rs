@@ -20,6 +20,13 @@ use serde::{Deserialize, Serialize};
 /// Frames a backtrace keeps; deeper chains are cut (`truncated`).
 pub const MAX_FRAMES: usize = 64;
 
+/// The guest's data symbol holding two code addresses in `irq_common`:
+/// where its trap frame is complete, and where its call of the exit path
+/// (the preemption point) returns. A frame returning there is an entry
+/// frame whose handler has returned: code above it runs in the
+/// interrupted task's context, which the runner's context check must know.
+pub const IRQ_COMMON_FRAMED: &str = "irq_common_framed";
+
 /// A scenario's announcement of the stack it is about to overflow.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StackAlloc<'a> {

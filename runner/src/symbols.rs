@@ -23,6 +23,11 @@ pub trait Symbolize {
     fn in_text(&self, addr: u64) -> bool;
     /// The ELF's call-frame information, for the runner's own unwinder.
     fn call_frames(&self) -> Option<&dyn CallFrames>;
+    /// Where `irq_common`'s call of its exit path returns
+    /// ([`abi::guard::IRQ_COMMON_FRAMED`]), if the ELF says.
+    fn irq_exit_return(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// A function symbol: all names at one address (aliases, folded
@@ -59,6 +64,7 @@ pub struct Symbols {
     /// Executable sections' address ranges.
     text: Vec<std::ops::Range<u64>>,
     cfi: Option<ElfCallFrames>,
+    irq_exit_return: Option<u64>,
     root: Option<PathBuf>,
 }
 
@@ -101,11 +107,13 @@ impl Symbols {
         let cfi = ElfCallFrames::parse(&file)
             .map_err(|e| eprintln!("runner: warning: the guest's call-frame information: {e}"))
             .ok();
+        let irq_exit_return = data_words::<2>(&file, abi::guard::IRQ_COMMON_FRAMED).map(|[_, r]| r);
         Ok(Symbols {
             dwarf,
             table,
             text,
             cfi,
+            irq_exit_return,
             root: Some(crate::workspace::root()),
         })
     }
@@ -205,6 +213,10 @@ impl Symbolize for Symbols {
         self.cfi.as_ref().map(|c| c as &dyn CallFrames)
     }
 
+    fn irq_exit_return(&self) -> Option<u64> {
+        self.irq_exit_return
+    }
+
     fn functions(&self, addr: u64) -> Vec<String> {
         let mut names: Vec<String> = self.frames(addr).into_iter().map(|f| f.function).collect();
         // Identical functions folded into one address keep all their names.
@@ -217,6 +229,20 @@ impl Symbolize for Symbols {
         }
         names
     }
+}
+
+/// The `N` little-endian words at the data symbol `name`, as the file holds them.
+fn data_words<const N: usize>(file: &object::File, name: &str) -> Option<[u64; N]> {
+    let sym = file.symbols().find(|s| s.name() == Ok(name))?;
+    let section = file.section_by_index(sym.section_index()?).ok()?;
+    let data = section.data().ok()?;
+    let at = usize::try_from(sym.address().checked_sub(section.address())?).ok()?;
+    let mut words = [0u64; N];
+    for (i, w) in words.iter_mut().enumerate() {
+        let bytes = data.get(at + 8 * i..at + 8 * i + 8)?;
+        *w = u64::from_le_bytes(bytes.try_into().ok()?);
+    }
+    Some(words)
 }
 
 /// Defined function symbols: (address, size, demangled name without hash,

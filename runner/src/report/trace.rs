@@ -369,9 +369,14 @@ pub fn judge(
     // means the fault hit inside an exception handler. The faulting frame
     // itself being entry code (a push of an interrupt's half-built frame)
     // does not: no handler ran, the context is still the interrupted one.
+    // Nor does `irq_common` returning into its exit path: its handler has
+    // returned, and a preemption from there (`schedule`, and the RCU
+    // callbacks a switch runs) is the interrupted task's, as Linux's
+    // `preempt_schedule_irq` is.
+    let preempting = |f: &unwind::Frame| Some(f.pc) == symbols.irq_exit_return();
     let shown = if on_irq_stack {
         Context::Irq
-    } else if u.frames.iter().skip(1).any(|f| f.entry) {
+    } else if u.frames.iter().skip(1).any(|f| f.entry && !preempting(f)) {
         Context::Exception
     } else {
         Context::Task
