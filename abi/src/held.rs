@@ -262,6 +262,11 @@ pub const EXPECT: &[AtomicExpect] = &[
         StopKind::RcuCallbacks,
         "rcu_callbacks",
     ),
+    stopped(
+        "stack.rcu_callback_preempted",
+        StopKind::RcuCallbacks,
+        "rcu_callbacks",
+    ),
 ];
 
 /// The expectation for `scenario`, if it is an atomic-context one.

@@ -503,6 +503,11 @@ pub const SCENARIOS: &[Scenario] = &[
         "overflow inside an RCU callback: caught, cannot recover (the rest of the batch would be lost)",
         recursion("stack_recurse"),
     ),
+    stack_unrecoverable(
+        "stack.rcu_callback_preempted",
+        "the same, the callback run where the timer preempts a spinning task at interrupt exit: the trace crosses irq_common's exit frame into the spin, and the context is still the task's",
+        recursion("stack_recurse"),
+    ),
     check(
         "life.rcu_gp",
         "long read sections on every CPU sample the grace-period state: no grace period that began inside one ends inside it, and the objects they read (held by RCU alone) stay valid",

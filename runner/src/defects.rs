@@ -296,6 +296,12 @@ pub const DEFECTS: &[Defect] = &[
         "life.refcount",
         Caught::Guest,
     ),
+    mechanism(
+        "irq-exit-not-crossed",
+        "the frame-pointer walk crosses the exception entry's frame but not irq_common's exit path: a fault under a preemption loses the function the interrupt preempted",
+        "stack.rcu_callback_preempted",
+        Caught::Check(Check::Unwind),
+    ),
 ];
 
 pub fn find(name: &str) -> Option<&'static Defect> {

@@ -10,9 +10,17 @@
 //! exception interrupted. Like Linux's unwinder at an entry frame, the walk
 //! crosses it: it records the interrupted RIP (marked with the vector: it
 //! is not a return address) and goes on from the interrupted rbp, so the
-//! function that took the exception is not silently left out.
+//! function that took the exception is not silently left out. The same
+//! holds for `irq_common`'s exit path, where a device interrupt preempts:
+//! its call of the preemption point returns right below the frame too.
+//! (Without that crossing, the walk went from the preemption straight to
+//! the interrupted function's caller, and the interrupted function was
+//! missing from the trace: a flake of `stack.rcu_callback` whenever the
+//! tick, not a yield, ran the callback.)
 use crate::arch::x86_64::probe;
-use crate::arch::x86_64::trap::{half_built, trap_return_address, TrapFrame};
+use crate::arch::x86_64::trap::{
+    half_built, irq_exit_return_address, trap_return_address, TrapFrame,
+};
 use core::mem::{offset_of, size_of};
 
 pub const MAX_FRAMES: usize = abi::guard::MAX_FRAMES;
@@ -87,6 +95,13 @@ fn walk_into(mut bt: Backtrace, rbp: u64, lo: u64, hi: u64) -> Backtrace {
     let rbp = probe::read_u64(rbp).unwrap_or(0);
     let mut rbp = rbp;
     let trap_return = trap_return_address();
+    // A deliberate defect (`runner --defect irq-exit-not-crossed`): only
+    // the exception entry's frame is crossed, as before the preemption
+    // point's was.
+    #[cfg(not(defect = "irq-exit-not-crossed"))]
+    let irq_exit_return = irq_exit_return_address();
+    #[cfg(defect = "irq-exit-not-crossed")]
+    let irq_exit_return = trap_return;
     while rbp >= lo && rbp.saturating_add(16) <= hi {
         let (Some(mut next), Some(ret)) = (probe::read_u64(rbp), probe::read_u64(rbp + 8)) else {
             break;
@@ -100,7 +115,8 @@ fn walk_into(mut bt: Backtrace, rbp: u64, lo: u64, hi: u64) -> Backtrace {
             break;
         }
         let frame_at = rbp + 16;
-        if ret == trap_return && frame_at + size_of::<TrapFrame>() as u64 <= hi {
+        let crosses = ret == trap_return || ret == irq_exit_return;
+        if crosses && frame_at + size_of::<TrapFrame>() as u64 <= hi {
             let Some((rip, interrupted_rbp, vector)) = trap_frame(frame_at) else {
                 break;
             };

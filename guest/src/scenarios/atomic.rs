@@ -169,6 +169,34 @@ fn recurse_in(runner: u64) {
     stack_recurse(0, u64::MAX);
 }
 
+/// `stack.rcu_callback_preempted`: the callback where `stack.rcu_callback`
+/// only sometimes runs it, under a preemption at interrupt exit. This task
+/// spins and never yields, beside a second spinner, so the tick preempts it
+/// from `irq_common`'s exit path every time; it is switched back to there,
+/// and that switch's quiescent state runs the callback. Its trace crosses
+/// the exit path's frame into the spin loop, and its context is the task's:
+/// the interrupt's handler has returned (Linux's `preempt_schedule_irq`).
+pub fn rcu_callback_preempted(_: &BootInfo, c: &mut Checks) {
+    let status = task::spawn("rcu-cb-spinner", || {
+        super::stack::announce_own_stack(super::stack::recursion_frame_bytes());
+        // Something else to run here, so that the tick asks to reschedule.
+        let here = percpu::this().id;
+        let _other = task::spawn_on(here, "rcu-cb-other", || loop {
+            core::hint::spin_loop();
+        });
+        let me = task::current().id;
+        rcu::call_rcu(move || recurse_in(me));
+        loop {
+            core::hint::spin_loop();
+        }
+    })
+    .map(|h| h.join());
+    c.check(
+        false,
+        format_args!("a task preempted into RCU callbacks was killed: {status:?}"),
+    );
+}
+
 pub fn rcu_callback(_: &BootInfo, c: &mut Checks) {
     let status = task::spawn("rcu-cb-runner", || {
         super::stack::announce_own_stack(super::stack::recursion_frame_bytes());

@@ -70,6 +70,10 @@ const IMPLEMENTED: &[(&str, ScenarioFn)] = &[
     ("stack.irqlock_held", atomic::irqlock_held),
     ("stack.irqs_section", atomic::irqs_section),
     ("stack.rcu_callback", atomic::rcu_callback),
+    (
+        "stack.rcu_callback_preempted",
+        atomic::rcu_callback_preempted,
+    ),
     ("life.rcu_gp", life_mech::rcu_gp),
     ("life.rcu_sync", life_mech::rcu_sync),
     ("life.stack_cache", life_mech::stack_cache),

@@ -356,6 +356,17 @@ pub fn trap_return_address() -> u64 {
     (&raw const trap_return) as u64
 }
 
+/// Where `irq_common`'s call of the exit path (`irq_exit_entry`, the
+/// preemption point) returns. That call is made back on the interrupted
+/// stack with rsp at the frame's base, so, as with `trap_return`, the
+/// `TrapFrame` lies right above the return address; and the handler has
+/// returned: what runs from there (a preemption's `schedule`) runs in the
+/// interrupted task's context.
+pub fn irq_exit_return_address() -> u64 {
+    // SAFETY: two addresses the linker filled in, never written.
+    unsafe { irq_common_framed[1] }
+}
+
 /// The entry address of the stub for `vector`.
 pub fn stub_address(vector: u8) -> u64 {
     // SAFETY: the table is 256 initialised, immutable quads emitted above.
