@@ -1,7 +1,8 @@
 //! End to end: `runner run stack.recursion --gdb` holds QEMU for a debugger,
 //! and the `gdb` command it prints, run as printed, stops at the guard-hit
 //! report with a backtrace that goes through the trap frame into the
-//! recursion; after `continue` the runner judges the boot as usual.
+//! recursion, the trap frame's assembly at its file:line; after
+//! `continue` the runner judges the boot as usual.
 //! Skipped, saying so, where gdb is not installed (`make deps` installs it).
 
 use std::io::{BufRead, BufReader};
@@ -116,6 +117,11 @@ fn gdb_stops_at_the_fault_and_bt_shows_the_recursion() {
     assert!(
         frames.iter().position(|f| f.contains("stack_recurse")) > entry,
         "{session}"
+    );
+    // The entry code has a line table of its own (`arch/x86_64/asm_lines.rs`).
+    assert!(
+        entry.is_some_and(|e| frames[e].contains(" at guest/src/arch/x86_64/trap.rs:")),
+        "the trap_common frame has no file:line:\n{session}"
     );
     assert!(
         status.success() && verdicts.contains("PASS stack.recursion"),

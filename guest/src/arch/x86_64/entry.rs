@@ -15,10 +15,12 @@ core::arch::global_asm!(
     ".section .text.kernel_entry, \"ax\"",
     ".global kernel_entry",
     "kernel_entry:",
-    "    xor ebp, ebp",
-    "    lea rdi, [rsp + 8]",
+    asm_lines_begin!(),
+    asm_line!("    xor ebp, ebp"),
+    asm_line!("    lea rdi, [rsp + 8]"),
     // Entered like a called function (rsp = 8 mod 16); realign for our call.
-    "    and rsp, -16",
-    "    call kernel_main",
-    "    ud2",
+    asm_line!("    and rsp, -16"),
+    asm_line!("    call kernel_main"),
+    asm_line!("    ud2"),
+    asm_lines_end!(),
 );

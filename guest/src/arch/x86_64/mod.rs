@@ -1,5 +1,8 @@
 //! x86_64: entry, CPU tables (GDT/TSS/IDT), trap entry, the local APIC and
 //! clocks, context switching, serial port, ACPI table access.
+// First, so its macros are visible in the modules with assembly below.
+#[macro_use]
+mod asm_lines;
 pub mod acpi;
 pub mod context;
 pub mod cpu;

@@ -106,17 +106,21 @@ macro_rules! entry_cfi_macro {
 
 // One stub per vector. Vectors 8, 10-14, 17, 21, 29 and 30 come with a
 // CPU-pushed error code; the others get a 0 so every frame has the same shape.
+// In the line table every stub is on the line of `stubs!(` below, the
+// macro's caller (`asm_lines`).
 macro_rules! stubs {
     ($($v:literal)*) => {
         core::arch::global_asm!(
             entry_cfi_macro!(),
+            ".section .text.trap_stubs, \"ax\"",
+            asm_lines_begin!(),
             $(
                 concat!(".section .text.trap_stubs, \"ax\"\n",
                         ".global trap_stub_", $v, "\n",
-                        ".p2align 4\n",
-                        "trap_stub_", $v, ":\n",
+                        ".p2align 4\n"),
+                asm_line!(concat!("trap_stub_", $v, ":\n",
                         "    .cfi_startproc simple\n",
-                        "    .cfi_signal_frame\n"),
+                        "    .cfi_signal_frame\n")),
                 concat!("    .if ", $v, " != 8 && ", $v, " != 10 && ", $v, " != 11 && ", $v, " != 12 && ",
                         $v, " != 13 && ", $v, " != 14 && ", $v, " != 17 && ", $v, " != 21 && ",
                         $v, " != 29 && ", $v, " != 30\n",
@@ -133,6 +137,7 @@ macro_rules! stubs {
                         "    .endif\n",
                         "    .cfi_endproc\n"),
             )*
+            asm_lines_end!(),
             ".purgem ENTRY_CFI",
             ".section .rodata.trap_stubs, \"a\"",
             ".p2align 3",
@@ -175,16 +180,18 @@ core::arch::global_asm!(
     ".section .text.trap_stubs, \"ax\"",
     entry_cfi_macro!(),
     // The 15 pushes, each followed by the rule for the frame it leaves.
+    // Their rows are in the macro, so a fault on a push (a half-built
+    // frame) is told at the line of that push.
     ".macro SAVE_REGS",
-    "    push rax; ENTRY_CFI 3; push rbx; ENTRY_CFI 4; push rcx; ENTRY_CFI 5",
-    "    push rdx; ENTRY_CFI 6; push rsi; ENTRY_CFI 7; push rdi; ENTRY_CFI 8",
-    "    push rbp; ENTRY_CFI 9; push r8; ENTRY_CFI 10; push r9; ENTRY_CFI 11",
-    "    push r10; ENTRY_CFI 12; push r11; ENTRY_CFI 13; push r12; ENTRY_CFI 14",
-    "    push r13; ENTRY_CFI 15; push r14; ENTRY_CFI 16; push r15; ENTRY_CFI 17",
+    asm_line!("    push rax; ENTRY_CFI 3; push rbx; ENTRY_CFI 4; push rcx; ENTRY_CFI 5"),
+    asm_line!("    push rdx; ENTRY_CFI 6; push rsi; ENTRY_CFI 7; push rdi; ENTRY_CFI 8"),
+    asm_line!("    push rbp; ENTRY_CFI 9; push r8; ENTRY_CFI 10; push r9; ENTRY_CFI 11"),
+    asm_line!("    push r10; ENTRY_CFI 12; push r11; ENTRY_CFI 13; push r12; ENTRY_CFI 14"),
+    asm_line!("    push r13; ENTRY_CFI 15; push r14; ENTRY_CFI 16; push r15; ENTRY_CFI 17"),
     ".endm",
     ".macro RESTORE_REGS",
-    "    pop r15; pop r14; pop r13; pop r12; pop r11; pop r10; pop r9; pop r8",
-    "    pop rbp; pop rdi; pop rsi; pop rdx; pop rcx; pop rbx; pop rax",
+    asm_line!("    pop r15; pop r14; pop r13; pop r12; pop r11; pop r10; pop r9; pop r8"),
+    asm_line!("    pop rbp; pop rdi; pop rsi; pop rdx; pop rcx; pop rbx; pop rax"),
     ".endm",
     // The frame's saved registers, relative to DW_OP_breg<base>.
     ".macro FRAME_CFI base",
@@ -198,22 +205,23 @@ core::arch::global_asm!(
     "    .cfi_escape 0x10, 0x0f, 0x02, \\base, 0x00", // r15 at base + 0
     ".endm",
     "trap_common:",
+    asm_lines_begin!(),
     "    .cfi_startproc simple",
     "    .cfi_signal_frame",
     "    ENTRY_CFI 2",
     "    SAVE_REGS",
-    "    cld",
+    asm_line!("    cld"),
     "    FRAME_CFI 0x77",
-    "    mov rdi, rsp",
-    "    call {exception}",
+    asm_line!("    mov rdi, rsp"),
+    asm_line!("    call {exception}"),
     // Where a handler called from here returns: the frame-pointer walk
     // knows the trap frame sits right above this return address.
     ".global trap_return",
     "trap_return:",
     "    .cfi_endproc",
     "    RESTORE_REGS",
-    "    add rsp, 16",
-    "    iretq",
+    asm_line!("    add rsp, 16"),
+    asm_line!("    iretq"),
     // Device interrupts: switch to this CPU's IRQ stack unless already on it
     // (nesting), keeping the task-stack frame pointer in callee-saved rbx.
     // After the handler, back on the interrupted stack, the preemption point
@@ -223,27 +231,28 @@ core::arch::global_asm!(
     "    .cfi_signal_frame",
     "    ENTRY_CFI 2",
     "    SAVE_REGS",
-    "    cld",
-    "    mov rdi, rsp",
-    "    mov rbx, rsp",
+    asm_line!("    cld"),
+    asm_line!("    mov rdi, rsp"),
+    asm_line!("    mov rbx, rsp"),
     "3:",
     "    FRAME_CFI 0x73",
-    "    add qword ptr gs:[{irq_depth}], 1",
-    "    cmp qword ptr gs:[{irq_depth}], 1",
-    "    jne 2f",
-    "    mov rsp, gs:[{irq_stack_top}]",
+    asm_line!("    add qword ptr gs:[{irq_depth}], 1"),
+    asm_line!("    cmp qword ptr gs:[{irq_depth}], 1"),
+    asm_line!("    jne 2f"),
+    asm_line!("    mov rsp, gs:[{irq_stack_top}]"),
     "2:",
-    "    call {irq}",
-    "    mov rsp, rbx",
-    "    sub qword ptr gs:[{irq_depth}], 1",
-    "    mov rdi, rsp",
-    "    call {irq_exit}",
+    asm_line!("    call {irq}"),
+    asm_line!("    mov rsp, rbx"),
+    asm_line!("    sub qword ptr gs:[{irq_depth}], 1"),
+    asm_line!("    mov rdi, rsp"),
+    asm_line!("    call {irq_exit}"),
     "4:",
     "    .cfi_endproc",
     "    RESTORE_REGS",
-    "    add rsp, 16",
-    "    iretq",
+    asm_line!("    add rsp, 16"),
+    asm_line!("    iretq"),
     "irq_common_end:",
+    asm_lines_end!(),
     // Where the frame is complete and rbx its base (`half_built`): kept as
     // data, so that no symbol splits `irq_common` in a trace.
     "    .pushsection .rodata.irq_common_framed, \"a\"",
