@@ -32,8 +32,13 @@ first=${scenarios%%,*}
 count_file="${FAKE_LOG:-/dev/null}.count"
 boot=1
 if [ -n "${FAKE_LOG:-}" ]; then
+  # Boots run side by side (-j): the count is read and written under a
+  # lock, or two starts read the same count.
+  exec 9>>"$count_file.lock"
+  flock 9
   boot=$(( $(cat "$count_file" 2>/dev/null || echo 0) + 1 ))
   echo "$boot" >"$count_file"
+  exec 9>&-
   line="boot=$boot first=$first"
   for image in "$kernel" "$initrd" "$cdrom"; do
     [ -n "$image" ] && line="$line $image=$(cksum <"$image" | cut -d' ' -f1)"
