@@ -30,6 +30,9 @@ mod compare_boot;
 mod defects;
 mod demo;
 mod fatal;
+// Its one user, `runner checkstack`, comes next.
+#[allow(dead_code)]
+mod frames;
 mod gdb;
 mod glob;
 mod mutants;

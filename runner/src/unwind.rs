@@ -455,6 +455,42 @@ impl ElfCallFrames {
     }
 }
 
+impl ElfCallFrames {
+    /// Every address range an FDE describes, `[start, end)`, in address
+    /// order (a function the linker dropped keeps its FDE at 0: callers
+    /// filter by the code they know of).
+    pub fn ranges(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
+        self.fdes.iter().map(|f| (f.0, f.1))
+    }
+
+    /// Every row of the FDE that starts at `start`, as `(from, to, row)`
+    /// in address order: what the CFI says between `from` and `to`.
+    /// `None` without such an FDE, or when its table cannot be read.
+    pub fn rows(&self, start: u64) -> Option<Vec<(u64, u64, Row)>> {
+        let i = self.fdes.partition_point(|f| f.0 < start);
+        let (from, _, eh, fde) = self.fdes.get(i)?;
+        if *from != start {
+            return None;
+        }
+        let mut ctx = gimli::UnwindContext::new();
+        let mut out = Vec::new();
+        if *eh {
+            let mut table = fde.rows(&self.eh_frame, &self.bases, &mut ctx).ok()?;
+            while let Some(row) = table.next_row().ok()? {
+                let converted = ElfCallFrames::convert(&self.eh_frame, row)?;
+                out.push((row.start_address(), row.end_address(), converted));
+            }
+        } else {
+            let mut table = fde.rows(&self.debug_frame, &self.bases, &mut ctx).ok()?;
+            while let Some(row) = table.next_row().ok()? {
+                let converted = ElfCallFrames::convert(&self.debug_frame, row)?;
+                out.push((row.start_address(), row.end_address(), converted));
+            }
+        }
+        Some(out)
+    }
+}
+
 impl CallFrames for ElfCallFrames {
     fn row(&self, pc: u64) -> Option<Row> {
         let i = self.fdes.partition_point(|f| f.0 <= pc).checked_sub(1)?;
@@ -687,5 +723,14 @@ mod tests {
             assert!(cfi.row(*start).is_some(), "{start:#x}");
         }
         assert!(cfi.row(0).is_none());
+        // Each FDE's rows begin at its start and follow one another.
+        for (start, end) in cfi.ranges().filter(|r| r.0 != 0).step_by(97) {
+            let rows = cfi.rows(start).expect("an FDE's rows");
+            assert_eq!(rows.first().map(|r| r.0), Some(start));
+            assert!(rows.windows(2).all(|w| w[0].1 == w[1].0), "{start:#x}");
+            assert!(rows.last().unwrap().1 <= end);
+            assert_eq!(cfi.rows(start).unwrap()[0].2, cfi.row(start).unwrap());
+        }
+        assert!(cfi.rows(1).is_none());
     }
 }
