@@ -59,6 +59,29 @@ pub enum Command {
         #[arg(value_name = "NAME")]
         names: Vec<String>,
     },
+    /// The guest's functions by static stack frame size, largest first, with
+    /// file:line (like Linux's scripts/checkstack.pl): each prologue decoded
+    /// and held against the ELF's call-frame information. Frames larger than
+    /// the guard gap are flagged: they can step over a guard page, so only
+    /// their stack probes make the guard catch them.
+    Checkstack {
+        /// Show the N largest frames.
+        #[arg(long, value_name = "N", default_value_t = 20,
+              value_parser = clap::value_parser!(u32).range(1..))]
+        top: u32,
+        /// Every function: all the sized ones, then those without a static
+        /// size (entry stubs, assembly without CFI) with the reason.
+        #[arg(long, conflicts_with = "top")]
+        all: bool,
+        /// Flag frames larger than BYTES (default: one 4 KiB guard page).
+        #[arg(long, value_name = "BYTES", default_value_t = 4096,
+              value_parser = clap::value_parser!(u64).range(1..))]
+        guard_gap: u64,
+        /// Read this guest ELF (it needs its CFI; DWARF gives file:line)
+        /// instead of building the guest.
+        #[arg(long, value_name = "FILE")]
+        elf: Option<PathBuf>,
+    },
     /// Boot-to-exit wall time of `boot.smoke` on each available boot path, against a trivial PVH guest (the loader with no guest).
     Bench {
         #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
@@ -437,6 +460,47 @@ mod tests {
         assert!(Cli::try_parse_from(["runner", "run", "--boot", "grub"]).is_err());
         let cli = Cli::parse_from(["runner", "compare-boot", "--smp", "2"]);
         assert!(matches!(cli.command, Command::CompareBoot));
+    }
+
+    #[test]
+    fn checkstack_flags() {
+        let cli = Cli::parse_from(["runner", "checkstack"]);
+        assert!(matches!(
+            cli.command,
+            Command::Checkstack {
+                top: 20,
+                all: false,
+                guard_gap: 4096,
+                elf: None
+            }
+        ));
+        let cli = Cli::parse_from([
+            "runner",
+            "checkstack",
+            "--all",
+            "--guard-gap",
+            "8192",
+            "--elf",
+            "g",
+        ]);
+        assert!(matches!(
+            cli.command,
+            Command::Checkstack {
+                all: true,
+                guard_gap: 8192,
+                elf: Some(_),
+                ..
+            }
+        ));
+        for bad in [
+            &["runner", "checkstack", "--top", "0"][..],
+            &["runner", "checkstack", "--top", "3", "--all"],
+            &["runner", "checkstack", "--guard-gap", "-1"],
+            &["runner", "checkstack", "--elf"],
+        ] {
+            let error = Cli::try_parse_from(bad).unwrap_err();
+            assert!(!one_line(&error).contains('\n'), "{bad:?}");
+        }
     }
 
     #[test]

@@ -25,13 +25,12 @@ macro_rules! eprintln {
 
 mod bench;
 mod boot;
+mod checkstack;
 mod cli;
 mod compare_boot;
 mod defects;
 mod demo;
 mod fatal;
-// Its one user, `runner checkstack`, comes next.
-#[allow(dead_code)]
 mod frames;
 mod gdb;
 mod glob;
@@ -112,6 +111,19 @@ fn dispatch(command: Command, options: &Options) -> Result<i32, Fatal> {
         Command::Demo { patterns } => demo::execute(&patterns, options),
         Command::Bench { runs } => bench::execute(runs, options),
         Command::Mutants { names } => mutants::execute(&names, options),
+        Command::Checkstack {
+            top,
+            all,
+            guard_gap,
+            elf,
+        } => checkstack::execute(
+            &checkstack::Args {
+                top: (!all).then_some(top as usize),
+                guard_gap,
+                elf,
+            },
+            options,
+        ),
     }
 }
 
