@@ -226,6 +226,10 @@ core::arch::global_asm!(
     // (nesting), keeping the task-stack frame pointer in callee-saved rbx.
     // After the handler, back on the interrupted stack, the preemption point
     // runs: a context switch from here is what makes the timer preempt.
+    // Global, as every label Rust names below (`extern "C"`) must be: a
+    // local one resolves only while its user lands in the codegen unit
+    // that holds this block, which any change elsewhere can undo.
+    ".global irq_common",
     "irq_common:",
     "    .cfi_startproc simple",
     "    .cfi_signal_frame",
@@ -251,12 +255,14 @@ core::arch::global_asm!(
     "    RESTORE_REGS",
     asm_line!("    add rsp, 16"),
     asm_line!("    iretq"),
+    ".global irq_common_end",
     "irq_common_end:",
     asm_lines_end!(),
     // Where the frame is complete and rbx its base (`half_built`): kept as
     // data, so that no symbol splits `irq_common` in a trace.
     "    .pushsection .rodata.irq_common_framed, \"a\"",
     "    .balign 8",
+    ".global irq_common_framed",
     "irq_common_framed:",
     "    .quad 3b, 4b",
     "    .popsection",
