@@ -151,6 +151,13 @@ pub struct Frame<'a> {
     /// is always 1).
     #[serde(default = "one", skip_serializing_if = "is_one")]
     pub repeat: u32,
+    /// The bytes of stack the function `addr` returns into occupies: from
+    /// the frame-pointer chain, its saved rbp minus the one below it (its
+    /// callee's), so its static frame from its CFA down to its rsp at the
+    /// call. `None` where the chain does not show it: an entry frame, an
+    /// interrupted instruction, the outermost frame.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<u32>,
 }
 
 fn one() -> u32 {
@@ -392,6 +399,7 @@ mod tests {
                     sym,
                     trap: (i == 4).then_some(14),
                     repeat: if i == 0 { 53 } else { 1 },
+                    size: (i != 4).then_some(304),
                 })
                 .unwrap();
         }

@@ -167,6 +167,16 @@ pub enum Line<'a> {
     },
     /// `Recursion depth: n`.
     Depth(u64),
+    /// `Stack use: N frames x B bytes = T bytes, P % of the stack, in NAME`:
+    /// the function whose frames on the Call Trace add up to the most
+    /// (`top_consumer`), with its share of the faulting stack.
+    StackUse {
+        frames: u32,
+        bytes: u32,
+        total: u64,
+        percent: u64,
+        name: &'a str,
+    },
     /// `Call Trace:`.
     CallTrace,
     /// ` [<ADDR>] sym+0xoff/0xsize`: one frame; `trap`: the address an
@@ -177,6 +187,8 @@ pub enum Line<'a> {
         addr: u64,
         sym: Option<Sym<'a>>,
         trap: Option<u8>,
+        /// `NB ` after the address: the frame's bytes (`guard::Frame::size`).
+        size: Option<u32>,
     },
     /// ` ... the frame above, N times in a row` (N >= 2): a recursion's run
     /// of one return address, folded. A line of its own, with no address
@@ -235,6 +247,9 @@ impl Room {
 }
 
 const NO_ROOM: &str = " leaves no room for an exception frame";
+const STACK_USE: &str = "Stack use: ";
+/// After a frame's byte count on its `Call Trace` line (`304B`).
+const FRAME_BYTES: &str = "B";
 const REPEAT: &str = " ... the frame above, ";
 const IN_A_ROW: &str = " times in a row";
 
@@ -422,13 +437,28 @@ impl fmt::Display for Line<'_> {
                 "Evidence: RSP {rsp:016x} ({room}){NO_ROOM}; CR2 {cr2:016x} lies in no guard of this stack (stale)"
             ),
             Line::Depth(d) => write!(f, "Recursion depth: {d}"),
+            Line::StackUse {
+                frames,
+                bytes,
+                total,
+                percent,
+                name,
+            } => write!(
+                f,
+                "{STACK_USE}{frames} frame{} x {bytes} bytes = {total} bytes, {percent} % of the stack, in {name}",
+                if frames == 1 { "" } else { "s" }
+            ),
             Line::CallTrace => f.write_str("Call Trace:"),
             Line::Frame {
                 addr,
                 ref sym,
                 trap,
+                size,
             } => {
                 write!(f, " [<{addr:016x}>] ")?;
+                if let Some(n) = size {
+                    write!(f, "{n}{FRAME_BYTES} ")?;
+                }
                 if let Some(v) = trap {
                     write!(f, "(interrupted by {}) ", Vector(v))?;
                 }
@@ -642,6 +672,22 @@ impl<'a> Line<'a> {
                 cr2,
             });
         }
+        if let Some(r) = s.strip_prefix(STACK_USE) {
+            let (frames, r) = r
+                .split_once(" frames x ")
+                .filter(|(n, _)| *n != "1")
+                .or_else(|| r.split_once(" frame x ").filter(|(n, _)| *n == "1"))?;
+            let (bytes, r) = r.split_once(" bytes = ")?;
+            let (total, r) = r.split_once(" bytes, ")?;
+            let (percent, name) = r.split_once(" % of the stack, in ")?;
+            return Some(Line::StackUse {
+                frames: dec(frames)?,
+                bytes: dec(bytes)?,
+                total: dec(total)?,
+                percent: dec(percent)?,
+                name: (!name.is_empty()).then_some(name)?,
+            });
+        }
         if let Some(d) = s.strip_prefix("Recursion depth: ") {
             return Some(Line::Depth(dec(d)?));
         }
@@ -659,6 +705,13 @@ impl<'a> Line<'a> {
         }
         if let Some(rest) = s.strip_prefix(" [<") {
             let (addr, mut rest) = rest.split_once(">] ")?;
+            let mut size = None;
+            if let Some((n, r)) = rest.split_once(' ') {
+                if let Some(n) = n.strip_suffix(FRAME_BYTES).and_then(dec::<u32>) {
+                    size = Some(n);
+                    rest = r;
+                }
+            }
             let mut trap = None;
             if let Some(r) = rest.strip_prefix("(interrupted by ") {
                 let (v, r) = r.split_once(") ")?;
@@ -669,6 +722,7 @@ impl<'a> Line<'a> {
                 addr: addr16(addr)?,
                 sym: parse_sym(rest)?,
                 trap,
+                size,
             });
         }
         None
@@ -720,6 +774,7 @@ pub fn trace_lines<'a>(
             addr: f.addr.get(),
             sym: f.sym,
             trap: f.trap,
+            size: f.size,
         })?;
         if f.repeat > 1 {
             out(Line::Repeat(f.repeat))?;
@@ -808,7 +863,51 @@ pub fn render<'a>(
     if let Some(d) = hit.depth {
         out(Line::Depth(d))?;
     }
+    if let Some(line) = top_consumer(&hit.backtrace, hit.stack_hi.get() - hit.stack_lo.get()) {
+        out(line)?;
+    }
     trace_lines(&hit.backtrace, hit.truncated, out)
+}
+
+/// The `Stack use:` line: of the frames with a size, the function whose
+/// frames add up to the most (a recursion's run, or one big frame), its
+/// frame count, its frame size (the largest, if its frames differ), their
+/// total and its share of a stack of `stack_bytes`. `None` without sizes,
+/// or when it used less than a quarter of the stack: then the trace does
+/// not show where the stack went (a fault in one frame too big to finish,
+/// whose own size no frame record holds).
+pub fn top_consumer<'a>(frames: &[Frame<'a>], stack_bytes: u64) -> Option<Line<'a>> {
+    let mut best: Option<(&'a str, u32, u32, u64)> = None;
+    for f in frames {
+        let (Some(sym), Some(size)) = (f.sym, f.size) else {
+            continue;
+        };
+        let (mut count, mut largest, mut total) = (0u32, 0u32, 0u64);
+        for g in frames
+            .iter()
+            .filter(|g| g.sym.map(|s| s.name) == Some(sym.name))
+        {
+            if let Some(s) = g.size {
+                count += g.repeat;
+                largest = largest.max(s);
+                total += u64::from(s) * u64::from(g.repeat);
+            }
+        }
+        if best.is_none_or(|b| total > b.3) {
+            best = Some((sym.name, count, largest.max(size), total));
+        }
+    }
+    let (name, frames, bytes, total) = best?;
+    if total * 4 < stack_bytes {
+        return None;
+    }
+    Some(Line::StackUse {
+        frames,
+        bytes,
+        total,
+        percent: total * 100 / stack_bytes.max(1),
+        name,
+    })
 }
 
 #[cfg(test)]
@@ -946,6 +1045,16 @@ mod tests {
             ),
             ("Recursion depth: 52", Line::Depth(52)),
             (
+                "Stack use: 53 frames x 304 bytes = 16112 bytes, 98 % of the stack, in guest::scenarios::stack::stack_recurse",
+                Line::StackUse {
+                    frames: 53,
+                    bytes: 304,
+                    total: 16112,
+                    percent: 98,
+                    name: "guest::scenarios::stack::stack_recurse",
+                },
+            ),
+            (
                 "Evidence: RSP ffffc90000006ff0 (16 bytes below the stack bottom) leaves no room for an exception frame; CR2 0000000000000000 lies in no guard of this stack (stale)",
                 Line::Evidence {
                     evidence: Evidence::Rsp,
@@ -975,6 +1084,7 @@ mod tests {
                         size: Hex(0xee),
                     }),
                     trap: None,
+                    size: None,
                 },
             ),
             (" ... the frame above, 53 times in a row", Line::Repeat(53)),
@@ -989,6 +1099,7 @@ mod tests {
                         size: Hex(0xd0),
                     }),
                     trap: None,
+                    size: None,
                 },
             ),
             (
@@ -1002,6 +1113,7 @@ mod tests {
                         size: Hex(0x50),
                     }),
                     trap: Some(14),
+                    size: None,
                 },
             ),
             (
@@ -1015,6 +1127,7 @@ mod tests {
                         size: Hex(0),
                     }),
                     trap: None,
+                    size: None,
                 },
             ),
             (
@@ -1023,6 +1136,7 @@ mod tests {
                     addr: 0xffffffff8003a306,
                     sym: None,
                     trap: None,
+                    size: None,
                 },
             ),
             (" ... the frame above, 2 times in a row", Line::Repeat(2)),
@@ -1160,11 +1274,15 @@ mod tests {
             check(Line::Cr { cr2: a, cr3: b, error_code: c });
             check(Line::Guard { lo: a, hi: b, pages: c });
             check(Line::Depth(a));
+            for frames in [1, repeat] {
+                check(Line::StackUse { frames, bytes: c as u32, total: a, percent: b, name: "f" });
+            }
             for room in [Room::AboveBottom(b), Room::BelowBottom(b), Room::AboveTop(b)] {
                 check(Line::Evidence { evidence: Evidence::Rsp, rsp: a, room, cr2: c });
                 check(Line::Evidence { evidence: Evidence::Both, rsp: a, room, cr2: 0 });
             }
-            check(Line::Frame { addr: a, sym, trap });
+            check(Line::Frame { addr: a, sym, trap, size: None });
+            check(Line::Frame { addr: a, sym, trap, size: Some(c as u32) });
             check(Line::Repeat(repeat));
         }
     }

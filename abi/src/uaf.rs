@@ -128,6 +128,7 @@ mod tests {
                 }),
                 trap: None,
                 repeat: 1,
+                size: None,
             })
             .unwrap();
         let hit = UafHit {

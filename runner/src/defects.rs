@@ -302,6 +302,11 @@ pub const DEFECTS: &[Defect] = &[
         "stack.rcu_callback_preempted",
         Caught::Check(Check::Unwind),
     ),
+    oops(
+        "frame-size-misreported",
+        "the trace's innermost frame size counts its return address twice: 8 bytes more than the frame occupies",
+        Check::FrameSize,
+    ),
 ];
 
 pub fn find(name: &str) -> Option<&'static Defect> {

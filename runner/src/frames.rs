@@ -234,9 +234,7 @@ impl StaticFrames {
     }
 }
 
-/// Lookups by address. Until the oops's per-frame sizes are held against
-/// them (issue 16, item 1), only the tests call them.
-#[allow(dead_code)]
+/// Lookups by address (the trace check's `Symbolize::frame_bytes`).
 impl StaticFrames {
     /// The function whose code holds `pc` (an instruction's address).
     pub fn containing(&self, pc: u64) -> Option<&StaticFrame> {
@@ -262,7 +260,8 @@ impl StaticFrames {
         self.containing(ra.checked_sub(1)?)
     }
 
-    /// The function that starts at `start`, exactly.
+    /// The function that starts at `start`, exactly (the tests' lookup).
+    #[cfg(test)]
     pub fn starting_at(&self, start: u64) -> Option<&StaticFrame> {
         self.containing(start).filter(|f| f.start == start)
     }

@@ -28,6 +28,17 @@ pub trait Symbolize {
     fn irq_exit_return(&self) -> Option<u64> {
         None
     }
+    /// The static frame size (`frames::StaticFrame::bytes`) of the
+    /// function return address `ret` returns into, where its prologue was
+    /// read and it keeps a frame pointer (else the chain does not show it).
+    fn frame_bytes(&self, _ret: u64) -> Option<u64> {
+        None
+    }
+    /// Whether the ELF's prologues were read at all (`frame_bytes` can
+    /// answer for some address).
+    fn frame_sizes_read(&self) -> bool {
+        false
+    }
 }
 
 /// A function symbol: all names at one address (aliases, folded
@@ -65,6 +76,8 @@ pub struct Symbols {
     text: Vec<std::ops::Range<u64>>,
     cfi: Option<ElfCallFrames>,
     irq_exit_return: Option<u64>,
+    /// `None` if the prologues could not be read (the check says so).
+    frames: Option<crate::frames::StaticFrames>,
     root: Option<PathBuf>,
 }
 
@@ -108,12 +121,16 @@ impl Symbols {
             .map_err(|e| eprintln!("runner: warning: the guest's call-frame information: {e}"))
             .ok();
         let irq_exit_return = data_words::<2>(&file, abi::guard::IRQ_COMMON_FRAMED).map(|[_, r]| r);
+        let frames = crate::frames::StaticFrames::parse(data)
+            .map_err(|e| eprintln!("runner: warning: the guest's static frame sizes: {e}"))
+            .ok();
         Ok(Symbols {
             dwarf,
             table,
             text,
             cfi,
             irq_exit_return,
+            frames,
             root: Some(crate::workspace::root()),
         })
     }
@@ -215,6 +232,19 @@ impl Symbolize for Symbols {
 
     fn irq_exit_return(&self) -> Option<u64> {
         self.irq_exit_return
+    }
+
+    fn frame_sizes_read(&self) -> bool {
+        self.frames.is_some()
+    }
+
+    fn frame_bytes(&self, ret: u64) -> Option<u64> {
+        use crate::frames::Size;
+        let f = self.frames.as_ref()?.of_return_address(ret)?;
+        match &f.size {
+            Size::Known(p) if p.frame_pointer => f.bytes(),
+            _ => None,
+        }
     }
 
     fn functions(&self, addr: u64) -> Vec<String> {

@@ -24,9 +24,13 @@ const PAGE: usize = 4096;
 /// Linux x86_64 THREAD_SIZE.
 pub const DEFAULT_TASK_STACK: usize = 16 * 1024;
 /// Per-CPU IRQ and exception stacks (Linux: IRQ_STACK_SIZE 16 KiB,
-/// EXCEPTION_STKSZ 4 KiB; ours are a little roomier for the oops printer).
+/// EXCEPTION_STKSZ 4 KiB). Ours are roomier for the oops printer, which
+/// runs on them: its record and trace copies are kilobytes
+/// (`runner checkstack`: `oops::report::print` alone is a 9 KiB frame),
+/// and at 16 KiB the frame sizes on the trace tipped a guard hit's report
+/// into a fault of its own, a triple fault.
 pub const IRQ_STACK: usize = 16 * 1024;
-pub const EXCEPTION_STACK: usize = 16 * 1024;
+pub const EXCEPTION_STACK: usize = 20 * 1024;
 
 pub use abi::kinds::{StackKind, Strategy};
 

@@ -60,7 +60,11 @@ pub fn frames(bt: &Backtrace) -> heapless::Vec<Frame<'static>, { abi::guard::MAX
     let mut out: heapless::Vec<Frame<'static>, { abi::guard::MAX_FRAMES }> = heapless::Vec::new();
     for f in bt.frames() {
         if let Some(last) = out.last_mut() {
-            if f.trap.is_none() && last.trap.is_none() && last.addr.get() == f.addr {
+            if f.trap.is_none()
+                && last.trap.is_none()
+                && last.addr.get() == f.addr
+                && last.size == f.size
+            {
                 last.repeat += 1;
                 continue;
             }
@@ -71,6 +75,7 @@ pub fn frames(bt: &Backtrace) -> heapless::Vec<Frame<'static>, { abi::guard::MAX
             sym: frame_sym(f),
             trap: f.trap,
             repeat: 1,
+            size: f.size,
         });
     }
     out

@@ -63,6 +63,10 @@ pub enum Check {
     Unwind,
     /// The context (task, exception, IRQ) is what the unwound stack shows.
     Context,
+    /// Each frame's size on the Call Trace is its function's static frame
+    /// (its prologue, from the ELF), and the recursing function's is the
+    /// frame size the scenario measured.
+    FrameSize,
     /// The LAPIC id read from the hardware at the fault (and at the
     /// announcement) is the one the boot listed for the CPU named.
     Lapic,
@@ -107,6 +111,7 @@ impl Check {
             Check::Symbol => "symbol",
             Check::Unwind => "unwind",
             Check::Context => "context",
+            Check::FrameSize => "frame-size",
             Check::Lapic => "lapic",
             Check::Object => "object",
             Check::FaultInObject => "fault-in-object",

@@ -51,6 +51,7 @@ pub fn label(line: &Line) -> &'static str {
         Line::Cr { .. } => "the `CR2:` line",
         Line::Guard { .. } => "the `Guard:` line",
         Line::Depth(_) => "the `Recursion depth:` line",
+        Line::StackUse { .. } => "the `Stack use:` line",
         Line::Evidence { .. } => "the `Evidence:` line",
         Line::CallTrace => "the `Call Trace:` line",
         Line::Frame { .. } => "a `Call Trace` line",
@@ -233,6 +234,7 @@ pub fn trace_line(f: &Frame) -> String {
         addr: f.addr.get(),
         sym: f.sym,
         trap: f.trap,
+        size: f.size,
     }
     .to_string()
     .trim_start()

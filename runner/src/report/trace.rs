@@ -235,6 +235,7 @@ pub fn judge(
             sym: like.and_then(|f| f.sym),
             trap: like.and_then(|f| f.trap),
             repeat: n as u32,
+            size: like.and_then(|f| f.size),
         };
         super::oops::trace_line(&f)
     };
@@ -363,6 +364,31 @@ pub fn judge(
         if let Some(problem) = problem {
             fail(Check::Depth, problem);
         }
+    }
+
+    // Each frame's size: the difference of two frame pointers the guest
+    // read, against the function's prologue as the ELF has it.
+    let mut sized = 0;
+    for (i, f) in hit.backtrace.iter().enumerate() {
+        let (Some(shown), Some(want)) = (f.size, symbols.frame_bytes(f.addr.get())) else {
+            continue;
+        };
+        sized += 1;
+        if u64::from(shown) != want {
+            fail(
+                Check::FrameSize,
+                format!(
+                    "frame #{i} (`{}`) is shown as {shown} bytes, but its prologue makes its frame {want}",
+                    unwind_line(symbols, f.addr.get(), Kind::Return, 1)
+                ),
+            );
+        }
+    }
+    if sized == 0 && hit.backtrace.iter().any(|f| f.size.is_some()) && symbols.frame_sizes_read() {
+        fail(
+            Check::FrameSize,
+            "no frame size on the Call Trace could be held against the ELF's prologues".into(),
+        );
     }
 
     // The context: an entry frame between the fault and the task entry

@@ -41,6 +41,7 @@ pub(super) fn judge_hit(
     }
     if expect.recursion && truth == Verdict::Overflow {
         depth(hit, alloc, &mut out);
+        recursion_frame(hit, alloc, &mut out);
     }
     if let Some(want) = recovered {
         if truth != Verdict::NotCaught {
@@ -257,6 +258,36 @@ fn depth(hit: &Hit, alloc: Option<&Alloc>, out: &mut Failures) {
             }
         }
         (Some(_), None) => {}
+    }
+}
+
+/// The recursing function's frame on the Call Trace (its longest run) is
+/// the frame size the scenario measured when it announced the stack.
+fn recursion_frame(hit: &Hit, alloc: Option<&Alloc>, out: &mut Failures) {
+    let Some(measured) = alloc.map(|a| a.frame_bytes).filter(|&b| b > 0) else {
+        return;
+    };
+    // A report with no sizes at all is from a guest before they existed
+    // (the captured fixtures); one that sizes some frames must size this.
+    if hit.backtrace.iter().all(|f| f.size.is_none()) {
+        return;
+    }
+    let run = hit
+        .backtrace
+        .iter()
+        .filter(|f| f.repeat > 1)
+        .max_by_key(|f| f.repeat);
+    match run.map(|f| (f.size, f.repeat)) {
+        Some((Some(shown), _)) if u64::from(shown) == measured => {}
+        Some((shown, n)) => fail(
+            out,
+            Check::FrameSize,
+            format!(
+                "the recursion's frame ({n} in a row) is shown as {}, but the scenario measured {measured} bytes",
+                shown.map_or("no size".to_string(), |s| format!("{s} bytes"))
+            ),
+        ),
+        None => {}
     }
 }
 

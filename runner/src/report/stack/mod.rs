@@ -512,6 +512,14 @@ mod tests {
                 }),
                 &["unwind"],
             ),
+            (
+                "the recursion's frame size misreported",
+                frames(|f| {
+                    f[0]["size"] = json!(296);
+                    f[1]["size"] = json!(64);
+                }),
+                &["frame-size"],
+            ),
         ];
         for (what, tamper, want) in cases {
             let v = recursion(real().hit("stack.recursion", tamper));
