@@ -52,6 +52,11 @@ pub fn execute(patterns: &[String], options: &Options) -> Result<i32, Fatal> {
             ) {
                 println!("{line}");
             }
+            match write_svg(result.scenario.name, &serial) {
+                Ok(Some(path)) => println!("picture: {}", path.display()),
+                Ok(None) => {}
+                Err(e) => eprintln!("runner: warning: {e}"),
+            }
         }
     }
     println!();
@@ -59,6 +64,30 @@ pub fn execute(patterns: &[String], options: &Options) -> Result<i32, Fatal> {
     Ok(session::exit_status(Mode::Run, &records))
 }
 const WIDTH: usize = 44;
+
+/// `<target>/demo/SCENARIO.svg`: the stack area with the first hit's
+/// frames to scale (`stack_map`); `None` for a scenario with no hit or no
+/// announced stack.
+fn write_svg(scenario: &str, serial: &str) -> Result<Option<std::path::PathBuf>, String> {
+    let events = lines::parse(serial);
+    let Some(hit) = events.hits_of(scenario).next() else {
+        return Ok(None);
+    };
+    let Some(alloc) = events
+        .allocs_of(scenario)
+        .find(|a| a.task_id == hit.task_id && a.cpu == hit.cpu)
+        .or_else(|| events.allocs_of(scenario).next())
+    else {
+        return Ok(None);
+    };
+    let dir = crate::workspace::target_dir().join("demo");
+    let path = dir.join(format!("{scenario}.svg"));
+    let svg = crate::stack_map::svg(alloc, hit, &crate::stack_map::bands(hit));
+    std::fs::create_dir_all(&dir)
+        .and_then(|()| std::fs::write(&path, svg))
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    Ok(Some(path))
+}
 
 /// The demo text for one scenario of one boot's serial log.
 pub fn render(
@@ -288,6 +317,23 @@ pub fn picture(a: &Alloc, hit: Option<&Hit>) -> Vec<String> {
         }
     }
     out.push(body("   grows down ↓"));
+    // The hit's frames, top down, where their sizes place them.
+    if let Some(h) = hit {
+        for b in crate::stack_map::bands(h).iter().rev() {
+            if b.lo >= a.lo.0.saturating_sub(a.guard_below * PAGE) && b.hi <= a.hi.0 {
+                out.push(format!(
+                    "  {:016x} {}",
+                    b.hi,
+                    boxed(
+                        &format!("   ▔ {}", b.label())
+                            .chars()
+                            .take(WIDTH)
+                            .collect::<String>()
+                    )
+                ));
+            }
+        }
+    }
     mark_if(&mut out, a.lo.0, a.hi.0);
     out.push(addr_line(a.lo.0, "  <- stack bottom (lo)"));
     if a.guard_below > 0 {

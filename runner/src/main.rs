@@ -40,6 +40,7 @@ mod record;
 mod report;
 mod select;
 mod session;
+mod stack_map;
 mod status;
 mod symbols;
 mod unwind;
