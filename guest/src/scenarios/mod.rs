@@ -193,6 +193,7 @@ pub fn run_requested(boot: &BootInfo, license: License) -> GuestExit {
             continue;
         };
         crate::oops::set_scenario(name);
+        crate::task::usage::begin_scenario(scenario);
         let mut checks = Checks {
             scenario,
             failed: 0,
@@ -201,6 +202,7 @@ pub fn run_requested(boot: &BootInfo, license: License) -> GuestExit {
         let start = crate::arch::x86_64::time::now_ns();
         run(boot, &mut checks);
         recovery_proven(&mut checks);
+        crate::task::usage::end_of_scenario(scenario);
         let took = crate::arch::x86_64::time::now_ns().saturating_sub(start);
         ktap::diag(format_args!("{}", abi::timing::ScenarioTime::from_ns(took)));
         let ok = checks.failed == 0;
