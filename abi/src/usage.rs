@@ -19,6 +19,8 @@
 //! figures, and the chain of frame records the deepest excursion left in
 //! the part of the stack no longer in use, innermost first, each frame
 //! named as the oops names a return address.
+//!
+//! `EXPECT`: what the usage scenarios' records must show.
 
 use crate::guard::Frame;
 use crate::record::{Hex, Record};
@@ -125,6 +127,50 @@ pub const fn is_near_miss(used: u64, size: u64, percent: u64) -> bool {
     used as u128 * 100 > size as u128 * percent as u128
 }
 
+/// Whether a usage scenario's task must be told as a near miss.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NearMissExpect {
+    /// Exactly one `NEAR-MISS` for the task, its deepest chain's innermost
+    /// return address in `function` (a substring of the name the ELF gives).
+    Reported { function: &'static str },
+    /// None for the task.
+    NotReported,
+}
+
+/// What a usage scenario's records must show about the task it announces
+/// (its `STACK-ALLOC`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UsageExpect {
+    pub scenario: &'static str,
+    pub near_miss: NearMissExpect,
+    /// The share of its stack (percent, inclusive) the task's
+    /// `STACK-USAGE` figure must lie in, so that "not reported" is not
+    /// said of a task that never went deep.
+    pub used_percent: (u64, u64),
+}
+
+/// The usage scenarios, calibrated for the default threshold (any from 61
+/// to 94 % gives the same verdicts).
+pub const EXPECT: &[UsageExpect] = &[
+    UsageExpect {
+        scenario: "stack.near_miss",
+        near_miss: NearMissExpect::Reported {
+            function: "near_miss_recurse",
+        },
+        used_percent: (91, 99),
+    },
+    UsageExpect {
+        scenario: "stack.half_used",
+        near_miss: NearMissExpect::NotReported,
+        used_percent: (40, 60),
+    },
+];
+
+/// The expectation for `scenario`, if it is a usage scenario.
+pub fn expect(scenario: &str) -> Option<&'static UsageExpect> {
+    EXPECT.iter().find(|e| e.scenario == scenario)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -211,5 +257,23 @@ mod tests {
         assert!(is_near_miss(1, 16_384, 0));
         assert!(!is_near_miss(0, 0, 0));
         assert!(is_near_miss(u64::MAX, u64::MAX, 99));
+    }
+
+    #[test]
+    fn every_usage_scenario_is_in_the_catalog_and_its_range_is_sane() {
+        for e in EXPECT {
+            assert!(
+                crate::scenario::find(e.scenario).is_some(),
+                "{}",
+                e.scenario
+            );
+            let (lo, hi) = e.used_percent;
+            assert!(lo <= hi && hi <= 100, "{}", e.scenario);
+            let reported = matches!(e.near_miss, NearMissExpect::Reported { .. });
+            // A figure in range is on the expected side of the default.
+            assert_eq!(reported, lo > NEAR_MISS_DEFAULT, "{}", e.scenario);
+            assert_eq!(reported, hi > NEAR_MISS_DEFAULT, "{}", e.scenario);
+        }
+        assert!(expect("stack.recursion").is_none());
     }
 }

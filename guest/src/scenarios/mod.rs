@@ -13,6 +13,7 @@ mod life_mech;
 mod life_mm;
 mod selftest;
 mod stack;
+mod usage;
 pub mod workload;
 
 use crate::arch::x86_64::sabotage::License;
@@ -76,6 +77,8 @@ const IMPLEMENTED: &[(&str, ScenarioFn)] = &[
     ),
     ("life.rcu_gp", life_mech::rcu_gp),
     ("life.rcu_sync", life_mech::rcu_sync),
+    ("stack.near_miss", usage::near_miss),
+    ("stack.half_used", usage::half_used),
     ("life.stack_cache", life_mech::stack_cache),
     ("life.rcu_stall", life_mech::rcu_stall),
 ];
