@@ -2,7 +2,8 @@
 //! the guest's `STACK-USAGE` and `NEAR-MISS` records (`abi::usage`) read
 //! out of a boot's log (`parse`), gathered per scenario for the outputs
 //! (`of_scenario`: every task's figure, each near miss with its deepest
-//! chain named from the ELF), and, for the usage scenarios, held against what they must show (`judge`,
+//! chain named from the ELF), a boot's figures binned (`histogram`), and,
+//! for the usage scenarios, held against what they must show (`judge`,
 //! `abi::usage::EXPECT`). Pure: records and a symbolizer in.
 //!
 //! The ground truth is the scenario's own announcement of its task's
@@ -222,6 +223,38 @@ pub fn of_scenario(
         .map(|r| NearMissReport::of(r, symbols))
         .collect();
     Some(u)
+}
+
+/// A boot's figures, binned by the share of the stack used.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BootUsage {
+    pub stack_size: u64,
+    pub tasks: u64,
+    /// Tasks by tenths of the stack used: `[0, 10) %`, ..., `[90, 100] %`.
+    pub buckets: [u64; 10],
+    /// The task that went deepest: (scenario, task id, bytes used).
+    pub deepest: Option<(&'static str, u64, u64)>,
+    pub near_misses: usize,
+}
+
+/// The histogram of a boot's scenarios' figures.
+pub fn histogram<'r>(
+    scenarios: impl IntoIterator<Item = (&'static str, &'r ScenarioUsage)>,
+) -> BootUsage {
+    let mut b = BootUsage::default();
+    for (name, u) in scenarios {
+        b.stack_size = b.stack_size.max(u.stack_size);
+        b.near_misses += u.near_misses.len();
+        for &(id, used) in &u.tasks {
+            b.tasks += 1;
+            let bucket = (percent(used, u.stack_size) / 10).min(9);
+            b.buckets[bucket as usize] += 1;
+            if b.deepest.is_none_or(|(_, _, most)| used > most) {
+                b.deepest = Some((name, id, used));
+            }
+        }
+    }
+    b
 }
 
 /// The verdict on a usage scenario: did its records show what it did?
@@ -685,5 +718,29 @@ mod tests {
             v.describe()
         );
         assert!(!v.as_expected() && v.category_str() == "usage-wrong");
+    }
+
+    #[test]
+    fn figures_bin_by_tenths_and_the_deepest_is_kept() {
+        let a = ScenarioUsage {
+            stack_size: 16384,
+            tasks: vec![(1, 0), (2, 1638), (3, 1639), (4, 16384)],
+            counted: 4,
+            records_whole: true,
+            ..ScenarioUsage::default()
+        };
+        let b = ScenarioUsage {
+            tasks: vec![(9, 15000)],
+            counted: 1,
+            ..a.clone()
+        };
+        let h = histogram([("x.a", &a), ("x.b", &b)]);
+        assert_eq!(h.tasks, 5);
+        assert_eq!(h.buckets, [2, 1, 0, 0, 0, 0, 0, 0, 0, 2]);
+        assert_eq!(h.deepest, Some(("x.a", 4, 16384)));
+        assert_eq!(kib(512), "512 B");
+        assert_eq!(kib(16384), "16 KiB");
+        assert_eq!(kib(15584), "15.2 KiB");
+        assert_eq!(percent(1, 0), 100);
     }
 }
