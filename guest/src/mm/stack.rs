@@ -225,6 +225,16 @@ impl Stack {
     /// word written since it was handed out zeroed (Linux's
     /// `stack_not_used()`, as the used part).
     pub fn high_water(&self) -> u64 {
+        // A deliberate defect (`runner --defect high-water-from-rsp`): the
+        // depth of the stack pointer now, at exit, taken for the deepest
+        // the stack ever went.
+        #[cfg(defect = "high-water-from-rsp")]
+        {
+            let sp = crate::arch::x86_64::cpu::stack_pointer();
+            if (self.bottom.as_u64()..self.top.as_u64()).contains(&sp) {
+                return self.top.as_u64() - sp;
+            }
+        }
         let range = self.usage_range();
         // The scan runs at every exit: a word read without `words`' checks
         // (7 instructions a word, half the cost of an exit under TCG).
@@ -255,6 +265,18 @@ impl Stack {
             sp
         } else {
             range.end
+        };
+        // A deliberate defect (`runner --defect chain-from-frame-pointer`):
+        // the chain walked from the frame pointer now, the exit path's live
+        // frames, not from the deepest word the stack holds.
+        #[cfg(defect = "chain-from-frame-pointer")]
+        let (first, end) = {
+            let rbp: usize;
+            // SAFETY: reads a register, touches no memory.
+            unsafe {
+                core::arch::asm!("mov {}, rbp", out(reg) rbp, options(nomem, nostack, preserves_flags))
+            };
+            (rbp.clamp(first, range.end), range.end)
         };
         stack_usage::stale_chain(first..end, self.words(), is_text)
     }
