@@ -30,7 +30,7 @@ use serde::{Deserialize, Serialize};
 /// stack while it is written, about 20 in the line).
 pub const USAGE_CHUNK: usize = 128;
 
-/// Frame records a `NEAR-MISS` keeps of the deepest chain.
+/// Frames a `NEAR-MISS` keeps of the deepest chain, runs folded.
 pub const MAX_CHAIN: usize = 16;
 
 /// The share of its stack, in percent, above which a task that exits is a
@@ -75,12 +75,16 @@ impl Record for StackUsage<'_> {
     }
 }
 
-/// One frame record of a near miss's deepest chain.
+/// One frame of a near miss's deepest chain: a frame record, or a run of
+/// records with one return address (a recursion), folded as the oops
+/// folds it (`frame.repeat`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChainFrame<'a> {
-    /// Where the record lies in the stack (the frame's rbp then).
+    /// Where the record lies in the stack (the frame's rbp then); of a
+    /// run, its innermost record's.
     pub at: Hex,
-    /// Its return address, named by the call as a backtrace names it.
+    /// Its return address, named by the call as a backtrace names it, and
+    /// how many records in a row return there.
     #[serde(borrow)]
     pub frame: Frame<'a>,
 }
@@ -103,7 +107,7 @@ pub struct NearMiss<'a> {
     /// The chain the deepest excursion left, innermost first.
     #[serde(borrow)]
     pub chain: heapless::Vec<ChainFrame<'a>, MAX_CHAIN>,
-    /// The chain went on past `MAX_CHAIN`.
+    /// The chain went on past what the guest walks or keeps.
     pub truncated: bool,
 }
 
@@ -195,7 +199,7 @@ mod tests {
                             size: Hex(0xc0),
                         }),
                         trap: None,
-                        repeat: 1,
+                        repeat: if i == 0 { 70 } else { 1 },
                     },
                 })
                 .unwrap();

@@ -26,6 +26,10 @@ use abi::Hex;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU64, Ordering};
 
+/// Frame records a near miss's chain is walked for (16 bytes each, on the
+/// exit path's stack), before its runs are folded into `MAX_CHAIN` frames.
+const CHAIN_RECORDS: usize = 128;
+
 /// `(task id, bytes used)` of every exit since the last scenario ended.
 /// Its allocation is made at boot and kept (`init`): a scenario's leak
 /// check sees it grow by reallocation, never appear.
@@ -110,17 +114,22 @@ fn return_sym(addr: u64) -> Option<Sym<'static>> {
 fn report_near_miss(task: &Task, used: u64, size: u64) {
     let Some((chain, lo, hi)) = task.with_stack(|s| {
         (
-            s.deepest_chain::<MAX_CHAIN>(is_text),
+            s.deepest_chain::<CHAIN_RECORDS>(is_text),
             s.bottom().as_u64(),
             s.top().as_u64(),
         )
     }) else {
         return;
     };
+    // Runs of one return address folded, as the oops folds a recursion.
     let mut frames: heapless::Vec<ChainFrame<'static>, MAX_CHAIN> = heapless::Vec::new();
+    let mut truncated = chain.truncated;
     for r in chain.records() {
-        // Cannot fail: the chain holds at most MAX_CHAIN.
-        let _ = frames.push(ChainFrame {
+        if let Some(last) = frames.last_mut().filter(|l| l.frame.addr.get() == r.ret) {
+            last.frame.repeat += 1;
+            continue;
+        }
+        let frame = ChainFrame {
             at: Hex(r.at as u64),
             frame: Frame {
                 addr: Hex(r.ret),
@@ -128,7 +137,11 @@ fn report_near_miss(task: &Task, used: u64, size: u64) {
                 trap: None,
                 repeat: 1,
             },
-        });
+        };
+        if frames.push(frame).is_err() {
+            truncated = true;
+            break;
+        }
     }
     let percent = near_miss_percent();
     kprintln!(
@@ -149,7 +162,7 @@ fn report_near_miss(task: &Task, used: u64, size: u64) {
         used,
         threshold_percent: percent,
         chain: frames,
-        truncated: chain.truncated,
+        truncated,
     });
 }
 

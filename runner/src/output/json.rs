@@ -183,6 +183,8 @@ struct NearMiss<'a> {
 struct ChainEntry<'a> {
     at: String,
     addr: String,
+    /// Records in a row that return to `addr` (a recursion, folded).
+    repeat: u32,
     function: Option<&'a str>,
     guest_name: Option<&'a str>,
 }
@@ -292,6 +294,7 @@ fn near_miss(n: &usage::NearMissReport) -> NearMiss<'_> {
             .map(|c| ChainEntry {
                 at: format!("{:#x}", c.at),
                 addr: format!("{:#x}", c.addr),
+                repeat: c.repeat,
                 function: c.function.as_deref(),
                 guest_name: c.guest_name.as_deref(),
             })
@@ -485,6 +488,7 @@ mod tests {
         let miss = &near["stack_usage"]["near_misses"][0];
         assert_eq!(miss["used_percent"], 95);
         assert_eq!(miss["chain"][0]["at"], "0xffffc900000253b0");
+        assert_eq!(miss["chain"][0]["repeat"], 60);
         assert_eq!(
             miss["deepest"],
             "guest::scenarios::usage::near_miss_recurse"

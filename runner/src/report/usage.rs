@@ -54,13 +54,15 @@ fn read<'a, T: Record + Deserialize<'a>>(
     })
 }
 
-/// One frame record of a near miss's deepest chain.
+/// One frame of a near miss's deepest chain (a run of records with one
+/// return address folded).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ChainEntry {
-    /// Where the record lies in the stack.
+    /// Where the (innermost) record lies in the stack.
     pub at: u64,
-    /// Its return address.
+    /// Its return address, and how many records in a row return there.
     pub addr: u64,
+    pub repeat: u32,
     /// The function of the call it returns to, from the ELF (the
     /// innermost of its inline chain); `None` without symbols.
     pub function: Option<String>,
@@ -99,6 +101,7 @@ impl NearMissReport {
                 .map(|c| ChainEntry {
                     at: c.at.get(),
                     addr: c.frame.addr.get(),
+                    repeat: c.frame.repeat,
                     function: symbols
                         .and_then(|s| called_from(s, c.frame.addr.get()).first().cloned()),
                     guest_name: c.frame.sym.map(|s| s.name.to_string()),
@@ -545,7 +548,7 @@ mod tests {
 
     /// A real boot of stack.near_miss and stack.half_used.
     const LOG: &str = include_str!("testdata/usage.serial");
-    const INNERMOST: u64 = 0xffffffff8001d280;
+    const INNERMOST: u64 = 0xffffffff8001d290;
 
     fn symbols() -> Fake {
         let mut m = HashMap::new();
@@ -636,8 +639,8 @@ mod tests {
             // frames of the exit path, say): its name is the guest's word.
             (
                 "stack.near_miss",
-                "\"addr\":\"0xffffffff8001d280\"",
                 "\"addr\":\"0xffffffff8001d290\"",
+                "\"addr\":\"0xffffffff8001d2a0\"",
                 &["deepest-chain"],
             ),
             (
