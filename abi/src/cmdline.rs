@@ -23,6 +23,9 @@ pub const STACK_FREE: &str = "stack_free";
 /// that unmaps each one when it is freed, so a use after free faults and
 /// is reported with the task's history.
 pub const TASK_STRUCTS: &str = "task_structs";
+/// The share of its stack, in percent, a task must use to be reported as a
+/// near miss when it exits (default `usage::NEAR_MISS_DEFAULT`, 90).
+pub const STACK_NEAR_MISS: &str = "stack_near_miss";
 /// How much work the soak scenarios do: `check` (default) or `soak`
 /// (`abi::config::Workload`).
 pub const WORKLOAD: &str = "workload";

@@ -49,6 +49,17 @@ pub fn guard_pages(n: u64) -> Result<u64, Refused> {
     })
 }
 
+/// `percent` as the near-miss threshold, if the guest accepts it (100: a
+/// task would have to use more than all of its stack, so none is reported).
+pub fn near_miss_percent(percent: u64) -> Result<u64, Refused> {
+    (1..=100)
+        .contains(&percent)
+        .then_some(percent)
+        .ok_or(Refused {
+            accepted: "1..=100 percent",
+        })
+}
+
 named_enum! {
     /// Where task structs live (`cmdline::TASK_STRUCTS`).
     pub enum TaskStructs {
@@ -83,6 +94,14 @@ pub struct GuestConfig {
     pub stack_free: FreeMode,
     pub task_structs: TaskStructs,
     pub workload: Workload,
+    /// The share of its stack (percent) above which an exiting task is a
+    /// near miss (`usage`). Logs older than the field read as the default.
+    #[serde(default = "near_miss_default")]
+    pub near_miss_percent: u64,
+}
+
+fn near_miss_default() -> u64 {
+    crate::usage::NEAR_MISS_DEFAULT
 }
 
 impl Record for GuestConfig {
@@ -107,6 +126,7 @@ mod tests {
             stack_free: FreeMode::RcuCache,
             task_structs: TaskStructs::Vmalloc,
             workload: Workload::Soak,
+            near_miss_percent: 75,
         };
         let line = round_trip_owned(&config);
         assert!(
@@ -127,5 +147,16 @@ mod tests {
         assert_eq!(guard_pages(64), Ok(64));
         assert!(guard_pages(65).is_err());
         assert!(guard_pages(1_000_000).is_err());
+        assert_eq!(near_miss_percent(90), Ok(90));
+        assert_eq!(near_miss_percent(100), Ok(100));
+        assert!(near_miss_percent(0).is_err());
+        assert!(near_miss_percent(101).is_err());
+    }
+
+    #[test]
+    fn an_echo_from_before_the_threshold_reads_as_the_default() {
+        let old = r#"{"stack_strategy":"vmap-cached","stack_size":16384,"guard_pages":1,"stack_free":"exit","task_structs":"heap","workload":"check"}"#;
+        let config: GuestConfig = serde_json::from_str(old).unwrap();
+        assert_eq!(config.near_miss_percent, crate::usage::NEAR_MISS_DEFAULT);
     }
 }

@@ -25,6 +25,7 @@ pub mod stackdump;
 pub mod timeline;
 pub mod timing;
 pub mod uaf;
+pub mod usage;
 
 pub use exit::GuestExit;
 pub use record::{Hex, Record};

@@ -522,6 +522,16 @@ pub const SCENARIOS: &[Scenario] = &[
     )
     },
     check(
+        "stack.near_miss",
+        "a task recurses through ~95 % of its stack, returns and exits: reported as a near miss, its deepest chain in near_miss_recurse",
+        &[1],
+    ),
+    check(
+        "stack.half_used",
+        "the same to ~50 % of its stack: its high-water mark is told, and it is no near miss",
+        &[1],
+    ),
+    check(
         "life.stack_cache",
         "a stack put in the per-CPU cache at exit is the one the next task on that CPU gets: same range, the hit counter rising",
         &[1],

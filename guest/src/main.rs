@@ -82,6 +82,7 @@ extern "C" fn kernel_main(stack_top: u64) -> ! {
     rcu::init(arch::x86_64::percpu::online());
     interrupts::enable();
     task::recovery::start();
+    task::usage::init();
     timeline.end(Stage::Ready);
     timeline.report();
 
@@ -111,7 +112,8 @@ fn register_upcalls() {
 /// half-applied; the echo shows the runner what was kept.
 fn configure(cmdline: &str) {
     use abi::cmdline::{
-        value, GUARD_PAGES, STACK_FREE, STACK_SIZE, STACK_STRATEGY, TASK_STRUCTS, WORKLOAD,
+        value, GUARD_PAGES, STACK_FREE, STACK_NEAR_MISS, STACK_SIZE, STACK_STRATEGY, TASK_STRUCTS,
+        WORKLOAD,
     };
     use abi::config::{self, GuestConfig, TaskStructs, Workload};
     use mm::stack;
@@ -166,6 +168,19 @@ fn configure(cmdline: &str) {
             ),
         }
     }
+    if let Some(v) = value(cmdline, STACK_NEAR_MISS) {
+        match v.parse::<u64>().ok().map(config::near_miss_percent) {
+            Some(Ok(n)) => task::usage::set_near_miss_percent(n),
+            Some(Err(refused)) => kprintln!(
+                "config: {STACK_NEAR_MISS}={v}: {refused}; keeping {}",
+                task::usage::near_miss_percent()
+            ),
+            None => kprintln!(
+                "config: {STACK_NEAR_MISS}={v} is not a number; keeping {}",
+                task::usage::near_miss_percent()
+            ),
+        }
+    }
     if let Some(v) = value(cmdline, WORKLOAD) {
         match Workload::from_name(v) {
             Some(w) => scenarios::workload::set(w),
@@ -186,5 +201,6 @@ fn configure(cmdline: &str) {
             TaskStructs::Heap
         },
         workload: scenarios::workload::get(),
+        near_miss_percent: task::usage::near_miss_percent(),
     });
 }

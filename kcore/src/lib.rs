@@ -10,6 +10,8 @@
 //! - [`stack_hit`]: which guard a stack fault hit, from CR2 and the
 //!   interrupted RSP, and which of the two decided.
 //! - [`stack_cache`]: Linux's per-CPU cache of two free stacks.
+//! - [`stack_usage`]: how deep a stack was ever used (its high-water
+//!   mark) and the call chain its deepest excursion left behind.
 //! - [`memmap`]: the boot memory map's promises, checked rather than trusted.
 //! - [`clock`]: counter cycles to nanoseconds, wherever the counter starts.
 //!
@@ -45,4 +47,5 @@ pub mod rcu_users;
 pub mod refcount;
 pub mod stack_cache;
 pub mod stack_hit;
+pub mod stack_usage;
 pub mod vmalloc;

@@ -138,6 +138,10 @@ pub struct Options {
     /// them, and then the overflow scenarios must come out as not caught).
     #[arg(long, global = true, value_name = "N", value_parser = guest_number(abi::config::guard_pages))]
     pub guard_pages: Option<u64>,
+    /// The share of its stack, in percent, a task must use to be reported
+    /// as a near miss when it exits (guest default 90; 100 reports none).
+    #[arg(long, global = true, value_name = "PERCENT", value_parser = guest_number(abi::config::near_miss_percent))]
+    pub near_miss_percent: Option<u64>,
     /// Task stack size in bytes, whole pages up to 1 MiB (guest default
     /// 16384, Linux's THREAD_SIZE).
     #[arg(long, global = true, value_name = "BYTES", value_parser = guest_number(abi::config::stack_size))]
@@ -228,6 +232,7 @@ impl Options {
             stack_strategy: self.stack_strategy,
             stack_size: self.stack_size,
             guard_pages: self.guard_pages,
+            near_miss_percent: self.near_miss_percent,
             stack_free: self.stack_free,
             task_structs: self
                 .debug_task_structs
@@ -256,6 +261,9 @@ impl Options {
         let mut words = Vec::new();
         if let Some(n) = self.guard_pages {
             words.push(format!("{}={n}", abi::cmdline::GUARD_PAGES));
+        }
+        if let Some(n) = self.near_miss_percent {
+            words.push(format!("{}={n}", abi::cmdline::STACK_NEAR_MISS));
         }
         if let Some(n) = self.stack_size {
             words.push(format!("{}={n}", abi::cmdline::STACK_SIZE));
@@ -519,11 +527,16 @@ mod tests {
             "--stack-free",
             "rcu-cache",
             "--debug-task-structs",
+            "--near-miss-percent",
+            "75",
         ]);
         let line = cli.options.guest_args().join(" ");
         use abi::cmdline::{
-            value, GUARD_PAGES, STACK_FREE, STACK_SIZE, STACK_STRATEGY, TASK_STRUCTS,
+            value, GUARD_PAGES, STACK_FREE, STACK_NEAR_MISS, STACK_SIZE, STACK_STRATEGY,
+            TASK_STRUCTS,
         };
+        assert_eq!(value(&line, STACK_NEAR_MISS), Some("75"));
+        assert_eq!(cli.options.requested().near_miss_percent, Some(75));
         assert_eq!(value(&line, STACK_FREE), Some("rcu-cache"));
         assert_eq!(value(&line, TASK_STRUCTS), Some("vmalloc"));
         assert_eq!(value(&line, GUARD_PAGES), Some("0"));
@@ -543,7 +556,12 @@ mod tests {
         }
         let cli = Cli::parse_from(["runner", "run", "--stack-free", "legacy"]);
         assert_eq!(cli.options.stack_free, Some(FreeMode::Rcu));
-        for bad in [["--stack-free", "never"], ["--stack-strategy", "heap"]] {
+        for bad in [
+            ["--stack-free", "never"],
+            ["--stack-strategy", "heap"],
+            ["--near-miss-percent", "0"],
+            ["--near-miss-percent", "101"],
+        ] {
             assert!(Cli::try_parse_from(["runner", "run", bad[0], bad[1]]).is_err());
         }
     }

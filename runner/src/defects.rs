@@ -302,6 +302,24 @@ pub const DEFECTS: &[Defect] = &[
         "stack.rcu_callback_preempted",
         Caught::Check(Check::Unwind),
     ),
+    mechanism(
+        "high-water-from-rsp",
+        "a task's high-water mark is taken from its stack pointer at exit, not from the deepest word ever written: the deep excursion that returned is not seen",
+        "stack.near_miss",
+        Caught::Check(Check::NearMiss),
+    ),
+    mechanism(
+        "chain-from-frame-pointer",
+        "the near miss's chain is walked from the frame pointer at exit, the exit path's live frames, not from the deepest word the stack holds",
+        "stack.near_miss",
+        Caught::Check(Check::DeepestChain),
+    ),
+    mechanism(
+        "usage-in-words",
+        "the per-task table keeps a stack's used part in words, the unit the scan steps in, not bytes",
+        "stack.half_used",
+        Caught::Check(Check::StackUsage),
+    ),
     oops(
         "frame-size-misreported",
         "the trace's innermost frame size counts its return address twice: 8 bytes more than the frame occupies",

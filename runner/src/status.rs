@@ -194,6 +194,8 @@ mod marks {
                             todo: todo.map(String::from),
                             objections,
                             site: None,
+                            usage: None,
+                            usage_verdict: None,
                         });
                     }
                 }

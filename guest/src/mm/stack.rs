@@ -16,6 +16,7 @@ use crate::sync::IrqLock;
 use core::fmt;
 use core::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use kcore::stack_cache::StackCache;
+use kcore::stack_usage::{self, Chain};
 use kcore::vmalloc::Guards;
 use x86_64::VirtAddr;
 
@@ -195,6 +196,93 @@ impl Stack {
             // SAFETY: as in `legacy`.
             unsafe { p.write_volatile(info) }
         }
+    }
+
+    /// The words use can show in: the whole stack, but for the legacy block
+    /// at the bottom of a `Direct` one, which is written at allocation.
+    fn usage_range(&self) -> core::ops::Range<usize> {
+        let skip = match self.backing {
+            Backing::Direct { .. } => core::mem::size_of::<LegacyThreadInfo>(),
+            Backing::Vmap => 0,
+        };
+        self.bottom.as_u64() as usize + skip..self.top.as_u64() as usize
+    }
+
+    /// A reader of the stack's words as they are now: 0 for an address
+    /// outside `usage_range` or off a word (`kcore::stack_usage` asks only
+    /// for those inside; this keeps every read sound if it did not).
+    fn words(&self) -> impl Fn(usize) -> u64 + '_ {
+        let range = self.usage_range();
+        move |addr| {
+            if !range.contains(&addr) || !addr.is_multiple_of(8) {
+                return 0;
+            }
+            // SAFETY: `addr` is an aligned word inside [bottom, top), mapped
+            // and owned by this Stack while `&self` lives. Volatile, through
+            // a raw pointer and never a slice: the task may be running on
+            // this stack, writing it behind the compiler's back.
+            unsafe { (addr as *const u64).read_volatile() }
+        }
+    }
+
+    /// How deep the stack was ever used: bytes from the top to the deepest
+    /// word written since it was handed out zeroed (Linux's
+    /// `stack_not_used()`, as the used part).
+    pub fn high_water(&self) -> u64 {
+        // A deliberate defect (`runner --defect high-water-from-rsp`): the
+        // depth of the stack pointer now, at exit, taken for the deepest
+        // the stack ever went.
+        #[cfg(defect = "high-water-from-rsp")]
+        {
+            let sp = crate::arch::x86_64::cpu::stack_pointer();
+            if (self.bottom.as_u64()..self.top.as_u64()).contains(&sp) {
+                return self.top.as_u64() - sp;
+            }
+        }
+        let range = self.usage_range();
+        // The scan runs at every exit: a word read without `words`' checks
+        // (7 instructions a word, half the cost of an exit under TCG).
+        let read = |addr: usize| {
+            // SAFETY: `used_bytes` reads only aligned words inside the
+            // range it is handed (kcore::stack_usage's contract, which its
+            // tests hold it to), and that range lies in [bottom, top),
+            // mapped and owned by this Stack; volatile and raw, as in
+            // `words`.
+            unsafe { (addr as *const u64).read_volatile() }
+        };
+        stack_usage::used_bytes(range, read) as u64
+    }
+
+    /// The frame-record chain the deepest excursion left in the stack's
+    /// unused part, innermost first (`kcore::stack_usage::stale_chain`),
+    /// return addresses judged by `is_text`.
+    pub fn deepest_chain<const N: usize>(&self, is_text: impl Fn(u64) -> bool) -> Chain<N> {
+        let range = self.usage_range();
+        let first = stack_usage::first_used(range.clone(), self.words());
+        // On the running task's own stack, only what lies below the stack
+        // pointer: the live frames above it are being written, this very
+        // call's result among them (a walk that read them found its own
+        // output buffer zeroed under it). Just below it are the frames of
+        // the walk itself, where a chain can only end.
+        let sp = crate::arch::x86_64::cpu::stack_pointer() as usize;
+        let end = if (first..range.end).contains(&sp) {
+            sp
+        } else {
+            range.end
+        };
+        // A deliberate defect (`runner --defect chain-from-frame-pointer`):
+        // the chain walked from the frame pointer now, the exit path's live
+        // frames, not from the deepest word the stack holds.
+        #[cfg(defect = "chain-from-frame-pointer")]
+        let (first, end) = {
+            let rbp: usize;
+            // SAFETY: reads a register, touches no memory.
+            unsafe {
+                core::arch::asm!("mov {}, rbp", out(reg) rbp, options(nomem, nostack, preserves_flags))
+            };
+            (rbp.clamp(first, range.end), range.end)
+        };
+        stack_usage::stale_chain(first..end, self.words(), is_text)
     }
 
     /// Zero the whole stack: a reused stack must not leak the old task's

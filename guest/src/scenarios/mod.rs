@@ -13,6 +13,7 @@ mod life_mech;
 mod life_mm;
 mod selftest;
 mod stack;
+mod usage;
 pub mod workload;
 
 use crate::arch::x86_64::sabotage::License;
@@ -76,6 +77,8 @@ const IMPLEMENTED: &[(&str, ScenarioFn)] = &[
     ),
     ("life.rcu_gp", life_mech::rcu_gp),
     ("life.rcu_sync", life_mech::rcu_sync),
+    ("stack.near_miss", usage::near_miss),
+    ("stack.half_used", usage::half_used),
     ("life.stack_cache", life_mech::stack_cache),
     ("life.rcu_stall", life_mech::rcu_stall),
 ];
@@ -193,6 +196,7 @@ pub fn run_requested(boot: &BootInfo, license: License) -> GuestExit {
             continue;
         };
         crate::oops::set_scenario(name);
+        crate::task::usage::begin_scenario(scenario);
         let mut checks = Checks {
             scenario,
             failed: 0,
@@ -201,6 +205,7 @@ pub fn run_requested(boot: &BootInfo, license: License) -> GuestExit {
         let start = crate::arch::x86_64::time::now_ns();
         run(boot, &mut checks);
         recovery_proven(&mut checks);
+        crate::task::usage::end_of_scenario(scenario);
         let took = crate::arch::x86_64::time::now_ns().saturating_sub(start);
         ktap::diag(format_args!("{}", abi::timing::ScenarioTime::from_ns(took)));
         let ok = checks.failed == 0;

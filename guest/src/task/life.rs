@@ -1,7 +1,9 @@
 //! A task's life: spawned on a fresh stack, started, joined, and ended by
 //! `exit`, which hands the stack back as soon as the CPU has left it.
 use super::sched::{self, CURRENT};
-use super::{current, current_id, history, lifetime, next_id, ExitStatus, State, Task, PERMANENT};
+use super::{
+    current, current_id, history, lifetime, next_id, usage, ExitStatus, State, Task, PERMANENT,
+};
 use crate::arch::x86_64::context::Context;
 use crate::arch::x86_64::interrupts;
 use crate::mm::stack::{self, StackError};
@@ -155,6 +157,8 @@ pub fn exit(status: ExitStatus) -> ! {
     {
         let me = current();
         history::record(me.id, history::Event::Exited(status));
+        // How deep the stack went, while it is still ours to read.
+        usage::at_exit(&me, status);
         me.set_state(State::Dead);
         let (waiter, detached) = {
             let mut j = me.join.lock();

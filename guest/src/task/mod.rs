@@ -12,6 +12,7 @@ mod life;
 mod lifetime;
 pub mod recovery;
 mod sched;
+pub mod usage;
 mod wait;
 
 pub use lifetime::{

@@ -8,7 +8,7 @@ use crate::fatal::Fatal;
 use crate::output::summary;
 use crate::record::{BootRecord, Mode, Skipped};
 use crate::report::classify::PanicRecord;
-use crate::report::FaultVerdict;
+use crate::report::{usage, FaultVerdict};
 use crate::workspace::Artifacts;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -74,6 +74,33 @@ struct Boot<'a> {
     problems: &'a [String],
     detail: &'a [String],
     results: Vec<ScenarioResult<'a>>,
+    /// Every task of the boot that exited, binned by the share of its
+    /// stack it used (`report/usage.rs`).
+    stack_usage: BootUsage,
+}
+
+#[derive(Serialize)]
+struct BootUsage {
+    stack_size: u64,
+    tasks: u64,
+    /// Tenths of the stack: [0, 10) %, ..., [90, 100] %.
+    histogram: Vec<Bucket>,
+    deepest: Option<Deepest>,
+    near_misses: usize,
+}
+
+#[derive(Serialize)]
+struct Bucket {
+    from_percent: u64,
+    to_percent: u64,
+    tasks: u64,
+}
+
+#[derive(Serialize)]
+struct Deepest {
+    scenario: &'static str,
+    task_id: u64,
+    used: u64,
 }
 
 #[derive(Serialize)]
@@ -98,6 +125,81 @@ struct ScenarioResult<'a> {
     /// Use-after-free scenarios only: the report's verdict (`report/uaf.rs`).
     #[serde(skip_serializing_if = "Option::is_none")]
     uaf: Option<Uaf<'a>>,
+    /// How deep the stack of every task that exited during the scenario
+    /// went, and its near misses (`report/usage.rs`); absent when the
+    /// guest told nothing (a scenario that stopped the machine).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stack_usage: Option<StackUsage<'a>>,
+    /// The usage scenarios only: the verdict on their records.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    near_miss: Option<NearMissVerdict<'a>>,
+}
+
+#[derive(Serialize)]
+struct StackUsage<'a> {
+    stack_size: u64,
+    /// Task id (as a string, JSON's keys are) to the bytes of its stack it
+    /// used: its high-water mark.
+    tasks: Tasks<'a>,
+    /// The records account for every exit the guest counted.
+    complete: bool,
+    /// Exits the guest could not record (its heap was exhausted).
+    dropped: u64,
+    near_misses: Vec<NearMiss<'a>>,
+}
+
+/// `(id, used)` pairs as one JSON object, a line each when pretty.
+struct Tasks<'a>(&'a [(u64, u64)]);
+
+impl Serialize for Tasks<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = s.serialize_map(Some(self.0.len()))?;
+        for (id, used) in self.0 {
+            map.serialize_entry(&id.to_string(), used)?;
+        }
+        map.end()
+    }
+}
+
+#[derive(Serialize)]
+struct NearMiss<'a> {
+    task_id: u64,
+    task_name: &'a str,
+    cpu: u32,
+    lo: String,
+    hi: String,
+    used: u64,
+    used_percent: u64,
+    threshold_percent: u64,
+    /// The function the deepest chain begins in, by the ELF.
+    deepest: Option<&'a str>,
+    /// Innermost first.
+    chain: Vec<ChainEntry<'a>>,
+    truncated: bool,
+}
+
+#[derive(Serialize)]
+struct ChainEntry<'a> {
+    at: String,
+    addr: String,
+    /// Records in a row that return to `addr` (a recursion, folded).
+    repeat: u32,
+    function: Option<&'a str>,
+    guest_name: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct NearMissVerdict<'a> {
+    /// usage-good or usage-wrong.
+    verdict: &'static str,
+    as_expected: bool,
+    summary: String,
+    failed_checks: &'a [crate::report::Failure],
+    /// NEAR-MISS records for the scenario's task.
+    reported: usize,
+    task_id: Option<u64>,
+    used: Option<u64>,
 }
 
 #[derive(Serialize)]
@@ -175,6 +277,61 @@ pub fn write(
         .map_err(|e| Fatal::setup(format!("cannot write {}: {e}", path.display())))
 }
 
+fn near_miss(n: &usage::NearMissReport) -> NearMiss<'_> {
+    NearMiss {
+        task_id: n.task_id,
+        task_name: &n.task_name,
+        cpu: n.cpu,
+        lo: format!("{:#x}", n.lo),
+        hi: format!("{:#x}", n.hi),
+        used: n.used,
+        used_percent: usage::percent(n.used, n.size()),
+        threshold_percent: n.threshold_percent,
+        deepest: n.deepest(),
+        chain: n
+            .chain
+            .iter()
+            .map(|c| ChainEntry {
+                at: format!("{:#x}", c.at),
+                addr: format!("{:#x}", c.addr),
+                repeat: c.repeat,
+                function: c.function.as_deref(),
+                guest_name: c.guest_name.as_deref(),
+            })
+            .collect(),
+        truncated: n.truncated,
+    }
+}
+
+fn boot_usage(record: &BootRecord) -> BootUsage {
+    let h = usage::histogram(
+        record
+            .results
+            .iter()
+            .filter_map(|r| Some((r.scenario.name, r.usage.as_ref()?))),
+    );
+    BootUsage {
+        stack_size: h.stack_size,
+        tasks: h.tasks,
+        histogram: h
+            .buckets
+            .iter()
+            .enumerate()
+            .map(|(i, &tasks)| Bucket {
+                from_percent: 10 * i as u64,
+                to_percent: 10 * (i as u64 + 1),
+                tasks,
+            })
+            .collect(),
+        deepest: h.deepest.map(|(scenario, task_id, used)| Deepest {
+            scenario,
+            task_id,
+            used,
+        }),
+        near_misses: h.near_misses,
+    }
+}
+
 fn boot(record: &BootRecord) -> Boot<'_> {
     Boot {
         name: &record.boot.name,
@@ -227,8 +384,25 @@ fn boot(record: &BootRecord) -> Boot<'_> {
                     owner: u.owner,
                     history_entries: u.history,
                 }),
+                stack_usage: r.usage.as_ref().map(|u| StackUsage {
+                    stack_size: u.stack_size,
+                    tasks: Tasks(&u.tasks),
+                    complete: u.complete(),
+                    dropped: u.dropped,
+                    near_misses: u.near_misses.iter().map(near_miss).collect(),
+                }),
+                near_miss: r.usage_verdict.as_ref().map(|v| NearMissVerdict {
+                    verdict: v.category_str(),
+                    as_expected: v.as_expected(),
+                    summary: v.describe(),
+                    failed_checks: &v.failures,
+                    reported: v.reported,
+                    task_id: v.task,
+                    used: v.used,
+                }),
             })
             .collect(),
+        stack_usage: boot_usage(record),
     }
 }
 
@@ -275,5 +449,61 @@ mod tests {
             schema["properties"]["schema_version"]["const"],
             super::SCHEMA_VERSION
         );
+    }
+
+    /// Every task's figure, the near miss with its chain, the verdict and
+    /// the boot's histogram, in a document the schema holds.
+    #[test]
+    fn stack_usage_is_in_the_document_and_the_schema_holds_it() {
+        let record = crate::output::summary::tests::usage_record();
+        let dir = std::env::temp_dir().join(format!("runner-json-usage-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("results.json");
+        let artifacts = crate::workspace::Artifacts {
+            guest: "/t/guest".into(),
+            loader: "/t/loader".into(),
+        };
+        super::write(
+            &path,
+            crate::record::Mode::Test,
+            (&dir, &artifacts),
+            &[record],
+            &[],
+            1,
+        )
+        .unwrap();
+        let doc: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        let schema: serde_json::Value = serde_json::from_str(SCHEMA).unwrap();
+        let validator = jsonschema::draft202012::new(&schema).unwrap();
+        let errors: Vec<String> = validator
+            .iter_errors(&doc)
+            .map(|e| format!("{}: {e}", e.instance_path()))
+            .collect();
+        assert!(errors.is_empty(), "{errors:#?}");
+        let boot = &doc["boots"][0];
+        let near = &boot["results"][0];
+        assert_eq!(near["stack_usage"]["tasks"]["4"], 15584);
+        let miss = &near["stack_usage"]["near_misses"][0];
+        assert_eq!(miss["used_percent"], 95);
+        assert_eq!(miss["chain"][0]["at"], "0xffffc900000253b0");
+        assert_eq!(miss["chain"][0]["repeat"], 60);
+        assert_eq!(
+            miss["deepest"],
+            "guest::scenarios::usage::near_miss_recurse"
+        );
+        // Without the ELF the chain is not the runner's to name: failed.
+        assert_eq!(
+            near["near_miss"]["failed_checks"][0]["check"],
+            "deepest-chain"
+        );
+        assert_eq!(boot["results"][1]["near_miss"]["as_expected"], true);
+        let usage = &boot["stack_usage"];
+        assert_eq!(usage["tasks"], 2);
+        assert_eq!(usage["histogram"][5]["tasks"], 1);
+        assert_eq!(usage["histogram"][9]["tasks"], 1);
+        assert_eq!(usage["deepest"]["task_id"], 4);
+        assert_eq!(usage["near_misses"], 1);
     }
 }

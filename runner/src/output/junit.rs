@@ -2,6 +2,12 @@
 //! (GitHub Actions reporters, GitLab, Jenkins) read. One `<testsuite>` per
 //! boot, one `<testcase>` per scenario, with `<failure>` carrying the same
 //! reasons the human summary gives and `<skipped>` for KTAP skips.
+//!
+//! A near miss (`report::usage`) is a warning, not a failure: a
+//! `near-miss` property of the boot's suite named after its testcase
+//! (junit-10.xsd allows properties on a suite only, none in a testcase),
+//! and the same `warning:` line the summary prints in that testcase's
+//! `<system-err>`.
 
 use crate::fatal::Fatal;
 use crate::output::summary;
@@ -83,13 +89,23 @@ fn suite(out: &mut String, mode: Mode, record: &BootRecord) {
         count(summary::Mark::Failed),
         count(summary::Mark::Skipped) + count(summary::Mark::Todo)
     );
-    let _ = writeln!(
-        out,
-        "    <properties><property name=\"smp\" value=\"{}\"/><property name=\"outcome\" value=\"{}\"/><property name=\"serial_log\" value=\"{}\"/></properties>",
+    let mut properties = format!(
+        "<property name=\"smp\" value=\"{}\"/><property name=\"outcome\" value=\"{}\"/><property name=\"serial_log\" value=\"{}\"/>",
         record.boot.smp,
         record.verdict.outcome.as_str(),
         escape(&record.serial_log.display().to_string())
     );
+    for result in &record.results {
+        for n in result.near_misses() {
+            let _ = write!(
+                properties,
+                "<property name=\"near-miss: {}\" value=\"{}\"/>",
+                escape(&case_name(record, result)),
+                escape(&n.warning())
+            );
+        }
+    }
+    let _ = writeln!(out, "    <properties>{properties}</properties>");
     // Each case its own time, so that a consumer adding them up gets the
     // boot's: the guest's measure where it gave one, the rest of the boot
     // to the first case without one (the one that ended the boot), 0 to
@@ -113,26 +129,37 @@ fn suite(out: &mut String, mode: Mode, record: &BootRecord) {
         let class = name.split('.').next().unwrap_or(name);
         let _ = write!(
             out,
-            "    <testcase classname=\"{}\" name=\"{} smp={}{}\" time=\"{seconds:.3}\"",
+            "    <testcase classname=\"{}\" name=\"{}\" time=\"{seconds:.3}\"",
             escape(class),
-            escape(name),
-            record.boot.smp,
-            match record.boot.path {
-                crate::cli::BootPath::Direct => String::new(),
-                other => format!(" [{}]", other.as_str()),
-            }
+            escape(&case_name(record, result)),
         );
         let guard = result.fault().map(|g| g.describe());
+        let warnings: Vec<String> = result
+            .near_misses()
+            .iter()
+            .map(|n| format!("warning: {}", n.warning()))
+            .collect();
+        let system_err = if warnings.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "\n      <system-err>{}</system-err>",
+                escape(&warnings.join("\n"))
+            )
+        };
         match mark {
             summary::Mark::Passed => match guard {
                 Some(g) => {
                     let _ = writeln!(
                         out,
-                        ">\n      <system-out>{}</system-out>\n    </testcase>",
+                        ">\n      <system-out>{}</system-out>{system_err}\n    </testcase>",
                         escape(&g)
                     );
                 }
-                None => out.push_str("/>\n"),
+                None if warnings.is_empty() => out.push_str("/>\n"),
+                None => {
+                    let _ = writeln!(out, ">{system_err}\n    </testcase>");
+                }
             },
             summary::Mark::Skipped => {
                 let _ = writeln!(
@@ -172,7 +199,7 @@ fn suite(out: &mut String, mode: Mode, record: &BootRecord) {
                 body.push(format!("serial log: {}", record.serial_log.display()));
                 let _ = writeln!(
                     out,
-                    ">\n      <failure message=\"{}\" type=\"{}\">{}</failure>\n    </testcase>",
+                    ">\n      <failure message=\"{}\" type=\"{}\">{}</failure>{system_err}\n    </testcase>",
                     escape(&message),
                     escape(kind),
                     escape(&body.join("\n"))
@@ -181,6 +208,19 @@ fn suite(out: &mut String, mode: Mode, record: &BootRecord) {
         }
     }
     out.push_str("  </testsuite>\n");
+}
+
+/// A testcase's name: the scenario, its CPUs, a boot path other than direct.
+fn case_name(record: &BootRecord, result: &crate::report::judge::ScenarioResult) -> String {
+    format!(
+        "{} smp={}{}",
+        result.scenario.name,
+        record.boot.smp,
+        match record.boot.path {
+            crate::cli::BootPath::Direct => String::new(),
+            other => format!(" [{}]", other.as_str()),
+        }
+    )
 }
 
 /// XML 1.0 text and attribute escaping; characters XML 1.0 cannot carry at
@@ -339,6 +379,45 @@ mod tests {
         let sums: Vec<f64> = suites.iter().map(|s| cases(s).iter().sum()).collect();
         assert!(sums[0] <= time(suites[0]), "{sums:?}");
         assert!((sums[1] - time(suites[1])).abs() < 0.002, "{sums:?}");
+    }
+
+    #[test]
+    fn a_near_miss_is_a_suite_property_and_its_testcases_warning() {
+        let text = render(
+            Mode::Test,
+            &[crate::output::summary::tests::usage_record()],
+            &[],
+        );
+        let doc = roxmltree::Document::parse(&text).expect("well-formed XML");
+        check(doc.root_element());
+        let warning = "near miss: task 4 'near-miss' used 15.2 KiB of 16 KiB (95 %), deepest in guest::scenarios::usage::near_miss_recurse";
+        let property = doc
+            .descendants()
+            .find(|n| {
+                n.has_tag_name("property")
+                    && n.attribute("name") == Some("near-miss: stack.near_miss smp=4")
+            })
+            .expect("a near-miss property");
+        assert_eq!(property.attribute("value"), Some(warning));
+        let case = |name: &str| {
+            doc.descendants()
+                .find(|n| n.has_tag_name("testcase") && n.attribute("name") == Some(name))
+                .unwrap()
+        };
+        let err = case("stack.near_miss smp=4")
+            .children()
+            .find(|c| c.has_tag_name("system-err"))
+            .expect("the warning in system-err");
+        assert_eq!(err.text(), Some(&*format!("warning: {warning}")));
+        assert!(!case("stack.half_used smp=4")
+            .children()
+            .any(|c| c.has_tag_name("system-err")));
+        assert_eq!(
+            doc.descendants()
+                .filter(|n| n.has_tag_name("property"))
+                .count(),
+            4
+        );
     }
 
     #[test]

@@ -180,10 +180,23 @@ fn render_result(
         line += &format!(" — {}", fault.describe());
     }
     out.push(line);
+    let indent = |text: &str| format!("    {text}");
+    // A task that came close to the end of its stack is worth a look
+    // whatever the verdict (`report::usage`).
+    let (warn, plain) = if colour {
+        ("\x1b[33m", "\x1b[0m")
+    } else {
+        ("", "")
+    };
+    out.extend(
+        result
+            .near_misses()
+            .iter()
+            .map(|n| indent(&format!("{warn}warning:{plain} {}", n.warning()))),
+    );
     if mark != Mark::Failed {
         return;
     }
-    let indent = |text: &str| format!("    {text}");
     if let Some(fault) = result.fault() {
         out.extend(
             fault
@@ -374,6 +387,41 @@ pub(crate) mod tests {
         assert!(lines[1]
             .contains("FAIL\x1b[0m selftest.panic smp=4 0.21s: malformed, expected panic: "));
         assert_eq!(lines.last().unwrap(), "1 passed, 1 failed");
+    }
+
+    /// A real boot of the usage scenarios, its records attached as a run
+    /// attaches them (here without the ELF).
+    pub(crate) fn usage_record() -> BootRecord {
+        let serial = include_str!("../report/testdata/usage.serial");
+        let mut r = record(
+            &["stack.near_miss", "stack.half_used"],
+            Ended::Exited(GuestExit::Pass.qemu_status()),
+            serial,
+        );
+        crate::report::attach(&mut r.results, serial, 1, None);
+        r
+    }
+
+    #[test]
+    fn a_near_miss_is_a_warning_under_its_scenario() {
+        let lines = render(Mode::Test, &[usage_record()], &[], false);
+        let at = lines
+            .iter()
+            .position(|l| l.contains(" stack.near_miss "))
+            .unwrap();
+        assert_eq!(
+            lines[at + 1],
+            "    warning: near miss: task 4 'near-miss' used 15.2 KiB of 16 KiB (95 %), deepest in guest::scenarios::usage::near_miss_recurse"
+        );
+        assert_eq!(lines.iter().filter(|l| l.contains("warning:")).count(), 1);
+        let half = lines
+            .iter()
+            .find(|l| l.contains(" stack.half_used "))
+            .unwrap();
+        assert!(
+            half.starts_with("PASS stack.half_used smp=4 0.001s — no near miss: task 5 used 8.0 KiB of 16 KiB (50 %)"),
+            "{half}"
+        );
     }
 
     #[test]

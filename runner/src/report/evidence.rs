@@ -31,6 +31,7 @@ pub struct Requested {
     pub stack_strategy: Option<Strategy>,
     pub stack_size: Option<u64>,
     pub guard_pages: Option<u64>,
+    pub near_miss_percent: Option<u64>,
     pub stack_free: Option<FreeMode>,
     pub task_structs: Option<TaskStructs>,
     pub workload: Option<Workload>,
@@ -114,6 +115,11 @@ pub fn configuration(serial: &str, requested: &Requested) -> Vec<String> {
         "--guard-pages",
         requested.guard_pages.map(|n| text(&n)),
         text(&echoed.guard_pages),
+    );
+    differs(
+        "--near-miss-percent",
+        requested.near_miss_percent.map(|n| text(&n)),
+        text(&echoed.near_miss_percent),
     );
     differs(
         "--stack-free",
@@ -246,11 +252,20 @@ mod tests {
         let asked = Requested {
             stack_size: Some(8192),
             task_structs: Some(TaskStructs::Vmalloc),
+            near_miss_percent: Some(75),
             ..Requested::default()
         };
         let wrong = configuration(&format!("loader: ok\n{CONFIG}\n"), &asked);
-        assert_eq!(wrong.len(), 2, "{wrong:?}");
+        assert_eq!(wrong.len(), 3, "{wrong:?}");
         assert!(wrong[0].contains("--stack-size 8192, the guest ran with 16384"));
+        // An echo from before the field says the default.
+        assert!(wrong[1].contains("--near-miss-percent 75, the guest ran with 90"));
+        let echoed = CONFIG.replace("}", ",\"near_miss_percent\":75}");
+        let asked = Requested {
+            near_miss_percent: Some(75),
+            ..Requested::default()
+        };
+        assert_eq!(configuration(&echoed, &asked), Vec::<String>::new());
         let missing = configuration("KTAP version 1\n1..1\nok 1 a.b\n", &none);
         assert!(missing[0].contains("no GUEST-CONFIG"), "{missing:?}");
         let garbled = configuration("GUEST-CONFIG {\"stack\n", &none);

@@ -30,6 +30,11 @@ pub struct ScenarioResult {
     /// Where the scenario's first caught fault was, for a person and for
     /// CI annotations (`report::attach`); `None` when nothing was caught.
     pub site: Option<FaultSite>,
+    /// How deep the stacks of the tasks that exited during it went, and
+    /// its near misses (`usage`); `None` if the guest told nothing.
+    pub usage: Option<super::usage::ScenarioUsage>,
+    /// For the usage scenarios: did the records show what they did.
+    pub usage_verdict: Option<super::usage::UsageVerdict>,
 }
 
 /// A caught fault's place in the guest's source and its report's opening.
@@ -74,16 +79,25 @@ impl ScenarioResult {
 
     /// The verdict on the fault the scenario provokes, if it provokes one.
     pub fn fault(&self) -> Option<&dyn FaultVerdict> {
-        match (&self.guard, &self.uaf) {
-            (Some(g), _) => Some(g),
-            (None, Some(u)) => Some(u),
-            (None, None) => None,
+        match (&self.guard, &self.uaf, &self.usage_verdict) {
+            (Some(g), _, _) => Some(g),
+            (None, Some(u), _) => Some(u),
+            (None, None, Some(s)) => Some(s),
+            (None, None, None) => None,
         }
     }
 
-    /// A scenario that provokes a fault is judged against what it is for.
+    /// A scenario that provokes a fault (or a near miss) is judged against
+    /// what it is for.
     pub fn provokes_fault(&self) -> bool {
-        self.scenario.guard.is_some() || self.scenario.uaf.is_some()
+        self.scenario.guard.is_some()
+            || self.scenario.uaf.is_some()
+            || abi::usage::expect(self.scenario.name).is_some()
+    }
+
+    /// The near misses told during the scenario.
+    pub fn near_misses(&self) -> &[super::usage::NearMissReport] {
+        self.usage.as_ref().map_or(&[], |u| &u.near_misses)
     }
 }
 
@@ -117,6 +131,8 @@ pub fn scenario_results(scenarios: &[&'static Scenario], verdict: &Verdict) -> V
                     },
                     objections: Vec::new(),
                     site: None,
+                    usage: None,
+                    usage_verdict: None,
                 },
                 None => ScenarioResult {
                     scenario,
@@ -129,6 +145,8 @@ pub fn scenario_results(scenarios: &[&'static Scenario], verdict: &Verdict) -> V
                     todo: None,
                     objections: Vec::new(),
                     site: None,
+                    usage: None,
+                    usage_verdict: None,
                 },
             }
         })
@@ -234,6 +252,8 @@ mod tests {
             todo: None,
             objections: Vec::new(),
             site: None,
+            usage: None,
+            usage_verdict: None,
         }
     }
 

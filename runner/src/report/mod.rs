@@ -3,7 +3,9 @@
 //! its result, and `evidence` what that result needs to be believed;
 //! `lines` reads the guest's machine-readable fault lines; and `stack` and
 //! `uaf` hold each caught fault's report against the ground truth the
-//! guest announced beforehand and against the guest ELF.
+//! guest announced beforehand and against the guest ELF; `usage` reads how
+//! deep every task's stack went and the near misses, and judges the
+//! scenarios made to show them.
 
 pub mod classify;
 pub mod compare;
@@ -18,6 +20,7 @@ pub mod recovery;
 pub mod stack;
 pub mod trace;
 pub mod uaf;
+pub mod usage;
 
 use crate::symbols::{Symbolize, Symbols};
 use serde::Serialize;
@@ -88,6 +91,17 @@ pub enum Check {
     /// What the task held, and the exit policy's decision on it, are told
     /// (`TASK-STATE`) and fit each other and the scenario.
     TaskState,
+    /// Stack usage: a task that went past the threshold is told as a near
+    /// miss (`NEAR-MISS`, once, over the threshold, its announced stack),
+    /// and one that did not is not.
+    NearMiss,
+    /// Stack usage: the near miss's deepest chain begins in the used part
+    /// of the stack, at a return address the ELF places in the function
+    /// the scenario recursed in.
+    DeepestChain,
+    /// Stack usage: the task's `STACK-USAGE` figure is there, whole, the
+    /// share the scenario took it to, and the near miss's figure.
+    StackUsage,
 }
 
 impl Check {
@@ -120,6 +134,9 @@ impl Check {
             Check::Witnessed => "witnessed",
             Check::TaskState => "task-state",
             Check::DecidedBy => "decided-by",
+            Check::NearMiss => "near-miss",
+            Check::DeepestChain => "deepest-chain",
+            Check::StackUsage => "stack-usage",
         }
     }
 }
@@ -171,9 +188,11 @@ pub fn attach(
 ) {
     let events = lines::parse(serial);
     let held = recovery::parse(serial);
+    let usage = usage::parse(serial);
     let elf = symbols;
     let symbols = symbols.map(|s| s as &dyn Symbolize);
     for r in results.iter_mut() {
+        r.usage = usage::of_scenario(r.scenario.name, &usage, symbols);
         // A skipped scenario (stack.ap on one CPU) broke nothing.
         if r.skipped {
             continue;
@@ -190,6 +209,15 @@ pub fn attach(
         }
         if let Some(expect) = &r.scenario.uaf {
             r.uaf = Some(uaf::judge(r.scenario, expect, &events, symbols));
+        }
+        if let Some(expect) = abi::usage::expect(r.scenario.name) {
+            r.usage_verdict = Some(usage::judge(
+                expect,
+                &events,
+                &usage,
+                r.usage.as_ref(),
+                symbols,
+            ));
         }
         recovery_hook(r, &events, &held);
         r.site = site(r.scenario.name, &events, elf);
@@ -282,6 +310,8 @@ mod tests {
             todo: None,
             objections: Vec::new(),
             site: None,
+            usage: None,
+            usage_verdict: None,
         }
     }
 
