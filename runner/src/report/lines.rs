@@ -125,7 +125,8 @@ pub fn parse(serial: &str) -> Events<'_> {
 
 /// Record `T` from log line `i` into `into`: `None` if the line carries no
 /// such record, `Some(false)` if it carries one that does not parse.
-fn read<'a, T: Record + Deserialize<'a>>(
+/// Every record reader of the report uses it (`usage`, `recovery`).
+pub fn read<'a, T: Record + Deserialize<'a>>(
     line: &'a str,
     i: usize,
     into: &mut Vec<Seen<T>>,

@@ -12,11 +12,10 @@
 //! decision the task's state does not call for (`abi::held::EXPECT` for
 //! the atomic-context scenarios) is a failed check.
 
-use super::lines::Seen;
+use super::lines::{read, Seen};
 use super::{Check, Failure};
 use abi::held::{Decision, Recovery, RecoveryTally, TaskState};
-use abi::{Record, Scenario};
-use serde::Deserialize;
+use abi::Scenario;
 
 /// The recovery records of one boot.
 #[derive(Clone, Debug, Default)]
@@ -40,21 +39,6 @@ pub fn parse(serial: &str) -> Records<'_> {
         }
     }
     r
-}
-
-fn read<'a, T: Record + Deserialize<'a>>(
-    line: &'a str,
-    i: usize,
-    into: &mut Vec<Seen<T>>,
-) -> Option<bool> {
-    let json = abi::record::json_in::<T>(line)?;
-    Some(match serde_json::from_str::<T>(json) {
-        Ok(record) => {
-            into.push(Seen { line: i, record });
-            true
-        }
-        Err(_) => false,
-    })
 }
 
 /// What one fault report claims about its task.

@@ -11,12 +11,10 @@
 //! function the deepest chain's innermost return address lies in is the
 //! runner's own answer, never the name the guest printed beside it.
 
-use super::lines::{Events, Seen};
+use super::lines::{read, Events, Seen};
 use super::{Check, Failure, FaultVerdict};
 use crate::symbols::Symbolize;
 use abi::usage::{is_near_miss, NearMiss, NearMissExpect, StackUsage, UsageExpect};
-use abi::Record;
-use serde::Deserialize;
 
 /// The usage records of one boot.
 #[derive(Clone, Debug, Default)]
@@ -37,21 +35,6 @@ pub fn parse(serial: &str) -> Records<'_> {
         }
     }
     r
-}
-
-fn read<'a, T: Record + Deserialize<'a>>(
-    line: &'a str,
-    i: usize,
-    into: &mut Vec<Seen<T>>,
-) -> Option<bool> {
-    let json = abi::record::json_in::<T>(line)?;
-    Some(match serde_json::from_str::<T>(json) {
-        Ok(record) => {
-            into.push(Seen { line: i, record });
-            true
-        }
-        Err(_) => false,
-    })
 }
 
 /// One frame of a near miss's deepest chain (a run of records with one
