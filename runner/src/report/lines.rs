@@ -123,6 +123,23 @@ pub fn parse(serial: &str) -> Events<'_> {
     e
 }
 
+/// Offer each line of `serial` (trailing whitespace trimmed) and its
+/// number to `read`, which answers as [`read`] does; the lines it found
+/// carrying a record that does not parse.
+pub fn read_lines<'a>(
+    serial: &'a str,
+    mut read: impl FnMut(&'a str, usize) -> Option<bool>,
+) -> Vec<(usize, &'a str)> {
+    let mut unreadable = Vec::new();
+    for (i, raw) in serial.lines().enumerate() {
+        let line = raw.trim_end();
+        if read(line, i) == Some(false) {
+            unreadable.push((i, line));
+        }
+    }
+    unreadable
+}
+
 /// Record `T` from log line `i` into `into`: `None` if the line carries no
 /// such record, `Some(false)` if it carries one that does not parse.
 /// Every record reader of the report uses it (`usage`, `recovery`).

@@ -12,7 +12,7 @@
 //! decision the task's state does not call for (`abi::held::EXPECT` for
 //! the atomic-context scenarios) is a failed check.
 
-use super::lines::{read, Seen};
+use super::lines::{read, read_lines, Seen};
 use super::{Check, Failure};
 use abi::held::{Decision, Recovery, RecoveryTally, TaskState};
 use abi::Scenario;
@@ -29,15 +29,11 @@ pub struct Records<'a> {
 
 pub fn parse(serial: &str) -> Records<'_> {
     let mut r = Records::default();
-    for (i, raw) in serial.lines().enumerate() {
-        let line = raw.trim_end();
-        let ok = read(line, i, &mut r.states)
+    r.unreadable = read_lines(serial, |line, i| {
+        read(line, i, &mut r.states)
             .or_else(|| read(line, i, &mut r.recoveries))
-            .or_else(|| read(line, i, &mut r.tallies));
-        if ok == Some(false) {
-            r.unreadable.push((i, line));
-        }
-    }
+            .or_else(|| read(line, i, &mut r.tallies))
+    });
     r
 }
 

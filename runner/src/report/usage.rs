@@ -11,7 +11,7 @@
 //! function the deepest chain's innermost return address lies in is the
 //! runner's own answer, never the name the guest printed beside it.
 
-use super::lines::{read, Events, Seen};
+use super::lines::{read, read_lines, Events, Seen};
 use super::{Check, Failure, FaultVerdict};
 use crate::symbols::Symbolize;
 use abi::usage::{is_near_miss, NearMiss, NearMissExpect, StackUsage, UsageExpect};
@@ -27,13 +27,9 @@ pub struct Records<'a> {
 
 pub fn parse(serial: &str) -> Records<'_> {
     let mut r = Records::default();
-    for (i, raw) in serial.lines().enumerate() {
-        let line = raw.trim_end();
-        let ok = read(line, i, &mut r.usages).or_else(|| read(line, i, &mut r.near_misses));
-        if ok == Some(false) {
-            r.unreadable.push((i, line));
-        }
-    }
+    r.unreadable = read_lines(serial, |line, i| {
+        read(line, i, &mut r.usages).or_else(|| read(line, i, &mut r.near_misses))
+    });
     r
 }
 
